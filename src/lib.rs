@@ -1,0 +1,8 @@
+//! tidemark: log-based change data capture.
+//!
+//! Sources tail a database's log and turn committed changes into
+//! [`event::ChangeEvent`]s; the stage filters them; sinks make them durable
+//! and acknowledge positions, which the offset store keeps so that a restart
+//! resumes exactly.
+
+pub mod event;
