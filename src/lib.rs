@@ -5,4 +5,10 @@
 //! and acknowledge positions, which the offset store keeps so that a restart
 //! resumes exactly.
 
+pub mod config;
 pub mod event;
+pub mod sink;
+pub mod source;
+pub mod stage;
+pub mod store;
+pub mod task;

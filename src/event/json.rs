@@ -226,11 +226,7 @@ pub fn transaction_id(ev: &ChangeEvent) -> String {
     }
     match &ev.position {
         Position::Binlog(b) => format!("{}:{}", b.file, b.tx_pos),
-        Position::Lsn(l) => format!(
-            "{}:{}",
-            ev.tx.xid.unwrap_or_default(),
-            l.commit_lsn
-        ),
+        Position::Lsn(l) => format!("{}:{}", ev.tx.xid.unwrap_or_default(), l.commit_lsn),
     }
 }
 
@@ -407,7 +403,11 @@ impl Serialize for ValueJson<'_> {
                 offset_secs,
             } => {
                 let mut out = String::with_capacity(24);
-                write_hms(&mut out, (*micros).max(0) as u64, iso_fraction_digits(*micros));
+                write_hms(
+                    &mut out,
+                    (*micros).max(0) as u64,
+                    iso_fraction_digits(*micros),
+                );
                 write_offset(&mut out, *offset_secs);
                 s.serialize_str(&out)
             }
@@ -452,9 +452,7 @@ impl Serialize for ValueJson<'_> {
                     // Debezium's approximation: 30.4375-day months.
                     let month_us = 2_629_800_000_000_i64;
                     s.serialize_i64(
-                        i64::from(*months) * month_us
-                            + i64::from(*days) * 86_400_000_000
-                            + micros,
+                        i64::from(*months) * month_us + i64::from(*days) * 86_400_000_000 + micros,
                     )
                 }
             },
@@ -634,7 +632,7 @@ fn write_offset(out: &mut String, offset_secs: i32) {
     let sign = if offset_secs < 0 { '-' } else { '+' };
     let a = offset_secs.unsigned_abs();
     let _ = write!(out, "{sign}{:02}:{:02}", a / 3600, (a / 60) % 60);
-    if a % 60 != 0 {
+    if !a.is_multiple_of(60) {
         let _ = write!(out, ":{:02}", a % 60);
     }
 }
@@ -681,7 +679,13 @@ fn iso_interval(months: i32, days: i32, micros: i64) -> String {
     let secs = a / 1_000_000;
     let frac = a % 1_000_000;
     let sign = if neg { "-" } else { "" };
-    let _ = write!(out, "{sign}{}H{sign}{}M{sign}{}", secs / 3600, (secs / 60) % 60, secs % 60);
+    let _ = write!(
+        out,
+        "{sign}{}H{sign}{}M{sign}{}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    );
     if frac != 0 {
         let f = format!("{frac:06}");
         let _ = write!(out, ".{}", f.trim_end_matches('0'));
@@ -716,7 +720,12 @@ mod tests {
         }
     }
 
-    fn encode_one(connector: Connector, ty: &str, v: Value, opts: JsonOptions) -> serde_json::Value {
+    fn encode_one(
+        connector: Connector,
+        ty: &str,
+        v: Value,
+        opts: JsonOptions,
+    ) -> serde_json::Value {
         let table = Arc::new(TableSchema {
             db: "d".into(),
             schema: None,
@@ -788,7 +797,12 @@ mod tests {
         );
         // NaN stays NaN, where Debezium writes null.
         assert_eq!(
-            encode_one(Connector::Postgres, "numeric", Value::Decimal("NaN".into()), precise),
+            encode_one(
+                Connector::Postgres,
+                "numeric",
+                Value::Decimal("NaN".into()),
+                precise
+            ),
             serde_json::json!("NaN")
         );
     }
@@ -804,7 +818,12 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            encode_one(Connector::Mariadb, "bigint unsigned", Value::UInt(u64::MAX), long),
+            encode_one(
+                Connector::Mariadb,
+                "bigint unsigned",
+                Value::UInt(u64::MAX),
+                long
+            ),
             serde_json::json!(-1)
         );
     }
@@ -824,8 +843,14 @@ mod tests {
                 precision,
             })
         };
-        assert_eq!(mysql("datetime", dt(0)), serde_json::json!(1709251199999i64));
-        assert_eq!(mysql("datetime(6)", dt(6)), serde_json::json!(1709251199999999i64));
+        assert_eq!(
+            mysql("datetime", dt(0)),
+            serde_json::json!(1709251199999i64)
+        );
+        assert_eq!(
+            mysql("datetime(6)", dt(6)),
+            serde_json::json!(1709251199999999i64)
+        );
         assert_eq!(
             mysql(
                 "time(3)",
@@ -866,7 +891,10 @@ mod tests {
             month: 0,
             day: 0,
         };
-        assert_eq!(mysql("date", Value::Date(zero)), serde_json::json!("0000-00-00"));
+        assert_eq!(
+            mysql("date", Value::Date(zero)),
+            serde_json::json!("0000-00-00")
+        );
         let zdt = Value::DateTime(DateTime {
             date: zero,
             micros_of_day: 0,
@@ -910,12 +938,18 @@ mod tests {
             ),
             serde_json::json!("0101")
         );
-        assert_eq!(mysql("double", Value::Double(f64::NAN)), serde_json::json!("NaN"));
+        assert_eq!(
+            mysql("double", Value::Double(f64::NAN)),
+            serde_json::json!("NaN")
+        );
         assert_eq!(
             mysql("double", Value::Double(f64::NEG_INFINITY)),
             serde_json::json!("-Infinity")
         );
-        assert_eq!(mysql("float", Value::Float(3.14159)), serde_json::json!(3.14159));
+        assert_eq!(
+            mysql("float", Value::Float(1.23456)),
+            serde_json::json!(1.23456)
+        );
         assert_eq!(
             mysql("binary(4)", Value::Bytes(vec![0xde, 0xad, 0xbe, 0])),
             serde_json::json!("3q2+AA==")

@@ -80,7 +80,11 @@ impl TableSchema {
     /// `db.table` for MySQL, `schema.table` for PostgreSQL: the name that
     /// filters match and topics are named after.
     pub fn qualified_name(&self) -> String {
-        format!("{}.{}", self.schema.as_deref().unwrap_or(&self.db), self.name)
+        format!(
+            "{}.{}",
+            self.schema.as_deref().unwrap_or(&self.db),
+            self.name
+        )
     }
 
     /// Computes `version` from the columns.

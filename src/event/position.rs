@@ -138,7 +138,11 @@ impl fmt::Display for Position {
                 write!(f, "binlog:{}:{}:*", b.file, b.tx_pos)
             }
             Position::Binlog(b) => {
-                write!(f, "binlog:{}:{}:{}:{}", b.file, b.tx_pos, b.event_pos, b.row)
+                write!(
+                    f,
+                    "binlog:{}:{}:{}:{}",
+                    b.file, b.tx_pos, b.event_pos, b.row
+                )
             }
             Position::Lsn(l) if l.index == Self::END => {
                 write!(f, "lsn:{}:*", format_lsn(l.commit_lsn))
@@ -149,7 +153,9 @@ impl fmt::Display for Position {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("invalid position {text:?}: expected binlog:<file>:<pos>:<event_pos>:<row> or lsn:<X/Y>:<index> (`*` for a whole transaction)")]
+#[error(
+    "invalid position {text:?}: expected binlog:<file>:<pos>:<event_pos>:<row> or lsn:<X/Y>:<index> (`*` for a whole transaction)"
+)]
 pub struct ParsePositionError {
     text: String,
 }
@@ -158,7 +164,9 @@ impl FromStr for Position {
     type Err = ParsePositionError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || ParsePositionError { text: s.to_string() };
+        let err = || ParsePositionError {
+            text: s.to_string(),
+        };
         if let Some(rest) = s.strip_prefix("binlog:") {
             // The file name may itself contain ':'; split from the right.
             if let Some(head) = rest.strip_suffix(":*") {
@@ -253,7 +261,14 @@ mod tests {
             b("mysql-bin.000003", 4567, 4890, 2).to_string(),
             "binlog:mysql-bin.000003:4567:4890:2"
         );
-        for bad in ["", "binlog:", "binlog:f:1:2", "lsn:zz:1", "lsn:1/2", "other:1"] {
+        for bad in [
+            "",
+            "binlog:",
+            "binlog:f:1:2",
+            "lsn:zz:1",
+            "lsn:1/2",
+            "other:1",
+        ] {
             assert!(bad.parse::<Position>().is_err(), "{bad}");
         }
     }

@@ -162,7 +162,13 @@ pub fn write_hms(out: &mut String, micros: u64, precision: u8) {
     use std::fmt::Write;
     let secs = micros / 1_000_000;
     let frac = micros % 1_000_000;
-    let _ = write!(out, "{:02}:{:02}:{:02}", secs / 3600, (secs / 60) % 60, secs % 60);
+    let _ = write!(
+        out,
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        (secs / 60) % 60,
+        secs % 60
+    );
     write_fraction(out, frac, precision);
 }
 
@@ -190,11 +196,23 @@ mod tests {
             (1, 1, 1, -719162),
             (2000, 1, 1, 10957),
         ] {
-            let date = Date { year: y, month: m, day: d };
+            let date = Date {
+                year: y,
+                month: m,
+                day: d,
+            };
             assert_eq!(date.epoch_days(), Some(days), "{date:?}");
             assert_eq!(Date::from_epoch_days(days), date);
         }
-        assert_eq!(Date { year: 0, month: 0, day: 0 }.epoch_days(), None);
+        assert_eq!(
+            Date {
+                year: 0,
+                month: 0,
+                day: 0
+            }
+            .epoch_days(),
+            None
+        );
     }
 
     #[test]

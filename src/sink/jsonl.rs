@@ -1,0 +1,272 @@
+//! JSON-lines sink: one event per line, to a file or stdout.
+//!
+//! A file is authoritative for its own position: every line carries its
+//! event's position, a batch is durable after write + fsync, and on open the
+//! sink cuts a torn partial last line and reads the position of the last
+//! complete one. A crash between the fsync and the offset commit therefore
+//! neither duplicates nor loses events. Stdout can't be read back: there the
+//! guarantee is at-least-once (events after the last committed offset are
+//! written again after a crash).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+
+use super::SinkError;
+use crate::event::json::JsonEncoder;
+use crate::event::{Batch, Position};
+
+enum Output {
+    File { file: File, path: PathBuf },
+    Stdout,
+}
+
+pub struct JsonlSink {
+    /// `None` only while a write is in flight on the blocking pool.
+    output: Option<Output>,
+    encoder: JsonEncoder,
+    buf: Vec<u8>,
+    durable: Option<Position>,
+}
+
+impl JsonlSink {
+    /// Opens (creating if needed) the file, repairs a torn tail and reads the
+    /// position of the last complete line. `-` writes to stdout.
+    pub async fn open(path: &str, encoder: JsonEncoder) -> Result<JsonlSink, SinkError> {
+        if path == "-" {
+            return Ok(JsonlSink {
+                output: Some(Output::Stdout),
+                encoder,
+                buf: Vec::new(),
+                durable: None,
+            });
+        }
+        let path = PathBuf::from(path);
+        let (file, durable) = tokio::task::spawn_blocking(move || {
+            let r = open_and_recover(&path);
+            r.map(|(f, d)| (f, d, path))
+        })
+        .await
+        .map_err(|e| SinkError::Internal(format!("jsonl open task failed: {e}")))?
+        .map(|(f, d, p)| (Output::File { file: f, path: p }, d))?;
+        Ok(JsonlSink {
+            output: Some(file),
+            encoder,
+            buf: Vec::with_capacity(1 << 20),
+            durable,
+        })
+    }
+
+    /// Position of the last event known durable in the file.
+    pub fn durable_position(&self) -> Option<&Position> {
+        self.durable.as_ref()
+    }
+
+    /// Writes every event of `batches`; returns once they are durable
+    /// (fsync for files, flush for stdout).
+    pub async fn write(&mut self, batches: &[Batch]) -> Result<(), SinkError> {
+        let now_ns = now_ns();
+        self.buf.clear();
+        let mut last = None;
+        for batch in batches {
+            for ev in &batch.events {
+                self.encoder.encode(ev, now_ns, &mut self.buf);
+                self.buf.push(b'\n');
+                last = Some(&ev.position);
+            }
+        }
+        let Some(last) = last.cloned() else {
+            return Ok(());
+        };
+        let mut output = self
+            .output
+            .take()
+            .ok_or_else(|| SinkError::Internal("jsonl sink used after a failed write".into()))?;
+        let buf = std::mem::take(&mut self.buf);
+        let (output, buf, result) = tokio::task::spawn_blocking(move || {
+            let r = write_durably(&mut output, &buf);
+            (output, buf, r)
+        })
+        .await
+        .map_err(|e| SinkError::Internal(format!("jsonl write task failed: {e}")))?;
+        self.output = Some(output);
+        self.buf = buf;
+        result?;
+        self.durable = Some(last);
+        Ok(())
+    }
+}
+
+fn write_durably(output: &mut Output, buf: &[u8]) -> Result<(), SinkError> {
+    match output {
+        Output::File { file, path } => {
+            let io = |source| SinkError::Io {
+                what: format!("writing {}", path.display()),
+                source,
+            };
+            file.write_all(buf).map_err(io)?;
+            file.sync_data().map_err(io)?;
+        }
+        Output::Stdout => {
+            let mut out = std::io::stdout().lock();
+            let io = |source| SinkError::Io {
+                what: "writing to stdout".into(),
+                source,
+            };
+            out.write_all(buf).map_err(io)?;
+            out.flush().map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or_default()
+}
+
+/// Opens `path` for appending, cuts a partial last line, and returns the
+/// position of the last complete line.
+fn open_and_recover(path: &PathBuf) -> Result<(File, Option<Position>), SinkError> {
+    let io = |what: &str| {
+        let what = format!("{what} {}", path.display());
+        move |source| SinkError::Io { what, source }
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io("creating the directory of"))?;
+    }
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(io("opening"))?;
+    let len = file.metadata().map_err(io("reading metadata of"))?.len();
+    let complete_end = last_newline_end(&mut file, len).map_err(io("reading"))?;
+    if complete_end < len {
+        tracing::warn!(
+            path = %path.display(),
+            cut_bytes = len - complete_end,
+            "cutting a torn partial line left by a crash"
+        );
+        file.set_len(complete_end).map_err(io("truncating"))?;
+        file.sync_all().map_err(io("syncing"))?;
+    }
+    let last_line = read_last_line(&mut file, complete_end).map_err(io("reading"))?;
+    let durable = match last_line {
+        None => None,
+        Some(line) => Some(
+            parse_line_position(&line).map_err(|reason| SinkError::Corrupt {
+                path: path.display().to_string(),
+                reason,
+            })?,
+        ),
+    };
+    Ok((file, durable))
+}
+
+const CHUNK: u64 = 64 * 1024;
+
+/// Offset just past the last `\n` in the first `len` bytes (0 if none).
+fn last_newline_end(file: &mut File, len: u64) -> std::io::Result<u64> {
+    let mut end = len;
+    let mut chunk = vec![0u8; CHUNK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let n = (end - start) as usize;
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk[..n])?;
+        if let Some(i) = chunk[..n].iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
+}
+
+/// The last line of the first `end` bytes, which end with `\n`.
+fn read_last_line(file: &mut File, end: u64) -> std::io::Result<Option<Vec<u8>>> {
+    if end == 0 {
+        return Ok(None);
+    }
+    let start = last_newline_end(file, end - 1)?;
+    let mut line = vec![0u8; (end - 1 - start) as usize];
+    file.seek(SeekFrom::Start(start))?;
+    file.read_exact(&mut line)?;
+    Ok(Some(line))
+}
+
+fn parse_line_position(line: &[u8]) -> Result<Position, String> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        position: Option<String>,
+    }
+    let parsed: Line = serde_json::from_slice(line).map_err(|e| {
+        format!("the last line is not a JSON event ({e}); was the file written by another program?")
+    })?;
+    let text = parsed
+        .position
+        .ok_or("the last line has no \"position\"; was the file written by another program?")?;
+    text.parse().map_err(|e| format!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let p = std::env::temp_dir().join(format!("tidemark-jsonl-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    #[test]
+    fn recovers_last_complete_line_and_cuts_torn_tail() {
+        let p = tmp("torn");
+        let l1 = r#"{"op":"c","position":"binlog:b.000001:4:10:0"}"#;
+        let l2 = r#"{"op":"c","position":"binlog:b.000001:4:10:1"}"#;
+        std::fs::write(&p, format!("{l1}\n{l2}\n{{\"op\":\"c\",\"posi")).unwrap();
+        let (_, pos) = open_and_recover(&p).unwrap();
+        assert_eq!(pos.unwrap().to_string(), "binlog:b.000001:4:10:1");
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            format!("{l1}\n{l2}\n")
+        );
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn empty_and_single_line_files() {
+        let p = tmp("empty");
+        let (_, pos) = open_and_recover(&p).unwrap();
+        assert!(pos.is_none());
+        // A torn first line leaves an empty file.
+        std::fs::write(&p, "{\"op\"").unwrap();
+        let (_, pos) = open_and_recover(&p).unwrap();
+        assert!(pos.is_none());
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn long_last_line_spanning_chunks() {
+        let p = tmp("long");
+        let pad = "x".repeat(200_000);
+        let line = format!(r#"{{"pad":"{pad}","position":"lsn:0/10:3"}}"#);
+        std::fs::write(&p, format!("{line}\n")).unwrap();
+        let (_, pos) = open_and_recover(&p).unwrap();
+        assert_eq!(pos.unwrap().to_string(), "lsn:0/10:3");
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn foreign_file_is_a_clear_error() {
+        let p = tmp("foreign");
+        std::fs::write(&p, "hello world\n").unwrap();
+        let e = open_and_recover(&p).unwrap_err().to_string();
+        assert!(e.contains("not a JSON event"), "{e}");
+        let _ = std::fs::remove_file(&p);
+    }
+}

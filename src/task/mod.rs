@@ -1,0 +1,209 @@
+//! The task runner: one source, the stage, one sink, and the offset commit.
+//!
+//! Only this module sequences write → acknowledge → commit:
+//!
+//! ```text
+//! source ──(bounded channel)──► stage + sink.write (durable) ──► committer (offset store)
+//! ```
+//!
+//! A position reaches the offset store only after the sink returned from
+//! `write` for every event up to it. On start the task resumes after the
+//! greater of the stored position and the sink's own durable position.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::{SinkConfig, SourceConfig, TaskConfig};
+use crate::event::json::JsonEncoder;
+use crate::event::{Batch, Position};
+use crate::sink::{AnySink, JsonlSink, SinkError};
+use crate::source::SourceError;
+use crate::source::mysql::MysqlSource;
+use crate::stage::Stage;
+use crate::stage::filter::TableFilter;
+use crate::store::{OffsetStore, StoreError};
+
+/// Batches in flight between source and sink: bounds memory to about
+/// `CHANNEL_BATCHES × max_batch_events` events.
+const CHANNEL_BATCHES: usize = 8;
+/// Most events written (and fsynced) together.
+const MAX_WRITE_EVENTS: usize = 32_768;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("task {task}: source: {source}")]
+    Source {
+        task: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("task {task}: sink: {source}")]
+    Sink {
+        task: String,
+        #[source]
+        source: SinkError,
+    },
+    #[error("task {task}: {source}")]
+    Store {
+        task: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("task {task}: {message}")]
+    Config { task: String, message: String },
+}
+
+/// The later of two positions (the stored offset and the sink's own).
+pub fn later(a: Option<Position>, b: Option<Position>) -> Result<Option<Position>, String> {
+    match (a, b) {
+        (Some(a), Some(b)) => match a.partial_cmp(&b) {
+            Some(std::cmp::Ordering::Less) => Ok(Some(b)),
+            Some(_) => Ok(Some(a)),
+            None => Err(format!(
+                "the stored offset {a} and the sink's position {b} come from different kinds of source; was the sink reused by another task?"
+            )),
+        },
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// Runs a task until `cancel`, then drains and commits. Returns the error
+/// that stopped it otherwise.
+pub async fn run(
+    cfg: TaskConfig,
+    store: Arc<dyn OffsetStore>,
+    cancel: CancellationToken,
+) -> Result<(), TaskError> {
+    let task = cfg.id.clone();
+    let cfg_err = |message: String| TaskError::Config {
+        task: task.clone(),
+        message,
+    };
+    let filter = TableFilter::new(&cfg.filter.include, &cfg.filter.exclude).map_err(&cfg_err)?;
+    let encoder = JsonEncoder::new(cfg.format.clone(), task.clone(), task.clone());
+    let mut sink = match &cfg.sink {
+        SinkConfig::Jsonl(j) => {
+            AnySink::Jsonl(JsonlSink::open(&j.path, encoder).await.map_err(|source| {
+                TaskError::Sink {
+                    task: task.clone(),
+                    source,
+                }
+            })?)
+        }
+    };
+    let store_err = |source| TaskError::Store {
+        task: task.clone(),
+        source,
+    };
+    let stored = {
+        let store = store.clone();
+        let t = task.clone();
+        tokio::task::spawn_blocking(move || store.load(&t))
+            .await
+            .map_err(|e| cfg_err(format!("offset store task failed: {e}")))?
+            .map_err(store_err)?
+    };
+    let resume = later(stored.map(|c| c.position), sink.durable_position()).map_err(&cfg_err)?;
+    info!(task = %task, resume = %resume.as_ref().map_or("(new task)".to_string(), |p| p.to_string()), "starting");
+
+    let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
+    let source_cancel = cancel.child_token();
+    let source = match &cfg.source {
+        SourceConfig::Mysql(m) => MysqlSource::new(m.clone(), task.clone(), filter.clone()),
+    };
+    let source_task = tokio::spawn(source.run(resume.clone(), tx, source_cancel.clone()));
+
+    let (ack_tx, ack_rx) = watch::channel::<Option<Position>>(None);
+    let committer = tokio::spawn(commit_loop(task.clone(), store.clone(), ack_rx));
+
+    let mut stage = Stage::new(filter, cfg.ddl.clone());
+    let mut batches: Vec<Batch> = Vec::new();
+    let sink_result: Result<(), SinkError> = async {
+        while let Some(first) = rx.recv().await {
+            batches.clear();
+            let mut events = first.events.len();
+            batches.push(first);
+            // Group commit: everything already queued goes in one write.
+            while events < MAX_WRITE_EVENTS {
+                match rx.try_recv() {
+                    Ok(b) => {
+                        events += b.events.len();
+                        batches.push(b);
+                    }
+                    Err(_) => break,
+                }
+            }
+            for b in batches.iter_mut() {
+                stage.apply(b);
+            }
+            sink.write(&batches).await?;
+            if let Some(last) = batches.last() {
+                // Durable up to here: hand to the committer.
+                ack_tx.send_replace(Some(last.end.clone()));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if sink_result.is_err() {
+        source_cancel.cancel();
+    }
+    drop(rx);
+    drop(ack_tx);
+    let source_result = source_task
+        .await
+        .unwrap_or_else(|e| Err(SourceError::Definite(format!("binlog reader crashed: {e}"))));
+    let commit_result = committer.await.unwrap_or_else(|e| {
+        Err(StoreError::Io(sled::Error::ReportableBug(format!(
+            "committer crashed: {e}"
+        ))))
+    });
+
+    sink_result.map_err(|source| TaskError::Sink {
+        task: task.clone(),
+        source,
+    })?;
+    commit_result.map_err(store_err)?;
+    source_result.map_err(|source| TaskError::Source {
+        task: task.clone(),
+        source,
+    })?;
+    info!(task = %task, "stopped");
+    Ok(())
+}
+
+/// Commits the latest acknowledged position, coalescing acks that arrive
+/// while a commit is in progress; commits the last one before returning.
+async fn commit_loop(
+    task: String,
+    store: Arc<dyn OffsetStore>,
+    mut acks: watch::Receiver<Option<Position>>,
+) -> Result<(), StoreError> {
+    let mut committed: Option<Position> = None;
+    loop {
+        let closed = acks.changed().await.is_err();
+        let latest = acks.borrow_and_update().clone();
+        if let Some(p) = latest
+            && committed.as_ref() != Some(&p)
+        {
+            let store = store.clone();
+            let t = task.clone();
+            let pc = p.clone();
+            let r = tokio::task::spawn_blocking(move || store.commit(&t, &pc))
+                .await
+                .unwrap_or_else(|e| Err(StoreError::Io(sled::Error::ReportableBug(e.to_string()))));
+            if let Err(e) = r {
+                error!(task = %task, error = %e, "offset commit failed");
+                return Err(e);
+            }
+            tracing::debug!(task = %task, position = %p, "offset committed");
+            committed = Some(p);
+        }
+        if closed {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Starts (or reuses) a private MariaDB for tidemark's tests and local runs:
+# loopback only, its own data dir, binlog in ROW format with full metadata.
+#
+#   tests/servers/mariadb.sh start [DIR] [PORT]   # prints nothing on success
+#   tests/servers/mariadb.sh stop  [DIR]
+#
+# DIR defaults to target/servers/mariadb, PORT to 13306. Installs Debian's
+# mariadb-server if it is missing. Users: root (socket), and
+# tidemark/tidemark (all privileges, from 127.0.0.1).
+set -euo pipefail
+
+cmd=${1:-start}
+dir=${2:-${TIDEMARK_MARIADB_DIR:-target/servers/mariadb}}
+port=${3:-${TIDEMARK_MARIADB_PORT:-13306}}
+mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+sock="$dir/mysqld.sock"
+
+ensure_installed() {
+  if ! command -v mariadbd >/dev/null && ! [ -x /usr/sbin/mariadbd ]; then
+    echo "installing mariadb-server (Debian package)..." >&2
+    export DEBIAN_FRONTEND=noninteractive
+    ${SUDO:-} apt-get update -q >&2
+    ${SUDO:-} apt-get install -y -q mariadb-server mariadb-client >&2
+  fi
+}
+
+running() {
+  [ -S "$sock" ] && mariadb-admin --socket="$sock" -uroot ping >/dev/null 2>&1
+}
+
+case "$cmd" in
+  start)
+    ensure_installed
+    if running; then exit 0; fi
+    if [ ! -d "$dir/data/mysql" ]; then
+      mkdir -p "$dir/data"
+      mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$dir/data" \
+        --auth-root-authentication-method=socket >"$dir/install.log" 2>&1 \
+        || { cat "$dir/install.log" >&2; exit 1; }
+    fi
+    # --no-defaults: nothing from /etc/mysql leaks in.
+    nohup /usr/sbin/mariadbd --no-defaults --user="$(id -un)" \
+      --datadir="$dir/data" --socket="$sock" --pid-file="$dir/mysqld.pid" \
+      --bind-address=127.0.0.1 --port="$port" \
+      --log-error="$dir/error.log" \
+      --server-id=1 --log-bin="$dir/data/mysql-bin" --binlog-format=ROW \
+      --binlog-row-image=FULL --binlog-row-metadata=FULL \
+      --character-set-server=utf8mb4 --default-time-zone=+00:00 \
+      --innodb-buffer-pool-size=256M --innodb-log-file-size=256M \
+      --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 \
+      --max-connections=500 --max-allowed-packet=1G \
+      >/dev/null 2>&1 &
+    for _ in $(seq 1 120); do
+      running && break
+      sleep 0.5
+    done
+    if ! running; then
+      echo "MariaDB did not start; log follows:" >&2
+      tail -n 50 "$dir/error.log" >&2
+      exit 1
+    fi
+    mariadb --socket="$sock" -uroot <<SQL
+CREATE USER IF NOT EXISTS 'tidemark'@'127.0.0.1' IDENTIFIED BY 'tidemark';
+GRANT ALL PRIVILEGES ON *.* TO 'tidemark'@'127.0.0.1' WITH GRANT OPTION;
+FLUSH PRIVILEGES;
+SQL
+    ;;
+  stop)
+    if [ -f "$dir/mysqld.pid" ]; then
+      pid=$(cat "$dir/mysqld.pid")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 120); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.5
+      done
+    fi
+    ;;
+  *)
+    echo "usage: $0 start|stop [DIR] [PORT]" >&2
+    exit 2
+    ;;
+esac
