@@ -6,3 +6,4 @@
 //! resumes exactly.
 
 pub mod event;
+pub mod source;
