@@ -2,6 +2,7 @@
 //! task, in commit order, each event with its position.
 
 pub mod mysql;
+pub mod postgres;
 
 /// A source failure, classed for the retry loop: transient errors
 /// (connection lost, server restarting) reconnect with backoff; definite
