@@ -2,17 +2,20 @@
 # Starts (or reuses) a private MariaDB for tidemark's tests and local runs:
 # loopback only, its own data dir, binlog in ROW format with full metadata.
 #
-#   tests/servers/mariadb.sh start [DIR] [PORT]   # prints nothing on success
+#   tests/servers/mariadb.sh start [DIR] [PORT] [FLAVOUR]
 #   tests/servers/mariadb.sh stop  [DIR]
 #
-# DIR defaults to target/servers/mariadb, PORT to 13306. Installs Debian's
-# mariadb-server if it is missing. Users: root (socket), and
-# tidemark/tidemark (all privileges, from 127.0.0.1).
+# DIR defaults to target/servers/mariadb, PORT to 13306. FLAVOUR is `row`
+# (default: binlog in ROW format, full metadata), `statement` (binlog in
+# STATEMENT format) or `nobinlog` (binary logging off), for the tests of
+# misconfigured servers. Installs Debian's mariadb-server if it is missing.
+# Users: root (socket), and tidemark/tidemark (all privileges, from 127.0.0.1).
 set -euo pipefail
 
 cmd=${1:-start}
 dir=${2:-${TIDEMARK_MARIADB_DIR:-target/servers/mariadb}}
 port=${3:-${TIDEMARK_MARIADB_PORT:-13306}}
+flavour=${4:-row}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 sock="$dir/mysqld.sock"
@@ -40,12 +43,18 @@ case "$cmd" in
         --auth-root-authentication-method=socket >"$dir/install.log" 2>&1 \
         || { cat "$dir/install.log" >&2; exit 1; }
     fi
+    case "$flavour" in
+      row) binlog=(--log-bin="$dir/data/mysql-bin" --binlog-format=ROW) ;;
+      statement) binlog=(--log-bin="$dir/data/mysql-bin" --binlog-format=STATEMENT) ;;
+      nobinlog) binlog=(--skip-log-bin) ;;
+      *) echo "unknown flavour $flavour" >&2; exit 2 ;;
+    esac
     # --no-defaults: nothing from /etc/mysql leaks in.
     nohup /usr/sbin/mariadbd --no-defaults --user="$(id -un)" \
       --datadir="$dir/data" --socket="$sock" --pid-file="$dir/mysqld.pid" \
       --bind-address=127.0.0.1 --port="$port" \
       --log-error="$dir/error.log" \
-      --server-id=1 --log-bin="$dir/data/mysql-bin" --binlog-format=ROW \
+      --server-id=1 "${binlog[@]}" \
       --binlog-row-image=FULL --binlog-row-metadata=FULL \
       --character-set-server=utf8mb4 --default-time-zone=+00:00 \
       --innodb-buffer-pool-size=256M --innodb-log-file-size=256M \

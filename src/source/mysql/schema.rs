@@ -170,8 +170,10 @@ fn real_type(ty: u8, meta: &[u8]) -> u8 {
     ty
 }
 
+/// Columns that take a place in the charset metadata lists. GEOMETRY
+/// counts too: the server treats it as the BLOB it derives from.
 fn is_character(real: u8) -> bool {
-    matches!(real, 254 | 253 | 15 | 252)
+    matches!(real, 254 | 253 | 15 | 252 | 255)
 }
 
 pub fn build(

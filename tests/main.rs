@@ -1,0 +1,6 @@
+//! Integration tests against real servers (see tests/servers/), in one test
+//! binary. Each test uses its own database and its own daemon.
+
+mod support;
+
+mod mysql_types;
