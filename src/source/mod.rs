@@ -4,6 +4,40 @@
 pub mod mysql;
 pub mod postgres;
 
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{Batch, Position};
+
+/// The set of sources (closed: no dynamic dispatch).
+pub enum AnySource {
+    Mysql(mysql::MysqlSource),
+}
+
+impl AnySource {
+    /// Reads the log until `cancel`, sending batches to `out`.
+    ///
+    /// `resume`: everything at or below it was delivered before (the
+    /// committed offset or the sink's own position). `committed`: positions
+    /// as the offset store commits them; a source may let its server discard
+    /// log up to them (PostgreSQL's confirmed_flush_lsn), never further.
+    pub async fn run(
+        self,
+        resume: Option<Position>,
+        out: mpsc::Sender<Batch>,
+        cancel: CancellationToken,
+        committed: watch::Receiver<Option<Position>>,
+    ) -> Result<(), SourceError> {
+        match self {
+            // The binlog is the server's to expire: nothing to release.
+            AnySource::Mysql(s) => {
+                drop(committed);
+                s.run(resume, out, cancel).await
+            }
+        }
+    }
+}
+
 /// A source failure, classed for the retry loop: transient errors
 /// (connection lost, server restarting) reconnect with backoff; definite
 /// ones (misconfiguration, privileges, purged log, malformed data) stop the

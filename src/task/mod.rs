@@ -20,8 +20,8 @@ use crate::config::{SinkConfig, SourceConfig, TaskConfig};
 use crate::event::json::JsonEncoder;
 use crate::event::{Batch, Position};
 use crate::sink::{AnySink, JsonlSink, SinkError};
-use crate::source::SourceError;
 use crate::source::mysql::MysqlSource;
+use crate::source::{AnySource, SourceError};
 use crate::stage::Stage;
 use crate::stage::filter::TableFilter;
 use crate::store::{OffsetStore, StoreError};
@@ -112,12 +112,20 @@ pub async fn run(
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);
     let source_cancel = cancel.child_token();
     let source = match &cfg.source {
-        SourceConfig::Mysql(m) => MysqlSource::new(m.clone(), task.clone(), filter.clone()),
+        SourceConfig::Mysql(m) => {
+            AnySource::Mysql(MysqlSource::new(m.clone(), task.clone(), filter.clone()))
+        }
     };
-    let source_task = tokio::spawn(source.run(resume.clone(), tx, source_cancel.clone()));
+    let (committed_tx, committed_rx) = watch::channel::<Option<Position>>(None);
+    let source_task = tokio::spawn(source.run(
+        resume.clone(),
+        tx,
+        source_cancel.clone(),
+        committed_rx,
+    ));
 
     let (ack_tx, ack_rx) = watch::channel::<Option<Position>>(None);
-    let committer = tokio::spawn(commit_loop(task.clone(), store.clone(), ack_rx));
+    let committer = tokio::spawn(commit_loop(task.clone(), store.clone(), ack_rx, committed_tx));
 
     let mut stage = Stage::new(filter, cfg.ddl.clone());
     let mut batches: Vec<Batch> = Vec::new();
@@ -181,6 +189,7 @@ async fn commit_loop(
     task: String,
     store: Arc<dyn OffsetStore>,
     mut acks: watch::Receiver<Option<Position>>,
+    committed_out: watch::Sender<Option<Position>>,
 ) -> Result<(), StoreError> {
     let mut committed: Option<Position> = None;
     loop {
@@ -200,6 +209,8 @@ async fn commit_loop(
                 return Err(e);
             }
             tracing::debug!(task = %task, position = %p, "offset committed");
+            // Only now may the source release its log up to here.
+            committed_out.send_replace(Some(p.clone()));
             committed = Some(p);
         }
         if closed {
