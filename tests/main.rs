@@ -3,4 +3,4 @@
 
 mod support;
 
-mod mysql_types;
+mod mysql;

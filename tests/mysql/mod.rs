@@ -1,0 +1,3 @@
+//! MySQL/MariaDB source tests.
+
+mod types;
