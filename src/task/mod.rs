@@ -117,15 +117,16 @@ pub async fn run(
         }
     };
     let (committed_tx, committed_rx) = watch::channel::<Option<Position>>(None);
-    let source_task = tokio::spawn(source.run(
-        resume.clone(),
-        tx,
-        source_cancel.clone(),
-        committed_rx,
-    ));
+    let source_task =
+        tokio::spawn(source.run(resume.clone(), tx, source_cancel.clone(), committed_rx));
 
     let (ack_tx, ack_rx) = watch::channel::<Option<Position>>(None);
-    let committer = tokio::spawn(commit_loop(task.clone(), store.clone(), ack_rx, committed_tx));
+    let committer = tokio::spawn(commit_loop(
+        task.clone(),
+        store.clone(),
+        ack_rx,
+        committed_tx,
+    ));
 
     let mut stage = Stage::new(filter, cfg.ddl.clone());
     let mut batches: Vec<Batch> = Vec::new();

@@ -1,3 +1,5 @@
 //! MySQL/MariaDB source tests.
 
+mod crash;
+mod stream;
 mod types;
