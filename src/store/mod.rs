@@ -39,8 +39,12 @@ pub trait OffsetStore: Send + Sync {
     /// Stores `pos` for `task` and makes it durable before returning.
     /// Monotonic: a position at or below the stored one is ignored.
     fn commit(&self, task: &str, pos: &Position) -> Result<(), StoreError>;
-    /// Forgets the task's position (`tidemark offsets reset`).
+    /// Forgets the task's position (`tidemark offsets reset`): the task
+    /// starts again from its configured start, ignoring the position its
+    /// sink holds, until its next commit.
     fn reset(&self, task: &str) -> Result<(), StoreError>;
+    /// True between a `reset` and the task's next commit.
+    fn was_reset(&self, task: &str) -> Result<bool, StoreError>;
     /// Every task with a stored position.
     fn list(&self) -> Result<Vec<(String, Committed)>, StoreError>;
 }

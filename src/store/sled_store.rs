@@ -6,7 +6,10 @@ use super::{Committed, OffsetStore, StoreError};
 use crate::event::Position;
 
 pub struct SledOffsetStore {
+    /// Default tree: task id → `<committed_at_ms> <position>`.
     db: sled::Db,
+    /// Task id → `reset` while a reset awaits the task's next commit.
+    meta: sled::Tree,
 }
 
 impl SledOffsetStore {
@@ -20,7 +23,8 @@ impl SledOffsetStore {
                 path: path.display().to_string(),
                 source,
             })?;
-        Ok(SledOffsetStore { db })
+        let meta = db.open_tree("reset")?;
+        Ok(SledOffsetStore { db, meta })
     }
 
     fn decode(task: &str, bytes: &[u8]) -> Result<Committed, StoreError> {
@@ -63,14 +67,20 @@ impl OffsetStore for SledOffsetStore {
             .unwrap_or_default();
         self.db
             .insert(task.as_bytes(), format!("{now} {pos}").into_bytes())?;
+        self.meta.remove(task.as_bytes())?;
         self.db.flush()?;
         Ok(())
     }
 
     fn reset(&self, task: &str) -> Result<(), StoreError> {
         self.db.remove(task.as_bytes())?;
+        self.meta.insert(task.as_bytes(), &b"reset"[..])?;
         self.db.flush()?;
         Ok(())
+    }
+
+    fn was_reset(&self, task: &str) -> Result<bool, StoreError> {
+        Ok(self.meta.get(task.as_bytes())?.is_some())
     }
 
     fn list(&self) -> Result<Vec<(String, Committed)>, StoreError> {
@@ -115,6 +125,12 @@ mod tests {
         assert_eq!(s.list().unwrap().len(), 2);
         s.reset("a").unwrap();
         assert_eq!(s.load("a").unwrap(), None);
+        assert!(s.was_reset("a").unwrap());
+        assert!(!s.was_reset("b").unwrap());
+        // A reset position may move backward; the reset mark goes with the commit.
+        s.commit("a", &pos(1, 2)).unwrap();
+        assert!(!s.was_reset("a").unwrap());
+        assert_eq!(s.load("a").unwrap().unwrap().position, pos(1, 2));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -98,15 +98,19 @@ pub async fn run(
         task: task.clone(),
         source,
     };
-    let stored = {
+    let (stored, reset) = {
         let store = store.clone();
         let t = task.clone();
-        tokio::task::spawn_blocking(move || store.load(&t))
-            .await
-            .map_err(|e| cfg_err(format!("offset store task failed: {e}")))?
-            .map_err(store_err)?
+        tokio::task::spawn_blocking(move || {
+            Ok::<_, StoreError>((store.load(&t)?, store.was_reset(&t)?))
+        })
+        .await
+        .map_err(|e| cfg_err(format!("offset store task failed: {e}")))?
+        .map_err(store_err)?
     };
-    let resume = later(stored.map(|c| c.position), sink.durable_position()).map_err(&cfg_err)?;
+    // After `offsets reset` the sink's own position is stale by intent.
+    let sink_position = if reset { None } else { sink.durable_position() };
+    let resume = later(stored.map(|c| c.position), sink_position).map_err(&cfg_err)?;
     info!(task = %task, resume = %resume.as_ref().map_or("(new task)".to_string(), |p| p.to_string()), "starting");
 
     let (tx, mut rx) = mpsc::channel::<Batch>(CHANNEL_BATCHES);

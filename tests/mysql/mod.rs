@@ -1,5 +1,6 @@
 //! MySQL/MariaDB source tests.
 
 mod crash;
-mod stream;
+mod errors;
+pub mod stream;
 mod types;

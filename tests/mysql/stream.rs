@@ -8,10 +8,7 @@ use serde_json::{Value, json};
 use crate::support::{Daemon, mariadb, private_mariadb, wait_until};
 
 pub fn wait_streaming(d: &Daemon) {
-    wait_until(Duration::from_secs(30), "tidemark to start reading", || {
-        d.log().matches("reading binlog").count()
-            >= d.log().matches("----- restart -----").count() + 1
-    });
+    d.wait_log("reading binlog", Duration::from_secs(30));
 }
 
 fn keys(v: &Value) -> Vec<String> {

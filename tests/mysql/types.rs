@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Daemon, mariadb, wait_until};
+use crate::support::{Daemon, mariadb};
 
 /// The fixture's SQL steps (S01..S12), with the database renamed.
 fn fixture_steps(db: &str) -> Vec<(String, String)> {
@@ -36,9 +36,7 @@ fn fixture_steps(db: &str) -> Vec<(String, String)> {
 }
 
 fn wait_streaming(d: &Daemon) {
-    wait_until(Duration::from_secs(30), "tidemark to start reading", || {
-        d.log().contains("reading binlog")
-    });
+    d.wait_log("reading binlog", Duration::from_secs(30));
 }
 
 /// Debezium records that carry row data or DDL, in order (no transaction

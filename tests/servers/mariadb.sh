@@ -16,7 +16,7 @@ cmd=${1:-start}
 dir=${2:-${TIDEMARK_MARIADB_DIR:-target/servers/mariadb}}
 port=${3:-${TIDEMARK_MARIADB_PORT:-13306}}
 flavour=${4:-row}
-mkdir -p "$dir"
+mkdir -p "$dir" "$dir/tmp"
 dir=$(cd "$dir" && pwd)
 sock="$dir/mysqld.sock"
 
@@ -38,9 +38,12 @@ case "$cmd" in
     ensure_installed
     if running; then exit 0; fi
     if [ ! -d "$dir/data/mysql" ]; then
-      mkdir -p "$dir/data"
-      mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$dir/data" \
-        --auth-root-authentication-method=socket >"$dir/install.log" 2>&1 \
+      mkdir -p "$dir/data" "$dir/tmp"
+      # Bootstraps share temporary table names in /tmp: one at a time, each
+      # with its own tmpdir.
+      flock "$(dirname "$dir")/.install.lock" \
+        mariadb-install-db --no-defaults --user="$(id -un)" --datadir="$dir/data" \
+        --tmpdir="$dir/tmp" --auth-root-authentication-method=socket >"$dir/install.log" 2>&1 \
         || { cat "$dir/install.log" >&2; exit 1; }
     fi
     case "$flavour" in
@@ -53,7 +56,7 @@ case "$cmd" in
     nohup /usr/sbin/mariadbd --no-defaults --user="$(id -un)" \
       --datadir="$dir/data" --socket="$sock" --pid-file="$dir/mysqld.pid" \
       --bind-address=127.0.0.1 --port="$port" \
-      --log-error="$dir/error.log" \
+      --log-error="$dir/error.log" --tmpdir="$dir/tmp" \
       --server-id=1 "${binlog[@]}" \
       --binlog-row-image=FULL --binlog-row-metadata=FULL \
       --character-set-server=utf8mb4 --default-time-zone=+00:00 \

@@ -257,6 +257,17 @@ path = "{out}"
         }
     }
 
+    /// The log of the latest start.
+    pub fn current_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("daemon-{}.log", self.log_index)))
+            .unwrap_or_default()
+    }
+
+    /// Waits until the latest start logs `needle`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        wait_until(timeout, needle, || self.current_log().contains(needle));
+    }
+
     /// All daemon logs so far.
     pub fn log(&self) -> String {
         (1..=self.log_index)
