@@ -465,6 +465,7 @@ impl BinlogDecoder {
         let mut r = Reader::new(rows);
         let mut row = 0u32;
         while !r.is_empty() {
+            let row_start = r.pos();
             let position = Position::Binlog(BinlogPosition {
                 file: self.file.clone(),
                 tx_pos,
@@ -499,6 +500,10 @@ impl BinlogDecoder {
             let decode_err = self.decode_err("rows", start);
             let before = before.transpose().map_err(&decode_err)?;
             let after = after.transpose().map_err(&decode_err)?;
+            if r.pos() == row_start {
+                // A row image without columns can't advance: malformed.
+                return Err(decode_err(r.err("row image with no columns")));
+            }
             drop(decode_err);
             if !self.covered(&position) {
                 self.pending.push(ChangeEvent {
@@ -557,3 +562,7 @@ fn partial_after(
         &mut JsonImage::Partial { partial, before },
     )
 }
+
+#[cfg(test)]
+#[path = "stream_tests.rs"]
+mod tests;
