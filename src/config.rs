@@ -304,7 +304,7 @@ pub struct JsonlSinkConfig {
 /// A configuration error, with the file it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
+    #[error("{file}: cannot read")]
     Read {
         file: String,
         #[source]

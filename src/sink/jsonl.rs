@@ -11,21 +11,31 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::SinkError;
 use crate::event::json::JsonEncoder;
 use crate::event::{Batch, Position};
 
+#[derive(Clone)]
 enum Output {
-    File { file: File, path: PathBuf },
+    File { file: Arc<File>, path: PathBuf },
     Stdout,
 }
 
+/// A write started on the blocking pool: resolves when its bytes are durable.
+struct InFlight {
+    handle: tokio::task::JoinHandle<(Vec<u8>, Result<(), SinkError>)>,
+    /// Position of the last event in it.
+    last: Position,
+}
+
 pub struct JsonlSink {
-    /// `None` only while a write is in flight on the blocking pool.
-    output: Option<Output>,
+    output: Output,
     encoder: JsonEncoder,
-    buf: Vec<u8>,
+    /// Spare buffer for the next encoding (the other one is in flight).
+    spare: Vec<u8>,
+    inflight: Option<InFlight>,
     durable: Option<Position>,
 }
 
@@ -33,26 +43,29 @@ impl JsonlSink {
     /// Opens (creating if needed) the file, repairs a torn tail and reads the
     /// position of the last complete line. `-` writes to stdout.
     pub async fn open(path: &str, encoder: JsonEncoder) -> Result<JsonlSink, SinkError> {
-        if path == "-" {
-            return Ok(JsonlSink {
-                output: Some(Output::Stdout),
-                encoder,
-                buf: Vec::new(),
-                durable: None,
-            });
-        }
-        let path = PathBuf::from(path);
-        let (file, durable) = tokio::task::spawn_blocking(move || {
-            let r = open_and_recover(&path);
-            r.map(|(f, d)| (f, d, path))
-        })
-        .await
-        .map_err(|e| SinkError::Internal(format!("jsonl open task failed: {e}")))?
-        .map(|(f, d, p)| (Output::File { file: f, path: p }, d))?;
+        let (output, durable) = if path == "-" {
+            (Output::Stdout, None)
+        } else {
+            let path = PathBuf::from(path);
+            tokio::task::spawn_blocking(move || {
+                open_and_recover(&path).map(|(f, d)| {
+                    (
+                        Output::File {
+                            file: Arc::new(f),
+                            path,
+                        },
+                        d,
+                    )
+                })
+            })
+            .await
+            .map_err(|e| SinkError::Internal(format!("jsonl open task failed: {e}")))??
+        };
         Ok(JsonlSink {
-            output: Some(file),
+            output,
             encoder,
-            buf: Vec::with_capacity(1 << 20),
+            spare: Vec::new(),
+            inflight: None,
             durable,
         })
     }
@@ -62,50 +75,72 @@ impl JsonlSink {
         self.durable.as_ref()
     }
 
-    /// Writes every event of `batches`; returns once they are durable
-    /// (fsync for files, flush for stdout).
-    pub async fn write(&mut self, batches: &[Batch]) -> Result<(), SinkError> {
+    /// Starts writing every event of `batches`; returns once everything
+    /// submitted before is durable. Encoding this group overlaps the previous
+    /// group's write and fsync; at most one write is in flight.
+    pub async fn submit(&mut self, batches: &[Batch]) -> Result<(), SinkError> {
         let now_ns = now_ns();
-        self.buf.clear();
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.clear();
         let mut last = None;
         for batch in batches {
             for ev in &batch.events {
-                self.encoder.encode(ev, now_ns, &mut self.buf);
-                self.buf.push(b'\n');
+                self.encoder.encode(ev, now_ns, &mut buf);
+                buf.push(b'\n');
                 last = Some(&ev.position);
             }
         }
-        let Some(last) = last.cloned() else {
+        self.finish_inflight().await?;
+        if let Some(last) = last.cloned() {
+            let output = self.output.clone();
+            let handle = tokio::task::spawn_blocking(move || {
+                let r = write_durably(&output, &buf);
+                (buf, r)
+            });
+            self.inflight = Some(InFlight { handle, last });
+        } else {
+            self.spare = buf;
+        }
+        Ok(())
+    }
+
+    /// Waits until everything submitted is durable.
+    pub async fn flush(&mut self) -> Result<(), SinkError> {
+        self.finish_inflight().await
+    }
+
+    async fn finish_inflight(&mut self) -> Result<(), SinkError> {
+        let Some(inflight) = self.inflight.take() else {
             return Ok(());
         };
-        let mut output = self
-            .output
-            .take()
-            .ok_or_else(|| SinkError::Internal("jsonl sink used after a failed write".into()))?;
-        let buf = std::mem::take(&mut self.buf);
-        let (output, buf, result) = tokio::task::spawn_blocking(move || {
-            let r = write_durably(&mut output, &buf);
-            (output, buf, r)
-        })
-        .await
-        .map_err(|e| SinkError::Internal(format!("jsonl write task failed: {e}")))?;
-        self.output = Some(output);
-        self.buf = buf;
+        let (mut buf, result) = inflight
+            .handle
+            .await
+            .map_err(|e| SinkError::Internal(format!("jsonl write task failed: {e}")))?;
         result?;
-        self.durable = Some(last);
+        // Keep the larger buffer for reuse, but don't hold on to a huge one.
+        if buf.capacity() <= MAX_SPARE_BYTES {
+            buf.clear();
+            self.spare = buf;
+        }
+        self.durable = Some(inflight.last);
         Ok(())
     }
 }
 
-fn write_durably(output: &mut Output, buf: &[u8]) -> Result<(), SinkError> {
+/// Largest encoding buffer kept between writes.
+const MAX_SPARE_BYTES: usize = 16 << 20;
+
+fn write_durably(output: &Output, buf: &[u8]) -> Result<(), SinkError> {
     match output {
         Output::File { file, path } => {
             let io = |source| SinkError::Io {
                 what: format!("writing {}", path.display()),
                 source,
             };
-            file.write_all(buf).map_err(io)?;
-            file.sync_data().map_err(io)?;
+            let mut f: &File = file;
+            f.write_all(buf).map_err(io)?;
+            f.sync_data().map_err(io)?;
         }
         Output::Stdout => {
             let mut out = std::io::stdout().lock();

@@ -1,9 +1,11 @@
 //! Sinks: make batches of events durable and report how far they are.
 //!
-//! Contract: `write` returns only when every event of the batches is durable
-//! in the target. Sinks must tolerate replays of events they already hold
-//! (the task skips what a sink reports as durable, but a sink without its
-//! own position sees events again after a crash).
+//! Contract: `submit` starts making a group of batches durable and returns
+//! once every group submitted before it is durable; `flush` returns once
+//! everything submitted is durable. A group's positions may be acknowledged
+//! only after one of those returns. Sinks must tolerate replays of events they already hold (the
+//! task skips what a sink reports as durable, but a sink without its own
+//! position sees events again after a crash).
 
 pub mod jsonl;
 
@@ -30,9 +32,17 @@ pub enum AnySink {
 }
 
 impl AnySink {
-    pub async fn write(&mut self, batches: &[Batch]) -> Result<(), SinkError> {
+    /// Starts writing `batches`; returns once the groups submitted before are durable.
+    pub async fn submit(&mut self, batches: &[Batch]) -> Result<(), SinkError> {
         match self {
-            AnySink::Jsonl(s) => s.write(batches).await,
+            AnySink::Jsonl(s) => s.submit(batches).await,
+        }
+    }
+
+    /// Waits until everything submitted is durable.
+    pub async fn flush(&mut self) -> Result<(), SinkError> {
+        match self {
+            AnySink::Jsonl(s) => s.flush().await,
         }
     }
 

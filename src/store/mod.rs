@@ -11,7 +11,7 @@ use crate::event::Position;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("offset store at {path}: {source}")]
+    #[error("offset store at {path}")]
     Open {
         path: String,
         #[source]

@@ -3,7 +3,7 @@
 //! Only this module sequences write → acknowledge → commit:
 //!
 //! ```text
-//! source ──(bounded channel)──► stage + sink.write (durable) ──► committer (offset store)
+//! source ──(bounded channel)──► stage + sink.submit ──(durable)──► committer (offset store)
 //! ```
 //!
 //! A position reaches the offset store only after the sink returned from
@@ -26,11 +26,12 @@ use crate::stage::Stage;
 use crate::stage::filter::TableFilter;
 use crate::store::{OffsetStore, StoreError};
 
-/// Batches in flight between source and sink: bounds memory to about
-/// `CHANNEL_BATCHES × max_batch_events` events.
-const CHANNEL_BATCHES: usize = 8;
+/// Batches in flight between source and sink: with one group being encoded
+/// and one being written, memory holds about
+/// `(CHANNEL_BATCHES + 2) × max_batch_events` events.
+const CHANNEL_BATCHES: usize = 4;
 /// Most events written (and fsynced) together.
-const MAX_WRITE_EVENTS: usize = 32_768;
+const MAX_WRITE_EVENTS: usize = 8_192;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
@@ -134,8 +135,27 @@ pub async fn run(
 
     let mut stage = Stage::new(filter, cfg.ddl.clone());
     let mut batches: Vec<Batch> = Vec::new();
+    // End position of the group submitted last: durable once the next
+    // submit or a flush returns.
+    let mut unacked: Option<Position> = None;
     let sink_result: Result<(), SinkError> = async {
-        while let Some(first) = rx.recv().await {
+        loop {
+            let first = match rx.try_recv() {
+                Ok(b) => b,
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Nothing queued: make what was submitted durable now
+                    // rather than when more arrives.
+                    if let Some(end) = unacked.take() {
+                        sink.flush().await?;
+                        ack_tx.send_replace(Some(end));
+                    }
+                    match rx.recv().await {
+                        Some(b) => b,
+                        None => break,
+                    }
+                }
+            };
             batches.clear();
             let mut events = first.events.len();
             batches.push(first);
@@ -152,11 +172,16 @@ pub async fn run(
             for b in batches.iter_mut() {
                 stage.apply(b);
             }
-            sink.write(&batches).await?;
-            if let Some(last) = batches.last() {
-                // Durable up to here: hand to the committer.
-                ack_tx.send_replace(Some(last.end.clone()));
+            sink.submit(&batches).await?;
+            // Everything submitted before this group is durable now.
+            let end = batches.last().map(|b| b.end.clone());
+            if let Some(prev) = std::mem::replace(&mut unacked, end) {
+                ack_tx.send_replace(Some(prev));
             }
+        }
+        sink.flush().await?;
+        if let Some(end) = unacked.take() {
+            ack_tx.send_replace(Some(end));
         }
         Ok(())
     }

@@ -21,7 +21,10 @@ fn validate(name: &str, text: &str, env: &[(&str, &str)]) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.success(), text.replace(path.to_str().unwrap(), "FILE"))
+    (
+        out.status.success(),
+        text.replace(path.to_str().unwrap(), "FILE"),
+    )
 }
 
 const GOOD: &str = r#"[daemon]
@@ -68,8 +71,14 @@ fn every_shipped_example_config_validates() {
 
 #[test]
 fn bad_configs_name_file_key_and_expectation() {
-    let cases: Vec<(&str, String, &[(&str, &str)], &[&str])> = vec![
-        ("unset secret", GOOD.to_string(), &[], &["FILE", "MYSQL_PASSWORD is not set"]),
+    type Case<'a> = (&'a str, String, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: Vec<Case> = vec![
+        (
+            "unset secret",
+            GOOD.to_string(),
+            &[],
+            &["FILE", "MYSQL_PASSWORD is not set"],
+        ),
         (
             "unknown key",
             GOOD.replace("server_id = 5401", "server_id = 5401\nserverid = 3"),
@@ -90,7 +99,10 @@ fn bad_configs_name_file_key_and_expectation() {
         ),
         (
             "missing url",
-            GOOD.replace("url = \"mysql://repl:${MYSQL_PASSWORD}@127.0.0.1:3306\"\n", ""),
+            GOOD.replace(
+                "url = \"mysql://repl:${MYSQL_PASSWORD}@127.0.0.1:3306\"\n",
+                "",
+            ),
             &[],
             &["tasks[0].source", "url"],
         ),

@@ -24,8 +24,11 @@ ensure_installed() {
   if ! command -v mariadbd >/dev/null && ! [ -x /usr/sbin/mariadbd ]; then
     echo "installing mariadb-server (Debian package)..." >&2
     export DEBIAN_FRONTEND=noninteractive
-    ${SUDO:-} apt-get update -q >&2
-    ${SUDO:-} apt-get install -y -q mariadb-server mariadb-client >&2
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+    # Parallel test processes may get here together: one apt at a time.
+    mkdir -p "$(dirname "$dir")"
+    flock "$(dirname "$dir")/.apt.lock" sh -c "command -v mariadbd >/dev/null || { $sudo apt-get update -q && $sudo apt-get install -y -q mariadb-server mariadb-client; }" >&2
   fi
 }
 
