@@ -21,6 +21,7 @@ use crate::event::json::JsonEncoder;
 use crate::event::{Batch, Position};
 use crate::sink::{AnySink, JsonlSink, SinkError};
 use crate::source::mysql::MysqlSource;
+use crate::source::postgres::PostgresSource;
 use crate::source::{AnySource, SourceError};
 use crate::stage::Stage;
 use crate::stage::filter::TableFilter;
@@ -115,17 +116,24 @@ pub async fn run(
         SourceConfig::Mysql(m) => {
             AnySource::Mysql(MysqlSource::new(m.clone(), task.clone(), filter.clone()))
         }
+        SourceConfig::Postgres(p) => AnySource::Postgres(PostgresSource::new(
+            p.clone(),
+            task.clone(),
+            filter.clone(),
+            cfg.filter.include.clone(),
+        )),
     };
     let (committed_tx, committed_rx) = watch::channel::<Option<Position>>(None);
-    let source_task = tokio::spawn(source.run(
-        resume.clone(),
-        tx,
-        source_cancel.clone(),
-        committed_rx,
-    ));
+    let source_task =
+        tokio::spawn(source.run(resume.clone(), tx, source_cancel.clone(), committed_rx));
 
     let (ack_tx, ack_rx) = watch::channel::<Option<Position>>(None);
-    let committer = tokio::spawn(commit_loop(task.clone(), store.clone(), ack_rx, committed_tx));
+    let committer = tokio::spawn(commit_loop(
+        task.clone(),
+        store.clone(),
+        ack_rx,
+        committed_tx,
+    ));
 
     let mut stage = Stage::new(filter, cfg.ddl.clone());
     let mut batches: Vec<Batch> = Vec::new();
