@@ -3,8 +3,12 @@
 
 use std::time::Duration;
 
-use crate::support::{Daemon, wait_until};
+use serde_json::Value;
 
+use crate::support::{Daemon, Postgres, wait_until};
+
+mod errors;
+mod replica;
 mod types;
 
 /// Waits until the daemon has started streaming.
@@ -12,4 +16,15 @@ pub fn wait_streaming(d: &Daemon) {
     wait_until(Duration::from_secs(60), "tidemark to start reading WAL", || {
         d.log().contains("reading WAL")
     });
+}
+
+/// Waits for `n` lines, then runs `sentinel` (which must produce one event)
+/// and waits for it as line `n + 1`: proof that exactly `n` came before.
+pub async fn exactly(d: &mut Daemon, n: usize, pg: &Postgres, db: &str, sentinel: &str) -> Vec<Value> {
+    d.wait_lines(n, Duration::from_secs(60));
+    pg.exec(db, sentinel).await;
+    let mut lines = d.wait_lines(n + 1, Duration::from_secs(60));
+    assert_eq!(lines.len(), n + 1, "more events than expected: {lines:#?}");
+    lines.pop();
+    lines
 }
