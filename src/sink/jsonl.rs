@@ -27,7 +27,15 @@ pub struct JsonlSink {
     encoder: JsonEncoder,
     buf: Vec<u8>,
     durable: Option<Position>,
+    /// Test failpoint: while this file exists, writes wait, as a sink that
+    /// can't make data durable would (see [`STALL_FAILPOINT`]).
+    stall_while: Option<PathBuf>,
 }
+
+/// Environment variable naming a file: while it exists, every write waits
+/// before writing. For tests that check nothing is acknowledged before it
+/// is durable; unset in production.
+pub const STALL_FAILPOINT: &str = "TIDEMARK_FAILPOINT_SINK_STALL";
 
 impl JsonlSink {
     /// Opens (creating if needed) the file, repairs a torn tail and reads the
@@ -39,6 +47,7 @@ impl JsonlSink {
                 encoder,
                 buf: Vec::new(),
                 durable: None,
+                stall_while: std::env::var_os(STALL_FAILPOINT).map(PathBuf::from),
             });
         }
         let path = PathBuf::from(path);
@@ -54,6 +63,7 @@ impl JsonlSink {
             encoder,
             buf: Vec::with_capacity(1 << 20),
             durable,
+            stall_while: std::env::var_os(STALL_FAILPOINT).map(PathBuf::from),
         })
     }
 
@@ -65,6 +75,11 @@ impl JsonlSink {
     /// Writes every event of `batches`; returns once they are durable
     /// (fsync for files, flush for stdout).
     pub async fn write(&mut self, batches: &[Batch]) -> Result<(), SinkError> {
+        if let Some(gate) = &self.stall_while {
+            while gate.exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
         let now_ns = now_ns();
         self.buf.clear();
         let mut last = None;

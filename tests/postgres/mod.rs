@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::support::{Daemon, Postgres, wait_until};
 
+mod ack;
 mod errors;
 mod replica;
 mod types;

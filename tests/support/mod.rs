@@ -281,6 +281,8 @@ pub struct Daemon {
     pub out: PathBuf,
     child: Option<Child>,
     log_index: usize,
+    /// Extra environment variables for the daemon.
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -360,6 +362,7 @@ path = "{out}"
             out,
             child: None,
             log_index: 0,
+            env: Vec::new(),
         }
     }
 
@@ -371,6 +374,7 @@ path = "{out}"
         let child = Command::new(BIN)
             .args(["run", "--config", self.config.to_str().unwrap()])
             .env("TIDEMARK_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
