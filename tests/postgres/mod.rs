@@ -10,6 +10,7 @@ use crate::support::{Daemon, Postgres, wait_until};
 mod ack;
 mod errors;
 mod replica;
+mod resume;
 mod types;
 
 /// Waits until the daemon has started streaming.
@@ -28,4 +29,14 @@ pub async fn exactly(d: &mut Daemon, n: usize, pg: &Postgres, db: &str, sentinel
     assert_eq!(lines.len(), n + 1, "more events than expected: {lines:#?}");
     lines.pop();
     lines
+}
+
+/// Adds `line` to the daemon's `[tasks.source]` section.
+pub fn source_option(d: &Daemon, line: &str) {
+    let text = std::fs::read_to_string(&d.config).unwrap().replacen(
+        "status_interval_secs = 1\n",
+        &format!("status_interval_secs = 1\n{line}\n"),
+        1,
+    );
+    std::fs::write(&d.config, text).unwrap();
 }
