@@ -177,8 +177,10 @@ pub struct PostgresSourceConfig {
     /// TLS to the server (both the SQL and the replication connection).
     #[serde(default)]
     pub tls: TlsConfig,
-    /// Largest number of events handed to the sink in one batch. Default 4096.
-    #[serde(default = "default_batch_events")]
+    /// Largest number of events handed to the sink in one batch. Default
+    /// 1024: with the task's bounded channel this bounds the memory of a
+    /// large transaction's events in flight.
+    #[serde(default = "default_pg_batch_events")]
     pub max_batch_events: usize,
     /// Where the task keeps its PostgreSQL state (`slot.json`, the spill
     /// directory): `<daemon.data_dir>/postgres/<task id>`. Set on load.
@@ -192,6 +194,10 @@ fn default_true() -> bool {
 
 fn default_status_interval() -> u64 {
     10
+}
+
+fn default_pg_batch_events() -> usize {
+    1024
 }
 
 impl fmt::Debug for PostgresSourceConfig {
@@ -947,6 +953,77 @@ path = "/var/lib/tidemark/shop.jsonl"
             substitute_env("# ${NOPE}\n", |_| None).unwrap(),
             "# ${NOPE}\n"
         );
+    }
+
+    const PG_EXAMPLE: &str = r#"
+[daemon]
+data_dir = "/var/lib/tidemark"
+[[tasks]]
+id = "Shop-EU"
+[tasks.source]
+type = "postgres"
+url = "postgres://repl:${PG_PASSWORD}@127.0.0.1:5432/shop"
+[tasks.filter]
+include = ["public.*"]
+[tasks.sink]
+type = "jsonl"
+path = "/var/lib/tidemark/shop.jsonl"
+"#;
+
+    fn pg_err(text: &str) -> String {
+        parse_with(text, &[("PG_PASSWORD", "pw")])
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn postgres_source_defaults() {
+        let c = parse_with(PG_EXAMPLE, &[("PG_PASSWORD", "s3cret")]).unwrap();
+        let SourceConfig::Postgres(p) = &c.tasks[0].source else {
+            panic!("not postgres")
+        };
+        assert_eq!(p.slot, "tidemark_shop_eu");
+        assert_eq!(p.publication, "tidemark_shop_eu");
+        assert!(p.create_slot && p.create_publication && p.streaming);
+        assert_eq!(p.status_interval_secs, 10);
+        assert_eq!(p.max_batch_events, 1024);
+        assert_eq!(
+            p.state_dir,
+            PathBuf::from("/var/lib/tidemark/postgres/Shop-EU")
+        );
+        assert_eq!(
+            p.spill_dir.as_deref(),
+            Some(Path::new("/var/lib/tidemark/postgres/Shop-EU/spill"))
+        );
+        assert!(
+            !format!("{p:?}").contains("s3cret"),
+            "secret leaked into Debug"
+        );
+        let long = PostgresSourceConfig::default_name(&"x".repeat(100));
+        assert_eq!(long.len(), 63);
+    }
+
+    #[test]
+    fn postgres_source_validation_names_the_key() {
+        let e = pg_err(&PG_EXAMPLE.replace("5432/shop", "5432"));
+        assert!(e.contains("tasks[0].source.url"), "{e}");
+        assert!(e.contains("must name the database"), "{e}");
+        let e = pg_err(&PG_EXAMPLE.replace("5432/shop", "5432/shop?sslmode=require"));
+        assert!(e.contains("[tasks.source.tls]"), "{e}");
+        let e = pg_err(&PG_EXAMPLE.replace("5432/shop\"", "5432/shop\"\nslot = \"Bad-Slot\""));
+        assert!(e.contains("tasks[0].source.slot"), "{e}");
+        assert!(e.contains("not a valid slot name"), "{e}");
+        let e = pg_err(&PG_EXAMPLE.replace("5432/shop\"", "5432/shop\"\nstatus_interval_secs = 0"));
+        assert!(e.contains("tasks[0].source.status_interval_secs"), "{e}");
+        let e = pg_err(&PG_EXAMPLE.replace("5432/shop\"", "5432/shop\"\nslots = \"x\""));
+        assert!(e.contains("tasks[0].source") && e.contains("slots"), "{e}");
+        // Two tasks on one database can't share a slot.
+        let second = PG_EXAMPLE[PG_EXAMPLE.find("[[tasks]]").unwrap()..]
+            .replace("Shop-EU", "shop_eu")
+            .replace("shop.jsonl", "shop2.jsonl");
+        let e = pg_err(&format!("{PG_EXAMPLE}\n{second}"));
+        assert!(e.contains("tasks[1].source.slot"), "{e}");
+        assert!(e.contains("already used by task"), "{e}");
     }
 
     #[test]

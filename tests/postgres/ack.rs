@@ -46,8 +46,10 @@ async fn confirmed_flush_never_passes_what_the_sink_made_durable() {
     let pg = postgres();
     pg.fresh_db(db).await;
     pg.fresh_db(other).await;
-    pg.exec(db, "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
-    pg.exec(other, "CREATE TABLE noise (id serial PRIMARY KEY, v text)").await;
+    pg.exec(db, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await;
+    pg.exec(other, "CREATE TABLE noise (id serial PRIMARY KEY, v text)")
+        .await;
     let mut d = Daemon::postgres("pg_stall", &pg.url(db), &[], "");
     let gate = d.dir.join("stall");
     d.env.push((
@@ -56,9 +58,16 @@ async fn confirmed_flush_never_passes_what_the_sink_made_durable() {
     ));
     d.start();
     wait_streaming(&d);
-    pg.exec(db, "INSERT INTO t VALUES (0, 'before the stall')").await;
+    pg.exec(db, "INSERT INTO t VALUES (0, 'before the stall')")
+        .await;
     let first = d.wait_lines(1, Duration::from_secs(30));
-    wait_confirmed(pg, slot, commit_lsn(&first[0]) + 1, "the first transaction is durable").await;
+    wait_confirmed(
+        pg,
+        slot,
+        commit_lsn(&first[0]) + 1,
+        "the first transaction is durable",
+    )
+    .await;
 
     // The sink can no longer make anything durable.
     std::fs::write(&gate, b"").unwrap();
@@ -70,8 +79,11 @@ async fn confirmed_flush_never_passes_what_the_sink_made_durable() {
     }
     let after_inserts = current_lsn(pg).await;
     // The server sent every stalled transaction to tidemark...
-    wait_until(Duration::from_secs(30), "the walsender to send everything", || {
-        let sent = std::process::Command::new("psql")
+    wait_until(
+        Duration::from_secs(30),
+        "the walsender to send everything",
+        || {
+            let sent = std::process::Command::new("psql")
             .args([
                 "-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "tidemark", "-d", "postgres", "-Atc",
                 "SELECT sent_lsn::text FROM pg_stat_replication WHERE application_name = 'tidemark/t' AND sent_lsn IS NOT NULL",
@@ -79,9 +91,10 @@ async fn confirmed_flush_never_passes_what_the_sink_made_durable() {
             .env("PGPASSWORD", "tidemark")
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&sent.stdout);
-        text.lines().any(|l| parse_lsn(l.trim()) >= after_inserts)
-    });
+            let text = String::from_utf8_lossy(&sent.stdout);
+            text.lines().any(|l| parse_lsn(l.trim()) >= after_inserts)
+        },
+    );
     // ...and for several status intervals, with WAL flowing in another
     // database (keepalives with a moving server position), the slot stays
     // at or before the first transaction the sink holds back.
@@ -89,7 +102,9 @@ async fn confirmed_flush_never_passes_what_the_sink_made_durable() {
     let mut samples = Vec::new();
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
-        n.execute("INSERT INTO noise (v) VALUES ('wal')", &[]).await.unwrap();
+        n.execute("INSERT INTO noise (v) VALUES ('wal')", &[])
+            .await
+            .unwrap();
         samples.push(pg.confirmed_flush(slot).await.unwrap());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -105,7 +120,13 @@ async fn confirmed_flush_never_passes_what_the_sink_made_durable() {
         "confirmed_flush_lsn reached {max:X} while the transaction committed at {held_back:X} was not durable"
     );
     let last = commit_lsn(&lines[50]);
-    wait_confirmed(pg, slot, last + 1, "the stalled transactions became durable").await;
+    wait_confirmed(
+        pg,
+        slot,
+        last + 1,
+        "the stalled transactions became durable",
+    )
+    .await;
     assert!(d.stop().success(), "{}", d.log());
 }
 
@@ -122,19 +143,22 @@ async fn slot_advances_on_idle_and_filtered_out_databases() {
         "CREATE TABLE wanted (id int PRIMARY KEY); CREATE TABLE ignored (id int PRIMARY KEY)",
     )
     .await;
-    pg.exec(other, "CREATE TABLE noise (id int PRIMARY KEY)").await;
+    pg.exec(other, "CREATE TABLE noise (id int PRIMARY KEY)")
+        .await;
     let mut d = Daemon::postgres("pg_idle", &pg.url(db), &["public.wanted"], "");
     d.start();
     wait_streaming(&d);
     let start = pg.confirmed_flush(slot).await.unwrap();
 
     // Changes the filter leaves out, in the slot's database.
-    pg.exec(db, "INSERT INTO ignored SELECT generate_series(1, 1000)").await;
+    pg.exec(db, "INSERT INTO ignored SELECT generate_series(1, 1000)")
+        .await;
     let target = current_lsn(pg).await;
     wait_confirmed(pg, slot, target, "filtered-out changes").await;
 
     // WAL of another database only: the slot still follows.
-    pg.exec(other, "INSERT INTO noise SELECT generate_series(1, 1000)").await;
+    pg.exec(other, "INSERT INTO noise SELECT generate_series(1, 1000)")
+        .await;
     let target2 = current_lsn(pg).await;
     assert!(target2 > target && target > start);
     wait_confirmed(pg, slot, target2, "another database's WAL").await;

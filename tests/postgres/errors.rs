@@ -11,7 +11,11 @@ use crate::support::{Daemon, postgres, private_postgres};
 fn fails(d: &mut Daemon) -> String {
     d.start();
     let status = d.wait_exit(Duration::from_secs(60));
-    assert!(!status.success(), "tidemark should have failed; log:\n{}", d.log());
+    assert!(
+        !status.success(),
+        "tidemark should have failed; log:\n{}",
+        d.log()
+    );
     d.log()
 }
 
@@ -75,7 +79,10 @@ async fn wal_level_not_logical_names_the_fix() {
     let mut d = Daemon::postgres("pg_minimal", &pg.url("postgres"), &[], "");
     let log = fails(&mut d);
     assert!(log.contains("wal_level is replica"), "{log}");
-    assert!(log.contains("set wal_level = logical in postgresql.conf"), "{log}");
+    assert!(
+        log.contains("set wal_level = logical in postgresql.conf"),
+        "{log}"
+    );
     assert!(log.contains("restart PostgreSQL"), "{log}");
     pg.stop();
 }
@@ -98,7 +105,10 @@ async fn missing_replication_privilege_names_the_fix() {
     let mut d = Daemon::postgres("pg_norepl", &url, &[], "");
     let log = fails(&mut d);
     assert!(log.contains("lacks the REPLICATION attribute"), "{log}");
-    assert!(log.contains("ALTER ROLE \"norepl\" WITH REPLICATION"), "{log}");
+    assert!(
+        log.contains("ALTER ROLE \"norepl\" WITH REPLICATION"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,12 +116,7 @@ async fn missing_publication_or_slot_with_creation_disabled() {
     let db = "pg_nocreate";
     let pg = postgres();
     pg.fresh_db(db).await;
-    let mut d = Daemon::postgres(
-        "pg_nocreate",
-        &pg.url(db),
-        &[],
-        "",
-    );
+    let mut d = Daemon::postgres("pg_nocreate", &pg.url(db), &[], "");
     // Turn creation off in the source section.
     let text = std::fs::read_to_string(&d.config).unwrap().replace(
         "status_interval_secs = 1",
@@ -124,7 +129,8 @@ async fn missing_publication_or_slot_with_creation_disabled() {
         "{log}"
     );
     assert!(log.contains("create_publication = true"), "{log}");
-    pg.exec(db, "CREATE PUBLICATION tidemark_pg_nocreate FOR ALL TABLES").await;
+    pg.exec(db, "CREATE PUBLICATION tidemark_pg_nocreate FOR ALL TABLES")
+        .await;
     let log = fails(&mut d);
     assert!(
         log.contains("replication slot tidemark_pg_nocreate does not exist"),
@@ -152,7 +158,8 @@ async fn slot_drop_removes_only_slots_tidemark_created() {
     let out = d.cli(&["slot", "drop", "--task", "t"]);
     assert!(out.status.success(), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("dropped replication slot tidemark_pg_slot_drop"),
+        String::from_utf8_lossy(&out.stdout)
+            .contains("dropped replication slot tidemark_pg_slot_drop"),
         "{out:?}"
     );
     assert!(pg.confirmed_flush("tidemark_pg_slot_drop").await.is_none());
@@ -166,7 +173,10 @@ async fn slot_drop_removes_only_slots_tidemark_created() {
     let out = d.cli(&["slot", "drop", "--task", "t"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("tidemark did not create replication slot"), "{err}");
+    assert!(
+        err.contains("tidemark did not create replication slot"),
+        "{err}"
+    );
     assert!(err.contains("--force"), "{err}");
     assert!(pg.confirmed_flush("tidemark_pg_slot_drop").await.is_some());
     let out = d.cli(&["slot", "drop", "--task", "t", "--force"]);

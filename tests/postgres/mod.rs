@@ -9,20 +9,29 @@ use crate::support::{Daemon, Postgres, wait_until};
 
 mod ack;
 mod errors;
+mod large;
 mod replica;
 mod resume;
 mod types;
 
 /// Waits until the daemon has started streaming.
 pub fn wait_streaming(d: &Daemon) {
-    wait_until(Duration::from_secs(60), "tidemark to start reading WAL", || {
-        d.log().contains("reading WAL")
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "tidemark to start reading WAL",
+        || d.log().contains("reading WAL"),
+    );
 }
 
 /// Waits for `n` lines, then runs `sentinel` (which must produce one event)
 /// and waits for it as line `n + 1`: proof that exactly `n` came before.
-pub async fn exactly(d: &mut Daemon, n: usize, pg: &Postgres, db: &str, sentinel: &str) -> Vec<Value> {
+pub async fn exactly(
+    d: &mut Daemon,
+    n: usize,
+    pg: &Postgres,
+    db: &str,
+    sentinel: &str,
+) -> Vec<Value> {
     d.wait_lines(n, Duration::from_secs(60));
     pg.exec(db, sentinel).await;
     let mut lines = d.wait_lines(n + 1, Duration::from_secs(60));

@@ -63,7 +63,11 @@ async fn toast_unchanged_values_are_marked_not_null() {
     // them, and the event says so (not null, not empty).
     let upd = &lines[1];
     assert_eq!(upd["op"], json!("u"));
-    assert_eq!(upd["before"], Value::Null, "REPLICA IDENTITY DEFAULT, key unchanged");
+    assert_eq!(
+        upd["before"],
+        Value::Null,
+        "REPLICA IDENTITY DEFAULT, key unchanged"
+    );
     assert_eq!(upd["after"]["v"], json!("b"));
     for col in ["big", "blob", "arr"] {
         assert_eq!(upd["after"][col], json!(UNAVAILABLE), "{col}");
@@ -131,24 +135,45 @@ async fn replica_identities_give_the_before_images_they_allow() {
     assert!(msg.contains("replica identity"), "{msg}");
 
     let lines = exactly(&mut d, 12, pg, db, "INSERT INTO dflt VALUES (99, 'end')").await;
-    let ev = |i: usize| (lines[i]["op"].clone(), lines[i]["before"].clone(), lines[i]["after"].clone());
+    let ev = |i: usize| {
+        (
+            lines[i]["op"].clone(),
+            lines[i]["before"].clone(),
+            lines[i]["after"].clone(),
+        )
+    };
     // DEFAULT: no before image unless the key changed; deletes give the key.
     assert_eq!(ev(1), (json!("u"), Value::Null, json!({"id": 1, "v": "b"})));
     assert_eq!(
         ev(2),
-        (json!("u"), json!({"id": 1, "v": null}), json!({"id": 2, "v": "b"}))
+        (
+            json!("u"),
+            json!({"id": 1, "v": null}),
+            json!({"id": 2, "v": "b"})
+        )
     );
-    assert_eq!(ev(3), (json!("d"), json!({"id": 2, "v": null}), Value::Null));
+    assert_eq!(
+        ev(3),
+        (json!("d"), json!({"id": 2, "v": null}), Value::Null)
+    );
     // FULL: the whole old row.
     assert_eq!(
         ev(5),
-        (json!("u"), json!({"id": 1, "v": "a"}), json!({"id": 1, "v": "b"}))
+        (
+            json!("u"),
+            json!({"id": 1, "v": "a"}),
+            json!({"id": 1, "v": "b"})
+        )
     );
     assert_eq!(ev(6), (json!("d"), json!({"id": 1, "v": "b"}), Value::Null));
     // USING INDEX: the index columns, only when they change or on delete.
     assert_eq!(
         ev(8),
-        (json!("u"), Value::Null, json!({"id": 1, "code": "c1", "v": "y"}))
+        (
+            json!("u"),
+            Value::Null,
+            json!({"id": 1, "code": "c1", "v": "y"})
+        )
     );
     assert_eq!(
         ev(9),
@@ -160,10 +185,17 @@ async fn replica_identities_give_the_before_images_they_allow() {
     );
     assert_eq!(
         ev(10),
-        (json!("d"), json!({"id": null, "code": "c2", "v": null}), Value::Null)
+        (
+            json!("d"),
+            json!({"id": null, "code": "c2", "v": null}),
+            Value::Null
+        )
     );
     // NOTHING: inserts only.
-    assert_eq!(ev(11), (json!("c"), Value::Null, json!({"id": 1, "v": "x"})));
+    assert_eq!(
+        ev(11),
+        (json!("c"), Value::Null, json!({"id": 1, "v": "x"}))
+    );
     assert!(d.stop().success(), "{}", d.log());
 }
 

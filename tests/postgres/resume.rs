@@ -24,15 +24,23 @@ async fn load(client: tokio_postgres::Client, txs: usize, seed: u64) -> Vec<Chan
     let mut expected = Vec::new();
     for tx in 0..txs {
         // Now and then a large transaction, split over several batches.
-        let ops = if tx % 25 == 7 { 300 } else { rng.random_range(1..=8) };
+        let ops = if tx % 25 == 7 {
+            300
+        } else {
+            rng.random_range(1..=8)
+        };
         let mut sql = String::from("BEGIN;");
         let mut changes = Vec::new();
         for _ in 0..ops {
             let t = rng.random_range(0..2usize);
             let table = ["a", "b"][t];
             let pick = rng.random_range(0..10);
-            let existing = (!live[t].is_empty())
-                .then(|| *live[t].iter().nth(rng.random_range(0..live[t].len())).unwrap());
+            let existing = (!live[t].is_empty()).then(|| {
+                *live[t]
+                    .iter()
+                    .nth(rng.random_range(0..live[t].len()))
+                    .unwrap()
+            });
             match (pick, existing) {
                 (0..=1, Some(id)) => {
                     live[t].remove(&id);
@@ -69,7 +77,11 @@ fn changes(lines: &[Value]) -> Vec<Change> {
         .map(|l| {
             let op = l["op"].as_str().unwrap().to_string();
             let row = if op == "d" { &l["before"] } else { &l["after"] };
-            let v = if op == "d" { Value::Null } else { row["v"].clone() };
+            let v = if op == "d" {
+                Value::Null
+            } else {
+                row["v"].clone()
+            };
             (
                 op,
                 l["source"]["table"].as_str().unwrap().to_string(),
@@ -81,7 +93,11 @@ fn changes(lines: &[Value]) -> Vec<Change> {
 }
 
 fn first_difference(got: &[Change], want: &[Change]) -> String {
-    let i = got.iter().zip(want).position(|(g, w)| g != w).unwrap_or(got.len().min(want.len()));
+    let i = got
+        .iter()
+        .zip(want)
+        .position(|(g, w)| g != w)
+        .unwrap_or(got.len().min(want.len()));
     format!(
         "{} events, {} expected; first difference at {i}: got {:?}, expected {:?}",
         got.len(),
@@ -135,7 +151,8 @@ async fn server_restart_mid_stream_loses_and_repeats_nothing() {
     let pg = private_postgres("postgres-restart", 15442, "logical");
     let db = "pg_restart";
     pg.fresh_db(db).await;
-    pg.exec(db, "CREATE TABLE r (id bigint PRIMARY KEY, pad text)").await;
+    pg.exec(db, "CREATE TABLE r (id bigint PRIMARY KEY, pad text)")
+        .await;
     let mut d = Daemon::postgres("pg_restart", &pg.url(db), &[], "");
     source_option(&d, "max_batch_events = 200");
     d.start();
@@ -155,20 +172,26 @@ async fn server_restart_mid_stream_loses_and_repeats_nothing() {
     drop(c);
     let before = d.lines().len();
     pg.restart();
-    assert!(before < 100_000, "the daemon finished before the restart ({before} lines)");
+    assert!(
+        before < 100_000,
+        "the daemon finished before the restart ({before} lines)"
+    );
     let c = pg.client(db).await;
-    c.batch_execute(
-        "INSERT INTO r SELECT g, 'after' FROM generate_series(100001, 101000) g",
-    )
-    .await
-    .unwrap();
+    c.batch_execute("INSERT INTO r SELECT g, 'after' FROM generate_series(100001, 101000) g")
+        .await
+        .unwrap();
     let lines = d.wait_lines(101_000, Duration::from_secs(300));
     let ids: Vec<i64> = lines
         .iter()
         .map(|l| l["after"]["id"].as_i64().unwrap())
         .collect();
     let want: Vec<i64> = (1..=101_000).collect();
-    assert!(ids == want, "{} ids, first wrong at {:?}", ids.len(), ids.iter().zip(&want).position(|(a, b)| a != b));
+    assert!(
+        ids == want,
+        "{} ids, first wrong at {:?}",
+        ids.len(),
+        ids.iter().zip(&want).position(|(a, b)| a != b)
+    );
     wait_until(Duration::from_secs(5), "the reconnect in the log", || {
         d.log().contains("reconnecting")
     });

@@ -12,8 +12,12 @@ use super::wait_streaming;
 use crate::support::{Daemon, postgres, repo_root};
 
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(repo_root().join("tests/fixtures/debezium/postgres").join(name))
-        .unwrap()
+    std::fs::read_to_string(
+        repo_root()
+            .join("tests/fixtures/debezium/postgres")
+            .join(name),
+    )
+    .unwrap()
 }
 
 /// The loader's DDL (before the engine started) and the steps S01..S11.
@@ -150,13 +154,19 @@ async fn every_fixture_type_matches_debezium() {
         let v = &r["value"];
         assert_eq!(o["op"], v["op"], "{step}");
         for field in ["connector", "schema", "table", "snapshot"] {
-            assert_eq!(o["source"][field], v["source"][field], "{step} source.{field}");
+            assert_eq!(
+                o["source"][field], v["source"][field],
+                "{step} source.{field}"
+            );
         }
         assert_eq!(o["source"]["db"], json!(db), "{step}");
         assert!(o["source"]["txId"].is_u64(), "{step}");
         assert!(o["source"]["lsn"].is_u64(), "{step}");
         for f in ["total_order", "data_collection_order"] {
-            assert_eq!(o["transaction"][f], v["transaction"][f], "{step} transaction.{f}");
+            assert_eq!(
+                o["transaction"][f], v["transaction"][f],
+                "{step} transaction.{f}"
+            );
         }
         let pos = o["position"].as_str().unwrap();
         assert!(pos.starts_with("lsn:"), "{pos}");
@@ -280,7 +290,10 @@ async fn edge_values_beyond_the_fixture() {
     assert_eq!(a["n_inf"], json!("Infinity"));
     assert_eq!(a["n_ninf"], json!("-Infinity"));
     assert_eq!(a["n_small"], json!("0.00001"));
-    assert_eq!(a["f4"].as_f64().map(|f| f as f32), Some(1.175_494_4e-38_f32));
+    assert_eq!(
+        a["f4"].as_f64().map(|f| f as f32),
+        Some(1.175_494_4e-38_f32)
+    );
     assert_eq!(a["f8"].as_f64(), Some(0.0));
     assert_eq!(a["f8_small"].as_f64(), Some(4.9e-324));
     assert_eq!(a["mac8"], json!("08:00:2b:01:02:03:04:05"));

@@ -290,6 +290,17 @@ impl Session<'_> {
             if self.decoder.pending_events() >= self.max_batch {
                 self.flush().await?;
             }
+            if self.cancel.is_cancelled() {
+                return Ok(());
+            }
+            // Under a steady stream the loop may not wait for a while:
+            // take committed positions as they come.
+            if committed_open && committed.has_changed().unwrap_or(false) {
+                if let Some(p) = committed.borrow_and_update().clone() {
+                    self.ack.committed(&p);
+                }
+                self.confirm();
+            }
             // Take the next event only if it is already here; otherwise the
             // loop flushes what is pending before waiting.
             ready = self.repl.recv().now_or_never();
