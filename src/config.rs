@@ -178,8 +178,8 @@ pub struct PostgresSourceConfig {
     #[serde(default)]
     pub tls: TlsConfig,
     /// Largest number of events handed to the sink in one batch. Default
-    /// 1024: with the task's bounded channel this bounds the memory of a
-    /// large transaction's events in flight.
+    /// 2048: with the task's bounded channel this bounds the memory of a
+    /// large transaction's events in flight (see docs/benchmarks.md).
     #[serde(default = "default_pg_batch_events")]
     pub max_batch_events: usize,
     /// Where the task keeps its PostgreSQL state (`slot.json`, the spill
@@ -197,7 +197,7 @@ fn default_status_interval() -> u64 {
 }
 
 fn default_pg_batch_events() -> usize {
-    1024
+    2048
 }
 
 impl fmt::Debug for PostgresSourceConfig {
@@ -986,7 +986,7 @@ path = "/var/lib/tidemark/shop.jsonl"
         assert_eq!(p.publication, "tidemark_shop_eu");
         assert!(p.create_slot && p.create_publication && p.streaming);
         assert_eq!(p.status_interval_secs, 10);
-        assert_eq!(p.max_batch_events, 1024);
+        assert_eq!(p.max_batch_events, 2048);
         assert_eq!(
             p.state_dir,
             PathBuf::from("/var/lib/tidemark/postgres/Shop-EU")

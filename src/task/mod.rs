@@ -160,6 +160,8 @@ pub async fn run(
                 // Durable up to here: hand to the committer.
                 ack_tx.send_replace(Some(last.end.clone()));
             }
+            // Free the written events now, not when the next batch arrives.
+            batches.clear();
         }
         Ok(())
     }

@@ -171,7 +171,7 @@ impl PostgresSource {
         .with_ack_lsn(Lsn(slot.confirmed_flush))
         .with_status_interval(status)
         .with_wakeup_interval(status)
-        .with_buffer_size(4096)
+        .with_buffer_size(1024)
         .with_application_name(app);
         let mut repl = ReplicationClient::connect_gated(rcfg)
             .await
@@ -213,6 +213,7 @@ impl PostgresSource {
             out,
             cancel,
             confirmed_sent: slot.confirmed_flush,
+            batch_started: None,
         };
         let r = s.run(committed).await;
         s.repl.stop();
@@ -246,7 +247,13 @@ struct Session<'a> {
     cancel: &'a CancellationToken,
     /// The LSN last handed to the replication client as flushed.
     confirmed_sent: u64,
+    /// When the first change of the pending batch was read.
+    batch_started: Option<tokio::time::Instant>,
 }
+
+/// Longest a change waits for more to fill its batch: bounds the latency
+/// added to a quiet stream, while a backlog goes out in full batches.
+const LINGER: Duration = Duration::from_millis(10);
 
 type Received = Result<Option<ReplicationEvent>, pgwire_replication::PgWireError>;
 
@@ -260,6 +267,21 @@ impl Session<'_> {
         loop {
             let received = match ready.take() {
                 Some(r) => r,
+                None if self.lingers() => {
+                    // The stream paused with a part batch pending: give it
+                    // a moment to go on, so that a backlog (which arrives
+                    // in socket-sized bursts) goes out in full batches
+                    // rather than one small, fsynced write per burst.
+                    let deadline =
+                        self.batch_started.unwrap_or_else(tokio::time::Instant::now) + LINGER;
+                    match tokio::time::timeout_at(deadline, self.repl.recv()).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            self.batch_started = None;
+                            continue;
+                        }
+                    }
+                }
                 None => {
                     self.flush().await?;
                     self.confirm();
@@ -289,6 +311,8 @@ impl Session<'_> {
             self.on_event(event).await?;
             if self.decoder.pending_events() >= self.max_batch {
                 self.flush().await?;
+            } else if self.batch_started.is_none() && !self.decoder.is_drained() {
+                self.batch_started = Some(tokio::time::Instant::now());
             }
             if self.cancel.is_cancelled() {
                 return Ok(());
@@ -434,7 +458,14 @@ impl Session<'_> {
         )))
     }
 
+    /// True while a part batch may wait for more changes (see [`LINGER`]).
+    fn lingers(&self) -> bool {
+        self.batch_started
+            .is_some_and(|t| t.elapsed() < LINGER && self.decoder.pending_events() > 0)
+    }
+
     async fn flush(&mut self) -> Result<(), SourceError> {
+        self.batch_started = None;
         if let Some(batch) = self.decoder.take_batch() {
             let end = match &batch.end {
                 Position::Lsn(l) => *l,
