@@ -18,6 +18,8 @@
 # 2. Live: tidemark streams while the same load runs into a fresh database.
 #    Reported: when the walsender had sent everything, and when the last row
 #    was durable in the file, both counted from the load's last commit.
+# 3. One transaction of ROWS rows, which the server streams in chunks
+#    (protocol 2) and tidemark spills until the commit.
 #
 # For tidemark: events/s, CPU seconds (user + system, /proc), peak RSS
 # (VmHWM). Needs: bash, awk, psql, pg_recvlogical, /usr/bin/time.
@@ -172,4 +174,20 @@ stop_tidemark
 lines=$(wc -l <"$work/live.jsonl")
 echo "live: load $ROWS rows in $(calc "$t1 - $t0") s ($(calc "$ROWS / ($t1 - $t0)" 0) rows/s); walsender sent all $(calc "$t_sent - $t1") s after the last commit; last event durable $(calc "$t2 - $t1") s after it; $(calc "$lines / ($t2 - $t0)" 0) events/s; CPU $cpu s; peak RSS $rss MiB"
 
-psql_ -d postgres -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database IN ('bench', 'bench_live')" >/dev/null
+echo "== one transaction of $ROWS rows (streamed in chunks, spilled, emitted after the commit)"
+fresh_db bench_one
+config one bench_one
+start_tidemark one
+until grep -q "reading WAL" "$work/one.log" 2>/dev/null; do sleep 0.1; done
+t0=$(now)
+TX=$ROWS load bench_one
+t1=$(now)
+wait_last_row "$work/one.jsonl"
+t2=$(now)
+cpu=$(cpu_of "$tm_pid")
+rss=$(peak_of "$tm_pid")
+stop_tidemark
+streamed=$(grep -c "replaying a streamed transaction" "$work/one.log" || true)
+echo "one transaction: committed in $(calc "$t1 - $t0") s; last event durable $(calc "$t2 - $t1") s after the commit; streamed: $streamed; CPU $cpu s; peak RSS $rss MiB"
+
+psql_ -d postgres -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database IN ('bench', 'bench_live', 'bench_one')" >/dev/null

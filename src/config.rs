@@ -320,6 +320,19 @@ impl PostgresSourceConfig {
                 "ca_file/skip_hostname_check are set but mode is \"disabled\"; set mode = \"required\"".into(),
             ));
         }
+        if self.tls.mode == TlsMode::Required
+            && !self.tls.skip_hostname_check
+            && host.parse::<std::net::IpAddr>().is_ok()
+        {
+            // pgwire-replication (the replication connection) refuses to
+            // match a certificate against an IP address.
+            return Err((
+                "tls",
+                format!(
+                    "host {host} is an IP address, and the replication connection verifies certificates by host name only: use the server's DNS name in the URL, or set skip_hostname_check = true (the certificate chain is still verified)"
+                ),
+            ));
+        }
         let port = pg.get_ports().first().copied().unwrap_or(5432);
         Ok(format!("{host}:{port}/{db}"))
     }
@@ -1015,6 +1028,11 @@ path = "/var/lib/tidemark/shop.jsonl"
         assert!(e.contains("not a valid slot name"), "{e}");
         let e = pg_err(&PG_EXAMPLE.replace("5432/shop\"", "5432/shop\"\nstatus_interval_secs = 0"));
         assert!(e.contains("tasks[0].source.status_interval_secs"), "{e}");
+        let e = pg_err(
+            &PG_EXAMPLE.replace("5432/shop\"", "5432/shop\"\ntls = { mode = \"required\" }"),
+        );
+        assert!(e.contains("tasks[0].source.tls"), "{e}");
+        assert!(e.contains("DNS name"), "{e}");
         let e = pg_err(&PG_EXAMPLE.replace("5432/shop\"", "5432/shop\"\nslots = \"x\""));
         assert!(e.contains("tasks[0].source") && e.contains("slots"), "{e}");
         // Two tasks on one database can't share a slot.

@@ -12,6 +12,7 @@ mod errors;
 mod large;
 mod replica;
 mod resume;
+mod tls;
 mod types;
 
 /// Waits until the daemon has started streaming.

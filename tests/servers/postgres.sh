@@ -11,7 +11,9 @@
 # `minimal` (wal_level=replica: logical decoding is off), for the test of a
 # misconfigured server. Installs Debian's postgresql if it is missing.
 # Users: postgres (Unix socket in DIR, trust), and tidemark/tidemark
-# (superuser, password over TCP from 127.0.0.1, scram-sha-256).
+# (superuser, password over TCP from 127.0.0.1, scram-sha-256). TLS is on
+# (plain connections allowed too), with a server certificate for 127.0.0.1
+# signed by the test CA DIR/tls/ca.crt. Needs openssl.
 #
 # PostgreSQL refuses to run as root: as root, the server runs as the
 # `postgres` system user (created by the Debian package), which owns DIR.
@@ -49,6 +51,23 @@ running() {
   [ -f "$data/postmaster.pid" ] && as_owner "$bindir/pg_ctl" -D "$data" status >/dev/null 2>&1
 }
 
+# A test CA and a server certificate for 127.0.0.1 (TLS tests), made once.
+make_certs() {
+  local tls="$dir/tls"
+  if [ -f "$tls/server.crt" ]; then return; fi
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tidemark test CA" \
+    -keyout "$tls/ca.key" -out "$tls/ca.crt" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$tls/ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$tls/ext" -out "$tls/server.crt" 2>/dev/null
+  chmod 600 "$tls/server.key"
+  if [ "$(id -u)" = 0 ]; then chown -R postgres: "$tls"; fi
+}
+
 write_config() {
   case "$flavour" in
     logical) wal_level=logical ;;
@@ -78,6 +97,9 @@ lc_monetary = 'C'
 lc_numeric = 'C'
 timezone = 'UTC'
 password_encryption = 'scram-sha-256'
+ssl = on
+ssl_cert_file = '$dir/tls/server.crt'
+ssl_key_file = '$dir/tls/server.key'
 CONF
   if ! grep -q "include_if_exists = 'tidemark.conf'" "$data/postgresql.conf"; then
     echo "include_if_exists = 'tidemark.conf'" >>"$data/postgresql.conf"
@@ -101,6 +123,7 @@ start() {
       --auth-local=trust --auth-host=scram-sha-256 >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; exit 1; }
   fi
+  make_certs
   write_config
   if [ "$(id -u)" = 0 ]; then
     chown -R postgres: "$data"

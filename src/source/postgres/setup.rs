@@ -38,6 +38,16 @@ impl ServerInfo {
 /// operator.
 pub fn classify(context: &str, e: &tokio_postgres::Error) -> SourceError {
     let Some(db) = e.as_db_error() else {
+        let text = e.to_string();
+        if text.contains("TLS") || text.contains("SSL") {
+            // A certificate the settings don't trust won't change by retrying.
+            let cause = std::error::Error::source(e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            return SourceError::Definite(format!(
+                "{context}: {text}{cause} (check [tasks.source.tls]: mode, ca_file, skip_hostname_check)"
+            ));
+        }
         return SourceError::Transient(format!("{context}: {e}"));
     };
     let code = db.code().code();
