@@ -49,8 +49,9 @@ enum Command {
 #[derive(Subcommand)]
 enum SlotCommand {
     /// Drop the replication slot of a PostgreSQL task, so that the server
-    /// stops retaining WAL for it (for a deleted task). Stop the daemon
-    /// first. Only a slot tidemark created, unless --force.
+    /// stops retaining WAL for it: run it before removing the task from the
+    /// config. Stop the daemon first. Only a slot tidemark created, unless
+    /// --force.
     Drop {
         #[arg(long)]
         config: PathBuf,

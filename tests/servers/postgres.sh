@@ -34,6 +34,11 @@ ensure_installed() {
     ${SUDO:-} apt-get update -q >&2
     ${SUDO:-} apt-get install -y -q postgresql postgresql-contrib >&2
   fi
+  if ! command -v openssl >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    ${SUDO:-} apt-get update -q >&2
+    ${SUDO:-} apt-get install -y -q openssl >&2
+  fi
   # The newest installed major version.
   bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 }

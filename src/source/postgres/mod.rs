@@ -56,6 +56,7 @@ use stream::{StreamError, WalDecoder};
 
 pub use setup::drop_slot;
 
+/// A task's PostgreSQL source: one slot, one publication, one database.
 pub struct PostgresSource {
     cfg: PostgresSourceConfig,
     task: String,
@@ -65,6 +66,8 @@ pub struct PostgresSource {
 }
 
 impl PostgresSource {
+    /// `include`: the task's `filter.include` patterns, for creating the
+    /// publication; `filter` selects the tables whose changes are emitted.
     pub fn new(
         cfg: PostgresSourceConfig,
         task: String,

@@ -249,7 +249,7 @@ pub async fn ensure_slot(
     let Some(row) = row else {
         if resuming {
             return Err(SourceError::Definite(format!(
-                "replication slot {slot} no longer exists, but task {task} has a stored position: the changes since it were released by the server and are lost to this task. Reset it (`tidemark offsets reset --config FILE --task {task}`, which starts from a new slot) and re-copy the tables"
+                "replication slot {slot} no longer exists, but task {task} has a stored position: the changes since it were released by the server and are lost to this task. To start over: reset its position (`tidemark offsets reset --config FILE --task {task}`), give it a new sink file (a JSONL file keeps its own position), and re-copy the tables; a new slot is then created"
             )));
         }
         if !cfg.create_slot {

@@ -22,10 +22,13 @@ use crate::event::{
 };
 use crate::stage::filter::TableFilter;
 
+/// Why a message could not be turned into events.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
+    /// A protocol violation or inconsistent stream: stop the task.
     #[error("{0}")]
     Definite(String),
+    /// A column value that is not valid text for its type.
     #[error("table {table}, column {column}: {source}")]
     Value {
         table: String,
@@ -66,6 +69,7 @@ struct OpenTx {
     index: u64,
 }
 
+/// The state machine of one replication session (see the module docs).
 pub struct WalDecoder {
     db: String,
     filter: TableFilter,
