@@ -141,3 +141,106 @@ impl LineCounter {
         }
     }
 }
+
+/// Streamed transactions with subtransactions: aborted savepoints are cut
+/// from the spill, a transaction committed meanwhile comes first, and an
+/// aborted streamed transaction leaves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_subtransactions_and_aborts() {
+    let db = "pg_substream";
+    let pg = postgres();
+    pg.fresh_db(db).await;
+    // A role whose sessions (the walsender included) stream any transaction
+    // over 64 kB, so that modest transactions are streamed.
+    pg.exec(
+        "postgres",
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'streamer') THEN
+             CREATE ROLE streamer LOGIN SUPERUSER REPLICATION PASSWORD 'streamer';
+           END IF;
+         END $$;
+         ALTER ROLE streamer SET logical_decoding_work_mem = '64kB';",
+    )
+    .await;
+    pg.exec(db, "CREATE TABLE s (id int PRIMARY KEY, tag text)")
+        .await;
+    let url = format!("postgres://streamer:streamer@127.0.0.1:{}/{db}", pg.port);
+    let mut d = Daemon::postgres("pg_substream", &url, &[], "");
+    d.start();
+    wait_streaming(&d);
+
+    let big = pg.client(db).await;
+    let other = pg.client(db).await;
+    let ins = |from: i32, to: i32, tag: &str| {
+        format!("INSERT INTO s SELECT g, '{tag}' FROM generate_series({from}, {to}) g;")
+    };
+    big.batch_execute(&format!(
+        "BEGIN; {} SAVEPOINT a; {} ROLLBACK TO a; SAVEPOINT b; {} RELEASE b;",
+        ins(1, 5000, "top"),
+        ins(5001, 10000, "aborted a"),
+        ins(10001, 15000, "b"),
+    ))
+    .await
+    .unwrap();
+    // Committed while the big one is open: it comes first.
+    other
+        .batch_execute(&ins(100_000, 100_000, "meanwhile"))
+        .await
+        .unwrap();
+    big.batch_execute(&format!(
+        "SAVEPOINT c; {} SAVEPOINT d; {} RELEASE d; ROLLBACK TO c; {} COMMIT;",
+        ins(15001, 20000, "aborted c"),
+        ins(20001, 25000, "aborted d"),
+        ins(25001, 30000, "end"),
+    ))
+    .await
+    .unwrap();
+    // A streamed transaction that aborts leaves nothing.
+    big.batch_execute(&format!(
+        "BEGIN; {} ROLLBACK;",
+        ins(40001, 60000, "rolled back")
+    ))
+    .await
+    .unwrap();
+    let sentinel = ins(200_000, 200_000, "sentinel");
+    let lines = super::exactly(&mut d, 15_001, pg, db, &sentinel).await;
+    let ids: Vec<i64> = lines
+        .iter()
+        .map(|l| l["after"]["id"].as_i64().unwrap())
+        .collect();
+    let mut want = vec![100_000];
+    want.extend(1..=5000);
+    want.extend(10_001..=15_000);
+    want.extend(25_001..=30_000);
+    assert!(
+        ids == want,
+        "{} ids; first difference at {:?}",
+        ids.len(),
+        ids.iter().zip(&want).position(|(a, b)| a != b)
+    );
+    // One transaction, numbered 1..15000 in server order.
+    let tx = &lines[1]["transaction"]["id"];
+    assert!(lines[1..].iter().all(|l| &l["transaction"]["id"] == tx));
+    assert!(
+        lines[15_000]["position"]
+            .as_str()
+            .unwrap()
+            .ends_with(":15000")
+    );
+    let log = d.log();
+    assert!(
+        log.matches("replaying a streamed transaction").count() == 1,
+        "the server streamed the committed transaction once; log:\n{log}"
+    );
+    assert!(
+        log.contains("dropped an aborted streamed transaction"),
+        "the rolled-back transaction was streamed and dropped; log:\n{log}"
+    );
+    let spill = d.dir.join("data/postgres/t/spill");
+    assert_eq!(
+        std::fs::read_dir(&spill).unwrap().count(),
+        0,
+        "spill files left"
+    );
+    assert!(d.stop().success(), "{}", d.log());
+}

@@ -378,11 +378,15 @@ impl Session<'_> {
             LogicalMessage::StreamStop => Ok(()),
             LogicalMessage::StreamCommit(c) => self.replay(c).await,
             LogicalMessage::StreamAbort(a) => {
-                debug!(
-                    xid = a.xid,
-                    subxid = a.subxid,
-                    "streamed transaction aborted"
-                );
+                if a.xid == a.subxid {
+                    info!(task = %self.task, xid = a.xid, "dropped an aborted streamed transaction");
+                } else {
+                    debug!(
+                        xid = a.xid,
+                        subxid = a.subxid,
+                        "streamed subtransaction aborted"
+                    );
+                }
                 self.spill.abort(a.xid, a.subxid).map_err(spill_err)
             }
             LogicalMessage::Begin(b) => {
