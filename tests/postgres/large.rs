@@ -150,21 +150,9 @@ async fn streamed_subtransactions_and_aborts() {
     let db = "pg_substream";
     let pg = postgres();
     pg.fresh_db(db).await;
-    // A role whose sessions (the walsender included) stream any transaction
-    // over 64 kB, so that modest transactions are streamed.
-    pg.exec(
-        "postgres",
-        "DO $$ BEGIN
-           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'streamer') THEN
-             CREATE ROLE streamer LOGIN SUPERUSER REPLICATION PASSWORD 'streamer';
-           END IF;
-         END $$;
-         ALTER ROLE streamer SET logical_decoding_work_mem = '64kB';",
-    )
-    .await;
     pg.exec(db, "CREATE TABLE s (id int PRIMARY KEY, tag text)")
         .await;
-    let url = format!("postgres://streamer:streamer@127.0.0.1:{}/{db}", pg.port);
+    let url = super::streaming_url(pg, db).await;
     let mut d = Daemon::postgres("pg_substream", &url, &[], "");
     d.start();
     wait_streaming(&d);

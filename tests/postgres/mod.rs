@@ -50,3 +50,20 @@ pub fn source_option(d: &Daemon, line: &str) {
     );
     std::fs::write(&d.config, text).unwrap();
 }
+
+/// URL of `db` as a role whose sessions (the walsender included) stream any
+/// transaction over 64 kB: modest transactions then take the streaming
+/// (protocol 2, spill) path.
+pub async fn streaming_url(pg: &Postgres, db: &str) -> String {
+    pg.exec(
+        "postgres",
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'streamer') THEN
+             CREATE ROLE streamer LOGIN SUPERUSER REPLICATION PASSWORD 'streamer';
+           END IF;
+         END $$;
+         ALTER ROLE streamer SET logical_decoding_work_mem = '64kB';",
+    )
+    .await;
+    format!("postgres://streamer:streamer@127.0.0.1:{}/{db}", pg.port)
+}

@@ -23,9 +23,10 @@ async fn load(client: tokio_postgres::Client, txs: usize, seed: u64) -> Vec<Chan
     let mut next_id = 1i64;
     let mut expected = Vec::new();
     for tx in 0..txs {
-        // Now and then a large transaction, split over several batches.
+        // Now and then a large transaction: split over several batches,
+        // and streamed by the server in chunks (see `streaming_url`).
         let ops = if tx % 25 == 7 {
-            300
+            1500
         } else {
             rng.random_range(1..=8)
         };
@@ -118,7 +119,8 @@ async fn kill_9_under_load_resumes_exactly() {
          CREATE TABLE b (id bigint PRIMARY KEY, v bigint);",
     )
     .await;
-    let mut d = Daemon::postgres("pg_kill", &pg.url(db), &[], "");
+    let url = super::streaming_url(pg, db).await;
+    let mut d = Daemon::postgres("pg_kill", &url, &[], "");
     source_option(&d, "max_batch_events = 50");
     d.start();
     wait_streaming(&d);
@@ -141,8 +143,11 @@ async fn kill_9_under_load_resumes_exactly() {
     let got = changes(&lines);
     assert!(got == expected, "{}", first_difference(&got, &expected));
     assert!(kills >= 5);
-    // The restarts resumed (the log shows each start's resume position).
-    assert!(d.log().matches("reading WAL").count() >= 5, "{}", d.log());
+    // The restarts resumed (the log shows each start's resume position),
+    // and large transactions took the streaming path.
+    let log = d.log();
+    assert!(log.matches("reading WAL").count() >= 5, "{log}");
+    assert!(log.contains("replaying a streamed transaction"), "{log}");
     assert!(d.stop().success(), "{}", d.log());
 }
 

@@ -25,7 +25,19 @@ port=${3:-${TIDEMARK_POSTGRES_PORT:-15432}}
 flavour=${4:-logical}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-data="$dir/data"
+# Where the server's files live: DIR, unless the `postgres` user can't reach
+# it (a checkout under /root): then a directory of its own under /var/tmp,
+# with DIR/data and DIR/tls linking there.
+srv="$dir"
+if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$dir" 2>/dev/null; then
+  srv="/var/tmp/tidemark-postgres-$(printf %s "$dir" | md5sum | cut -c1-12)"
+  mkdir -p "$srv"
+  chown postgres: "$srv"
+  for sub in data tls; do
+    [ -L "$dir/$sub" ] || { rm -rf "${dir:?}/$sub"; ln -s "$srv/$sub" "$dir/$sub"; }
+  done
+fi
+data="$srv/data"
 
 ensure_installed() {
   if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
@@ -58,7 +70,7 @@ running() {
 
 # A test CA and a server certificate for 127.0.0.1 (TLS tests), made once.
 make_certs() {
-  local tls="$dir/tls"
+  local tls="$srv/tls"
   if [ -f "$tls/server.crt" ]; then return; fi
   mkdir -p "$tls"
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tidemark test CA" \
@@ -85,7 +97,7 @@ write_config() {
   cat >"$data/tidemark.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $port
-unix_socket_directories = '$dir'
+unix_socket_directories = '$srv'
 wal_level = $wal_level
 max_replication_slots = 50
 max_wal_senders = 50
@@ -103,8 +115,8 @@ lc_numeric = 'C'
 timezone = 'UTC'
 password_encryption = 'scram-sha-256'
 ssl = on
-ssl_cert_file = '$dir/tls/server.crt'
-ssl_key_file = '$dir/tls/server.key'
+ssl_cert_file = '$srv/tls/server.crt'
+ssl_key_file = '$srv/tls/server.key'
 CONF
   if ! grep -q "include_if_exists = 'tidemark.conf'" "$data/postgresql.conf"; then
     echo "include_if_exists = 'tidemark.conf'" >>"$data/postgresql.conf"
@@ -120,25 +132,25 @@ start() {
   ensure_installed
   if running; then exit 0; fi
   if [ "$(id -u)" = 0 ]; then
-    chown postgres: "$dir"
+    chown postgres: "$srv"
   fi
   if [ ! -f "$data/PG_VERSION" ]; then
     rm -rf "$data"
     as_owner "$bindir/initdb" -D "$data" -U postgres -E UTF8 --no-locale \
-      --auth-local=trust --auth-host=scram-sha-256 >"$dir/initdb.log" 2>&1 \
-      || { cat "$dir/initdb.log" >&2; exit 1; }
+      --auth-local=trust --auth-host=scram-sha-256 >"$srv/initdb.log" 2>&1 \
+      || { cat "$srv/initdb.log" >&2; exit 1; }
   fi
   make_certs
   write_config
   if [ "$(id -u)" = 0 ]; then
     chown -R postgres: "$data"
   fi
-  if ! as_owner "$bindir/pg_ctl" -D "$data" -l "$dir/postgres.log" -w -t 60 start >/dev/null; then
+  if ! as_owner "$bindir/pg_ctl" -D "$data" -l "$srv/postgres.log" -w -t 60 start >/dev/null; then
     echo "PostgreSQL did not start; log follows:" >&2
-    tail -n 50 "$dir/postgres.log" >&2
+    tail -n 50 "$srv/postgres.log" >&2
     exit 1
   fi
-  as_owner "$bindir/psql" -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q <<SQL
+  as_owner "$bindir/psql" -h "$srv" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 -q <<SQL
 DO \$\$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tidemark') THEN
