@@ -64,13 +64,17 @@ pub struct TaskConfig {
 pub enum SourceConfig {
     /// `type = "mysql"`: MySQL or MariaDB binlog (the flavour is detected on connect).
     Mysql(MysqlSourceConfig),
+    /// `type = "postgres"`: PostgreSQL WAL through a logical replication
+    /// slot with the built-in `pgoutput` plugin (PostgreSQL 12 and later).
+    Postgres(PostgresSourceConfig),
 }
 
 impl<'de> Deserialize<'de> for SourceConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (kind, rest) = split_type::<D>(d, &["mysql"])?;
+        let (kind, rest) = split_type::<D>(d, &["mysql", "postgres"])?;
         match kind.as_str() {
             "mysql" => nested::<D, _>(rest).map(SourceConfig::Mysql),
+            "postgres" => nested::<D, _>(rest).map(SourceConfig::Postgres),
             other => Err(serde::de::Error::custom(format!(
                 "unknown source type {other:?}"
             ))),
@@ -122,6 +126,215 @@ impl fmt::Debug for MysqlSourceConfig {
             .field("heartbeat_secs", &self.heartbeat_secs)
             .field("tls", &self.tls)
             .finish()
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSourceConfig {
+    /// `postgres://user:password@host:port/database`: the database whose
+    /// changes are captured (logical decoding works per database); use
+    /// `${VAR}` for the password. The user needs the REPLICATION attribute
+    /// (or superuser), and ownership of the tables (or superuser) for
+    /// tidemark to create the publication. TLS is set in `tls`, not here.
+    pub url: String,
+    /// Logical replication slot (`pgoutput`). Default `tidemark_<task id>`
+    /// (lowercased, `-` as `_`). Letters `a-z`, digits and `_`, at most 63.
+    /// Created when missing (see `create_slot`); tidemark never drops a slot
+    /// by itself: `tidemark slot drop` does, for a slot tidemark created.
+    #[serde(default)]
+    pub slot: String,
+    /// Publication naming the tables to decode. Default `tidemark_<task id>`.
+    /// Created when missing (see `create_publication`): `FOR ALL TABLES`
+    /// when `filter.include` is empty, `FOR TABLES IN SCHEMA` when every
+    /// include pattern is `schema.*` (PostgreSQL 15+), else `FOR TABLE` with
+    /// the tables that match the patterns when it is created.
+    #[serde(default)]
+    pub publication: String,
+    /// Create the slot when it does not exist. Default true. When false, a
+    /// missing slot is an error.
+    #[serde(default = "default_true")]
+    pub create_slot: bool,
+    /// Create the publication when it does not exist. Default true. When
+    /// false, a missing publication is an error.
+    #[serde(default = "default_true")]
+    pub create_publication: bool,
+    /// Receive large in-progress transactions in chunks (pgoutput protocol
+    /// version 2, `streaming 'on'`; PostgreSQL 14+), spilled to `spill_dir`
+    /// until they commit, instead of the server sending them whole after the
+    /// commit. Default true; older servers use protocol version 1.
+    #[serde(default = "default_true")]
+    pub streaming: bool,
+    /// Directory for chunks of in-progress transactions (one file per
+    /// transaction, deleted at its commit or abort). Default
+    /// `<daemon.data_dir>/postgres/<task id>/spill`.
+    pub spill_dir: Option<PathBuf>,
+    /// Seconds between standby status updates, which report the position
+    /// the server may release WAL up to (the slot's `confirmed_flush_lsn`).
+    /// Default 10.
+    #[serde(default = "default_status_interval")]
+    pub status_interval_secs: u64,
+    /// TLS to the server (both the SQL and the replication connection).
+    #[serde(default)]
+    pub tls: TlsConfig,
+    /// Largest number of events handed to the sink in one batch. Default
+    /// 2048: with the task's bounded channel this bounds the memory of a
+    /// large transaction's events in flight (see docs/benchmarks.md).
+    #[serde(default = "default_pg_batch_events")]
+    pub max_batch_events: usize,
+    /// Where the task keeps its PostgreSQL state (`slot.json`, the spill
+    /// directory): `<daemon.data_dir>/postgres/<task id>`. Set on load.
+    #[serde(skip)]
+    pub state_dir: PathBuf,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_status_interval() -> u64 {
+    10
+}
+
+fn default_pg_batch_events() -> usize {
+    2048
+}
+
+impl fmt::Debug for PostgresSourceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresSourceConfig")
+            .field("url", &redact_url(&self.url))
+            .field("slot", &self.slot)
+            .field("publication", &self.publication)
+            .field("create_slot", &self.create_slot)
+            .field("create_publication", &self.create_publication)
+            .field("streaming", &self.streaming)
+            .field("spill_dir", &self.spill_dir)
+            .field("status_interval_secs", &self.status_interval_secs)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl PostgresSourceConfig {
+    /// The default slot and publication name of a task: `tidemark_<id>`,
+    /// lowercased, `-` as `_`, cut to PostgreSQL's 63 bytes.
+    pub fn default_name(task_id: &str) -> String {
+        let mut name: String = format!("tidemark_{task_id}")
+            .chars()
+            .map(|c| match c {
+                '-' => '_',
+                c => c.to_ascii_lowercase(),
+            })
+            .collect();
+        name.truncate(63);
+        name
+    }
+
+    /// Fills the defaults that depend on the task and the daemon.
+    fn resolve(&mut self, task_id: &str, data_dir: &Path) {
+        if self.slot.is_empty() {
+            self.slot = Self::default_name(task_id);
+        }
+        if self.publication.is_empty() {
+            self.publication = Self::default_name(task_id);
+        }
+        self.state_dir = data_dir.join("postgres").join(task_id);
+        if self.spill_dir.is_none() {
+            self.spill_dir = Some(self.state_dir.join("spill"));
+        }
+    }
+
+    /// Checks the settings (no I/O). Returns the server endpoint and
+    /// database, for the uniqueness check of slots; errors are
+    /// `(key below the source, message)`.
+    fn check(&self) -> Result<String, (&'static str, String)> {
+        use std::str::FromStr;
+        let pg = tokio_postgres::Config::from_str(&self.url).map_err(|e| {
+            (
+                "url",
+                format!(
+                    "{e}: expected postgres://user:password@host:port/database (got {})",
+                    redact_url(&self.url)
+                ),
+            )
+        })?;
+        let Some(db) = pg.get_dbname() else {
+            return Err((
+                "url",
+                "must name the database to capture, e.g. postgres://user:password@host:5432/shop (logical decoding works per database)".into(),
+            ));
+        };
+        if pg.get_user().is_none() {
+            return Err((
+                "url",
+                "must name the user: postgres://user:password@host/database".into(),
+            ));
+        }
+        let host = match pg.get_hosts() {
+            [tokio_postgres::config::Host::Tcp(h)] => h.clone(),
+            [tokio_postgres::config::Host::Unix(p)] => p.display().to_string(),
+            [] => return Err(("url", "must name the server host".into())),
+            _ => return Err(("url", "must name exactly one host".into())),
+        };
+        if pg.get_ssl_mode() != tokio_postgres::config::SslMode::Prefer {
+            return Err((
+                "url",
+                "set TLS with [tasks.source.tls] (mode = \"required\"), not sslmode in the URL"
+                    .into(),
+            ));
+        }
+        for (key, name) in [("slot", &self.slot), ("publication", &self.publication)] {
+            if name.is_empty()
+                || name.len() > 63
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                return Err((
+                    key,
+                    format!(
+                        "{name:?} is not a valid {key} name: use lowercase letters a-z, digits and '_', at most 63"
+                    ),
+                ));
+            }
+        }
+        if self.status_interval_secs == 0 || self.status_interval_secs > 3600 {
+            return Err(("status_interval_secs", "must be between 1 and 3600".into()));
+        }
+        if self.max_batch_events == 0 {
+            return Err(("max_batch_events", "must be at least 1".into()));
+        }
+        if self
+            .spill_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(("spill_dir", "must not be empty".into()));
+        }
+        if self.tls.mode == TlsMode::Disabled
+            && (self.tls.ca_file.is_some() || self.tls.skip_hostname_check)
+        {
+            return Err((
+                "tls.mode",
+                "ca_file/skip_hostname_check are set but mode is \"disabled\"; set mode = \"required\"".into(),
+            ));
+        }
+        if self.tls.mode == TlsMode::Required
+            && !self.tls.skip_hostname_check
+            && host.parse::<std::net::IpAddr>().is_ok()
+        {
+            // pgwire-replication (the replication connection) refuses to
+            // match a certificate against an IP address.
+            return Err((
+                "tls",
+                format!(
+                    "host {host} is an IP address, and the replication connection verifies certificates by host name only: use the server's DNS name in the URL, or set skip_hostname_check = true (the certificate chain is still verified)"
+                ),
+            ));
+        }
+        let port = pg.get_ports().first().copied().unwrap_or(5432);
+        Ok(format!("{host}:{port}/{db}"))
     }
 }
 
@@ -348,7 +561,7 @@ impl Config {
             .map_err(|(line, msg)| invalid(format!("line {line}"), msg))?;
         let de = toml::Deserializer::parse(&text)
             .map_err(|e| invalid("(syntax)".into(), one_line(&e.to_string())))?;
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let mut key = match e.path().to_string() {
                 p if p == "." => "(top level)".to_string(),
                 p => p,
@@ -365,10 +578,21 @@ impl Config {
             }
             invalid(key, one_line(&message))
         })?;
+        config.resolve_defaults();
         config
             .validate()
             .map_err(|(key, message)| invalid(key, message))?;
         Ok(config)
+    }
+
+    /// Fills defaults that depend on other settings (PostgreSQL slot,
+    /// publication and state directories).
+    fn resolve_defaults(&mut self) {
+        for task in &mut self.tasks {
+            if let SourceConfig::Postgres(p) = &mut task.source {
+                p.resolve(&task.id, &self.daemon.data_dir);
+            }
+        }
     }
 
     /// Checks what parsing can't: ids, uniqueness, patterns, URLs. No I/O.
@@ -379,6 +603,7 @@ impl Config {
         let mut ids = HashSet::new();
         let mut server_ids = HashMap::new();
         let mut paths = HashMap::new();
+        let mut slots = HashMap::new();
         for (i, task) in self.tasks.iter().enumerate() {
             let key = |k: &str| format!("tasks[{i}].{k}");
             if task.id.is_empty()
@@ -454,6 +679,20 @@ impl Config {
                         return Err((
                             key("source.tls.mode"),
                             "ca_file/skip_hostname_check are set but mode is \"disabled\"; set mode = \"required\"".into(),
+                        ));
+                    }
+                }
+                SourceConfig::Postgres(p) => {
+                    let endpoint = p
+                        .check()
+                        .map_err(|(k, message)| (key(&format!("source.{k}")), message))?;
+                    if let Some(other) = slots.insert((endpoint, p.slot.clone()), &task.id) {
+                        return Err((
+                            key("source.slot"),
+                            format!(
+                                "slot {:?} is already used by task {other:?} on the same database; each task needs its own slot",
+                                p.slot
+                            ),
                         ));
                     }
                 }
@@ -603,7 +842,9 @@ path = "/var/lib/tidemark/shop.jsonl"
     fn issue_example_parses() {
         let c = parse_with(ISSUE_EXAMPLE, &[("MYSQL_PASSWORD", "s3\"cret")]).unwrap();
         assert_eq!(c.tasks.len(), 1);
-        let SourceConfig::Mysql(m) = &c.tasks[0].source;
+        let SourceConfig::Mysql(m) = &c.tasks[0].source else {
+            panic!("not mysql")
+        };
         assert_eq!(m.url, "mysql://repl:s3\"cret@127.0.0.1:3306");
         assert_eq!(m.start, StartPosition::Current);
         assert!(!format!("{m:?}").contains("s3"), "secret leaked into Debug");
@@ -667,7 +908,9 @@ path = "/var/lib/tidemark/shop.jsonl"
             &[("MYSQL_PASSWORD", "x")],
         )
         .unwrap();
-        let SourceConfig::Mysql(m) = &c.tasks[0].source;
+        let SourceConfig::Mysql(m) = &c.tasks[0].source else {
+            panic!("not mysql")
+        };
         assert_eq!(
             m.start,
             StartPosition::File {
@@ -692,7 +935,9 @@ path = "/var/lib/tidemark/shop.jsonl"
                 &[("MYSQL_PASSWORD", "x")],
             )
             .unwrap();
-            let SourceConfig::Mysql(m) = &c.tasks[0].source;
+            let SourceConfig::Mysql(m) = &c.tasks[0].source else {
+                panic!("not mysql")
+            };
             assert_eq!(m.start, expected);
         }
         let c = parse_with(
@@ -721,6 +966,82 @@ path = "/var/lib/tidemark/shop.jsonl"
             substitute_env("# ${NOPE}\n", |_| None).unwrap(),
             "# ${NOPE}\n"
         );
+    }
+
+    const PG_EXAMPLE: &str = r#"
+[daemon]
+data_dir = "/var/lib/tidemark"
+[[tasks]]
+id = "Shop-EU"
+[tasks.source]
+type = "postgres"
+url = "postgres://repl:${PG_PASSWORD}@127.0.0.1:5432/shop"
+[tasks.filter]
+include = ["public.*"]
+[tasks.sink]
+type = "jsonl"
+path = "/var/lib/tidemark/shop.jsonl"
+"#;
+
+    fn pg_err(text: &str) -> String {
+        parse_with(text, &[("PG_PASSWORD", "pw")])
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn postgres_source_defaults() {
+        let c = parse_with(PG_EXAMPLE, &[("PG_PASSWORD", "s3cret")]).unwrap();
+        let SourceConfig::Postgres(p) = &c.tasks[0].source else {
+            panic!("not postgres")
+        };
+        assert_eq!(p.slot, "tidemark_shop_eu");
+        assert_eq!(p.publication, "tidemark_shop_eu");
+        assert!(p.create_slot && p.create_publication && p.streaming);
+        assert_eq!(p.status_interval_secs, 10);
+        assert_eq!(p.max_batch_events, 2048);
+        assert_eq!(
+            p.state_dir,
+            PathBuf::from("/var/lib/tidemark/postgres/Shop-EU")
+        );
+        assert_eq!(
+            p.spill_dir.as_deref(),
+            Some(Path::new("/var/lib/tidemark/postgres/Shop-EU/spill"))
+        );
+        assert!(
+            !format!("{p:?}").contains("s3cret"),
+            "secret leaked into Debug"
+        );
+        let long = PostgresSourceConfig::default_name(&"x".repeat(100));
+        assert_eq!(long.len(), 63);
+    }
+
+    #[test]
+    fn postgres_source_validation_names_the_key() {
+        let e = pg_err(&PG_EXAMPLE.replace("5432/shop", "5432"));
+        assert!(e.contains("tasks[0].source.url"), "{e}");
+        assert!(e.contains("must name the database"), "{e}");
+        let e = pg_err(&PG_EXAMPLE.replace("5432/shop", "5432/shop?sslmode=require"));
+        assert!(e.contains("[tasks.source.tls]"), "{e}");
+        let e = pg_err(&PG_EXAMPLE.replace("5432/shop\"", "5432/shop\"\nslot = \"Bad-Slot\""));
+        assert!(e.contains("tasks[0].source.slot"), "{e}");
+        assert!(e.contains("not a valid slot name"), "{e}");
+        let e = pg_err(&PG_EXAMPLE.replace("5432/shop\"", "5432/shop\"\nstatus_interval_secs = 0"));
+        assert!(e.contains("tasks[0].source.status_interval_secs"), "{e}");
+        let e = pg_err(
+            &PG_EXAMPLE.replace("5432/shop\"", "5432/shop\"\ntls = { mode = \"required\" }"),
+        );
+        assert!(e.contains("tasks[0].source.tls"), "{e}");
+        assert!(e.contains("DNS name"), "{e}");
+        let e = pg_err(&PG_EXAMPLE.replace("5432/shop\"", "5432/shop\"\nslots = \"x\""));
+        assert!(e.contains("tasks[0].source") && e.contains("slots"), "{e}");
+        // Two tasks on one database can't share a slot.
+        let second = PG_EXAMPLE[PG_EXAMPLE.find("[[tasks]]").unwrap()..]
+            .replace("Shop-EU", "shop_eu")
+            .replace("shop.jsonl", "shop2.jsonl");
+        let e = pg_err(&format!("{PG_EXAMPLE}\n{second}"));
+        assert!(e.contains("tasks[1].source.slot"), "{e}");
+        assert!(e.contains("already used by task"), "{e}");
     }
 
     #[test]

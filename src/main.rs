@@ -39,6 +39,28 @@ enum Command {
         #[command(subcommand)]
         command: OffsetsCommand,
     },
+    /// PostgreSQL replication slots.
+    Slot {
+        #[command(subcommand)]
+        command: SlotCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SlotCommand {
+    /// Drop the replication slot of a PostgreSQL task, so that the server
+    /// stops retaining WAL for it: run it before removing the task from the
+    /// config. Stop the daemon first. Only a slot tidemark created, unless
+    /// --force.
+    Drop {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        task: String,
+        /// Drop the slot even if tidemark did not create it.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -73,6 +95,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::Validate { config } => validate(&config),
         Command::Offsets { command } => offsets(command),
+        Command::Slot { command } => slot(command),
     };
     match result {
         Ok(code) => code,
@@ -142,6 +165,28 @@ fn offsets(command: OffsetsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn slot(command: SlotCommand) -> Result<ExitCode> {
+    let SlotCommand::Drop {
+        config,
+        task,
+        force,
+    } = command;
+    let config = load(&config)?;
+    let Some(t) = config.tasks.iter().find(|t| t.id == task) else {
+        anyhow::bail!("no task {task:?} in the config");
+    };
+    let tidemark::config::SourceConfig::Postgres(pg) = &t.source else {
+        anyhow::bail!("task {task:?} does not read PostgreSQL: it has no replication slot");
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let message = runtime.block_on(tidemark::source::postgres::drop_slot(pg, &task, force))?;
+    println!("{task}: {message}");
+    Ok(ExitCode::SUCCESS)
 }
 
 fn describe(p: &tidemark::event::Position) -> String {

@@ -37,7 +37,15 @@ pub struct JsonlSink {
     spare: Vec<u8>,
     inflight: Option<InFlight>,
     durable: Option<Position>,
+    /// Test failpoint: while this file exists, submits wait, as a sink that
+    /// can't make data durable would (see [`STALL_FAILPOINT`]).
+    stall_while: Option<PathBuf>,
 }
+
+/// Environment variable naming a file: while it exists, every submit waits
+/// before writing. For tests that check nothing is acknowledged before it
+/// is durable; unset in production.
+pub const STALL_FAILPOINT: &str = "TIDEMARK_FAILPOINT_SINK_STALL";
 
 impl JsonlSink {
     /// Opens (creating if needed) the file, repairs a torn tail and reads the
@@ -67,6 +75,7 @@ impl JsonlSink {
             spare: Vec::new(),
             inflight: None,
             durable,
+            stall_while: std::env::var_os(STALL_FAILPOINT).map(PathBuf::from),
         })
     }
 
@@ -79,6 +88,11 @@ impl JsonlSink {
     /// submitted before is durable. Encoding this group overlaps the previous
     /// group's write and fsync; at most one write is in flight.
     pub async fn submit(&mut self, batches: &[Batch]) -> Result<(), SinkError> {
+        if let Some(gate) = &self.stall_while {
+            while gate.exists() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
         let now_ns = now_ns();
         let mut buf = std::mem::take(&mut self.spare);
         buf.clear();

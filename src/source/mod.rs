@@ -12,6 +12,7 @@ use crate::event::{Batch, Position};
 /// The set of sources (closed: no dynamic dispatch).
 pub enum AnySource {
     Mysql(mysql::MysqlSource),
+    Postgres(postgres::PostgresSource),
 }
 
 impl AnySource {
@@ -34,6 +35,7 @@ impl AnySource {
                 drop(committed);
                 s.run(resume, out, cancel).await
             }
+            AnySource::Postgres(s) => s.run(resume, out, cancel, committed).await,
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::event::json::JsonEncoder;
 use crate::event::{Batch, Position};
 use crate::sink::{AnySink, JsonlSink, SinkError};
 use crate::source::mysql::MysqlSource;
+use crate::source::postgres::PostgresSource;
 use crate::source::{AnySource, SourceError};
 use crate::stage::Stage;
 use crate::stage::filter::TableFilter;
@@ -120,6 +121,12 @@ pub async fn run(
         SourceConfig::Mysql(m) => {
             AnySource::Mysql(MysqlSource::new(m.clone(), task.clone(), filter.clone()))
         }
+        SourceConfig::Postgres(p) => AnySource::Postgres(PostgresSource::new(
+            p.clone(),
+            task.clone(),
+            filter.clone(),
+            cfg.filter.include.clone(),
+        )),
     };
     let (committed_tx, committed_rx) = watch::channel::<Option<Position>>(None);
     let source_task =
@@ -178,6 +185,8 @@ pub async fn run(
             if let Some(prev) = std::mem::replace(&mut unacked, end) {
                 ack_tx.send_replace(Some(prev));
             }
+            // Free the written events now, not when the next batch arrives.
+            batches.clear();
         }
         sink.flush().await?;
         if let Some(end) = unacked.take() {

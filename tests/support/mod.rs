@@ -131,6 +131,149 @@ pub fn private_mariadb(name: &str, port: u16, flavour: &'static str) -> Mariadb 
     m
 }
 
+/// A PostgreSQL instance from tests/servers/postgres.sh.
+pub struct Postgres {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub flavour: &'static str,
+}
+
+impl Postgres {
+    /// URL of database `db` as the superuser `tidemark`.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://tidemark:tidemark@127.0.0.1:{}/{db}", self.port)
+    }
+
+    fn script(&self, cmd: &str) {
+        let out = Command::new("bash")
+            .arg(repo_root().join("tests/servers/postgres.sh"))
+            .args([
+                cmd,
+                self.dir.to_str().unwrap(),
+                &self.port.to_string(),
+                self.flavour,
+            ])
+            .output()
+            .expect("running tests/servers/postgres.sh");
+        assert!(
+            out.status.success(),
+            "postgres.sh {cmd} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn start(&self) {
+        self.script("start");
+    }
+
+    pub fn stop(&self) {
+        self.script("stop");
+    }
+
+    pub fn restart(&self) {
+        self.script("restart");
+    }
+
+    /// A SQL connection to `db` (session in UTC).
+    pub async fn client(&self, db: &str) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url(db), tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connecting to the test PostgreSQL ({db}): {e}"));
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client.batch_execute("SET TIME ZONE 'UTC'").await.unwrap();
+        client
+    }
+
+    /// Runs statements in `db`.
+    pub async fn exec(&self, db: &str, sql: &str) {
+        self.client(db)
+            .await
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}: {sql}"));
+    }
+
+    /// Drops (with its replication slots) and creates database `db`.
+    pub async fn fresh_db(&self, db: &str) {
+        let c = self.client("postgres").await;
+        c.execute(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL",
+            &[&db],
+        )
+        .await
+        .unwrap();
+        for _ in 0..100 {
+            let r = c
+                .execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1",
+                    &[&db],
+                )
+                .await;
+            if r.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for sql in [
+            format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"),
+            format!("CREATE DATABASE \"{db}\""),
+        ] {
+            c.batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        }
+    }
+
+    /// `confirmed_flush_lsn` of `slot`, as a number.
+    pub async fn confirmed_flush(&self, slot: &str) -> Option<u64> {
+        let c = self.client("postgres").await;
+        let row = c
+            .query_opt(
+                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap()?;
+        let text: Option<String> = row.get(0);
+        text.as_deref().map(parse_lsn)
+    }
+}
+
+/// `16/B374D848` → number.
+pub fn parse_lsn(s: &str) -> u64 {
+    let (hi, lo) = s.split_once('/').expect("an LSN");
+    u64::from_str_radix(hi, 16).unwrap() << 32 | u64::from_str_radix(lo, 16).unwrap()
+}
+
+/// The shared PostgreSQL (wal_level=logical) on port 15432, started once
+/// per process and reused across runs.
+pub fn postgres() -> &'static Postgres {
+    static P: OnceLock<Postgres> = OnceLock::new();
+    P.get_or_init(|| {
+        let p = Postgres {
+            dir: repo_root().join("target/servers/postgres"),
+            port: 15432,
+            flavour: "logical",
+        };
+        p.start();
+        p
+    })
+}
+
+/// A private PostgreSQL for a test that restarts or misconfigures its server.
+pub fn private_postgres(name: &str, port: u16, flavour: &'static str) -> Postgres {
+    let p = Postgres {
+        dir: repo_root().join("target/servers").join(name),
+        port,
+        flavour,
+    };
+    p.start();
+    p
+}
+
 /// The tidemark daemon under test.
 pub struct Daemon {
     pub dir: PathBuf,
@@ -138,6 +281,8 @@ pub struct Daemon {
     pub out: PathBuf,
     child: Option<Child>,
     log_index: usize,
+    /// Extra environment variables for the daemon.
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
@@ -174,6 +319,40 @@ path = "{out}"
         Daemon::with_config(dir, &config, out)
     }
 
+    /// Writes a config with one task `t` reading the PostgreSQL database
+    /// at `url` into `out.jsonl` (slot and publication `tidemark_<name>`,
+    /// status updates every second). `extra` is appended to the task table.
+    pub fn postgres(name: &str, url: &str, include: &[&str], extra: &str) -> Daemon {
+        let dir = scratch(name);
+        let out = dir.join("out.jsonl");
+        let include: Vec<String> = include.iter().map(|p| format!("{p:?}")).collect();
+        let config = format!(
+            r#"[daemon]
+data_dir = "{data}"
+shutdown_timeout_secs = 20
+
+[[tasks]]
+id = "t"
+[tasks.source]
+type = "postgres"
+url = "{url}"
+slot = "tidemark_{name}"
+publication = "tidemark_{name}"
+status_interval_secs = 1
+[tasks.filter]
+include = [{include}]
+[tasks.sink]
+type = "jsonl"
+path = "{out}"
+{extra}
+"#,
+            data = dir.join("data").display(),
+            include = include.join(", "),
+            out = out.display(),
+        );
+        Daemon::with_config(dir, &config, out)
+    }
+
     pub fn with_config(dir: PathBuf, config: &str, out: PathBuf) -> Daemon {
         let path = dir.join("tidemark.toml");
         std::fs::write(&path, config).unwrap();
@@ -183,6 +362,7 @@ path = "{out}"
             out,
             child: None,
             log_index: 0,
+            env: Vec::new(),
         }
     }
 
@@ -194,6 +374,7 @@ path = "{out}"
         let child = Command::new(BIN)
             .args(["run", "--config", self.config.to_str().unwrap()])
             .env("TIDEMARK_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -248,6 +429,11 @@ path = "{out}"
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Process id of the running daemon.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -1,2 +1,521 @@
+//! PostgreSQL source: logical replication through a slot with the built-in
+//! `pgoutput` plugin (PostgreSQL 12 and later).
+//!
+//! - `connect.rs`: the SQL connection (tokio-postgres) and the replication
+//!   connection (pgwire-replication), with pinned session settings and TLS;
+//! - `setup.rs`: prechecks, publication and slot, error classification;
+//! - `pgoutput.rs`: the pure message decoder; `types.rs`: value decoding;
+//! - `stream.rs`: the state machine (messages → events, positions, resume);
+//! - `spill.rs`: streamed in-progress transactions on disk;
+//! - `ack.rs`: what the slot's `confirmed_flush_lsn` may advance to;
+//! - `catalog.rs`: user types and key columns from the catalog.
+//!
+//! On PostgreSQL 14+ the stream uses protocol version 2 with `streaming
+//! 'on'`: a transaction larger than the server's `logical_decoding_work_mem`
+//! arrives in chunks before it commits; they go to a spill file and are
+//! emitted, in batches, once Stream Commit arrives. Older servers (or
+//! `streaming = false`) use protocol version 1, where the server spills and
+//! sends the transaction after its commit; either way memory stays bounded,
+//! since a transaction's events go out in batches as they are read.
+//!
+//! Acknowledgement: the task's `committed` channel carries positions once
+//! the offset store holds them; only then does the confirmed position (the
+//! standby status update's flush LSN) pass a transaction's end. On an idle
+//! or filtered-out database the server's keepalives carry its WAL position,
+//! which is confirmed once nothing read is waiting (see `ack.rs`): the
+//! walsender sends a keepalive each time it catches up with new WAL while
+//! the confirmed position is behind, so the slot follows WAL written by
+//! other databases too, and the server can recycle it.
+
+pub mod ack;
+pub mod catalog;
+pub mod connect;
 pub mod pgoutput;
+pub mod setup;
+pub mod spill;
+pub mod stream;
 pub mod types;
+
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{Backoff, SourceError};
+use crate::config::PostgresSourceConfig;
+use crate::event::position::format_lsn;
+use crate::event::{Batch, LsnPosition, Position};
+use crate::stage::filter::TableFilter;
+use ack::AckTracker;
+use pgoutput::{LogicalMessage, PG_EPOCH_UNIX_MICROS, StreamCommit};
+use spill::Spill;
+use stream::{StreamError, WalDecoder};
+
+pub use setup::drop_slot;
+
+/// A task's PostgreSQL source: one slot, one publication, one database.
+pub struct PostgresSource {
+    cfg: PostgresSourceConfig,
+    task: String,
+    filter: TableFilter,
+    /// `filter.include`, for creating the publication.
+    include: Vec<String>,
+}
+
+impl PostgresSource {
+    /// `include`: the task's `filter.include` patterns, for creating the
+    /// publication; `filter` selects the tables whose changes are emitted.
+    pub fn new(
+        cfg: PostgresSourceConfig,
+        task: String,
+        filter: TableFilter,
+        include: Vec<String>,
+    ) -> Self {
+        PostgresSource {
+            cfg,
+            task,
+            filter,
+            include,
+        }
+    }
+
+    /// Reads the WAL until `cancel`, sending batches to `out`. `resume`:
+    /// everything up to it is durable. `committed`: positions as the offset
+    /// store commits them, which the slot may then confirm.
+    pub async fn run(
+        self,
+        resume: Option<Position>,
+        out: mpsc::Sender<Batch>,
+        cancel: CancellationToken,
+        mut committed: watch::Receiver<Option<Position>>,
+    ) -> Result<(), SourceError> {
+        let mut resume = match resume {
+            None => None,
+            Some(Position::Lsn(l)) => Some(l),
+            Some(p @ Position::Binlog(_)) => {
+                return Err(SourceError::Definite(format!(
+                    "the stored position of task {} is a binlog position ({p}), but its source is PostgreSQL: the task id was reused for a different source; reset it with `tidemark offsets reset`",
+                    self.task
+                )));
+            }
+        };
+        let mut ack = AckTracker::new(resume);
+        let mut backoff = Backoff::default();
+        loop {
+            let started = std::time::Instant::now();
+            let r = self
+                .session(&mut resume, &out, &cancel, &mut committed, &mut ack)
+                .await;
+            match r {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() && !cancel.is_cancelled() => {
+                    if started.elapsed() > Duration::from_secs(30) {
+                        backoff.reset();
+                    }
+                    let delay = backoff.next_delay();
+                    warn!(task = %self.task, error = %e, retry_in_ms = delay.as_millis() as u64, "PostgreSQL source interrupted; reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = cancel.cancelled() => return Ok(()),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn session(
+        &self,
+        resume: &mut Option<LsnPosition>,
+        out: &mpsc::Sender<Batch>,
+        cancel: &CancellationToken,
+        committed: &mut watch::Receiver<Option<Position>>,
+        ack: &mut AckTracker,
+    ) -> Result<(), SourceError> {
+        let target = connect::Target::parse(&self.cfg.url)?;
+        let app = setup::application_name(&self.task);
+        let client = connect::sql(&target, &self.cfg.tls, &app).await?;
+        let info = setup::precheck(&client, &target).await?;
+        setup::ensure_publication(
+            &client,
+            &self.cfg,
+            &self.include,
+            &self.filter,
+            &info,
+            &target,
+        )
+        .await?;
+        let slot =
+            setup::ensure_slot(&client, &self.cfg, &self.task, &target, resume.is_some()).await?;
+        let spill_dir = self
+            .cfg
+            .spill_dir
+            .clone()
+            .unwrap_or_else(|| self.cfg.state_dir.join("spill"));
+        let spill = Spill::open(&spill_dir).map_err(|e| {
+            SourceError::Definite(format!("spill directory {}: {e}", spill_dir.display()))
+        })?;
+
+        let streaming = self.cfg.streaming && info.streams();
+        let status = Duration::from_secs(self.cfg.status_interval_secs);
+        let rcfg = connect::replication(
+            &target,
+            &self.cfg.tls,
+            &self.cfg.slot,
+            &self.cfg.publication,
+        )
+        .with_protocol_version(if streaming { 2 } else { 1 })
+        .with_streaming(streaming)
+        .with_messages(false)
+        .with_start_lsn(Lsn(0))
+        .with_ack_lsn(Lsn(slot.confirmed_flush))
+        .with_status_interval(status)
+        .with_wakeup_interval(status)
+        .with_buffer_size(1024)
+        .with_application_name(app);
+        let mut repl = ReplicationClient::connect_gated(rcfg)
+            .await
+            .map_err(|e| setup::classify_stream(&e))?;
+        repl.start().await.map_err(|e| setup::classify_stream(&e))?;
+        match tokio::time::timeout(Duration::from_secs(30), repl.wait_started()).await {
+            Err(_) => {
+                return Err(SourceError::Transient(
+                    "the server did not start replication within 30 s".into(),
+                ));
+            }
+            Ok(Err(e)) if e.to_string().contains("SQLSTATE 55006") => {
+                let pid = active_pid(&client, &self.cfg.slot).await.unwrap_or(0);
+                return Err(setup::slot_in_use(&client, &self.cfg.slot, pid, &self.task).await);
+            }
+            Ok(r) => r.map_err(|e| setup::classify_stream(&e))?,
+        }
+        ack.reset_session();
+        ack.start_at(slot.confirmed_flush);
+        info!(
+            task = %self.task,
+            server = %info.version,
+            slot = %self.cfg.slot,
+            publication = %self.cfg.publication,
+            protocol = if streaming { 2 } else { 1 },
+            confirmed_flush = %format_lsn(slot.confirmed_flush),
+            resume = %resume.map_or("(none)".to_string(), |r| Position::Lsn(r).to_string()),
+            "reading WAL"
+        );
+        let mut s = Session {
+            task: &self.task,
+            max_batch: self.cfg.max_batch_events,
+            client,
+            repl,
+            decoder: WalDecoder::new(target.database.clone(), self.filter.clone(), *resume),
+            spill,
+            ack,
+            resume,
+            out,
+            cancel,
+            confirmed_sent: slot.confirmed_flush,
+            batch_started: None,
+        };
+        let r = s.run(committed).await;
+        s.repl.stop();
+        r
+    }
+}
+
+async fn active_pid(client: &tokio_postgres::Client, slot: &str) -> Option<i32> {
+    client
+        .query_opt(
+            "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.try_get(0).ok())
+}
+
+/// One replication session's state.
+struct Session<'a> {
+    task: &'a str,
+    max_batch: usize,
+    client: tokio_postgres::Client,
+    repl: ReplicationClient,
+    decoder: WalDecoder,
+    spill: Spill,
+    ack: &'a mut AckTracker,
+    resume: &'a mut Option<LsnPosition>,
+    out: &'a mpsc::Sender<Batch>,
+    cancel: &'a CancellationToken,
+    /// The LSN last handed to the replication client as flushed.
+    confirmed_sent: u64,
+    /// When the first change of the pending batch was read.
+    batch_started: Option<tokio::time::Instant>,
+}
+
+/// Longest a change waits for more to fill its batch: bounds the latency
+/// added to a quiet stream, while a backlog goes out in full batches.
+const LINGER: Duration = Duration::from_millis(10);
+
+type Received = Result<Option<ReplicationEvent>, pgwire_replication::PgWireError>;
+
+impl Session<'_> {
+    async fn run(
+        &mut self,
+        committed: &mut watch::Receiver<Option<Position>>,
+    ) -> Result<(), SourceError> {
+        let mut committed_open = true;
+        let mut ready: Option<Received> = None;
+        loop {
+            let received = match ready.take() {
+                Some(r) => r,
+                None if self.lingers() => {
+                    // The stream paused with a part batch pending: give it
+                    // a moment to go on, so that a backlog (which arrives
+                    // in socket-sized bursts) goes out in full batches
+                    // rather than one small, fsynced write per burst.
+                    let deadline =
+                        self.batch_started.unwrap_or_else(tokio::time::Instant::now) + LINGER;
+                    match tokio::time::timeout_at(deadline, self.repl.recv()).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            self.batch_started = None;
+                            continue;
+                        }
+                    }
+                }
+                None => {
+                    self.flush().await?;
+                    self.confirm();
+                    tokio::select! {
+                        biased;
+                        _ = self.cancel.cancelled() => return Ok(()),
+                        changed = committed.changed(), if committed_open => {
+                            match changed {
+                                Ok(()) => {
+                                    if let Some(p) = committed.borrow_and_update().clone() {
+                                        self.ack.committed(&p);
+                                    }
+                                }
+                                Err(_) => committed_open = false,
+                            }
+                            continue;
+                        }
+                        r = self.repl.recv() => r,
+                    }
+                }
+            };
+            let event = received
+                .map_err(|e| setup::classify_stream(&e))?
+                .ok_or_else(|| {
+                    SourceError::Transient("the server ended the replication stream".into())
+                })?;
+            self.on_event(event).await?;
+            if self.decoder.pending_events() >= self.max_batch {
+                self.flush().await?;
+            } else if self.batch_started.is_none() && !self.decoder.is_drained() {
+                self.batch_started = Some(tokio::time::Instant::now());
+            }
+            if self.cancel.is_cancelled() {
+                return Ok(());
+            }
+            // Under a steady stream the loop may not wait for a while:
+            // take committed positions as they come.
+            if committed_open && committed.has_changed().unwrap_or(false) {
+                if let Some(p) = committed.borrow_and_update().clone() {
+                    self.ack.committed(&p);
+                }
+                self.confirm();
+            }
+            // Take the next event only if it is already here; otherwise the
+            // loop flushes what is pending before waiting.
+            ready = self.repl.recv().now_or_never();
+        }
+    }
+
+    async fn on_event(&mut self, event: ReplicationEvent) -> Result<(), SourceError> {
+        match event {
+            ReplicationEvent::KeepAlive { wal_end, .. } => {
+                let drained = self.decoder.is_drained() && !self.decoder.in_transaction();
+                self.ack.keepalive(wal_end.0, drained);
+            }
+            ReplicationEvent::Begin {
+                final_lsn,
+                xid,
+                commit_time_micros,
+            } => {
+                let ts = commit_time_micros.saturating_add(PG_EPOCH_UNIX_MICROS);
+                self.decoder.begin(xid, final_lsn.0, ts).map_err(definite)?;
+                self.ack.begin();
+            }
+            ReplicationEvent::Commit { lsn, end_lsn, .. } => {
+                self.decoder.commit(lsn.0).map_err(definite)?;
+                self.ack.commit(lsn.0, end_lsn.0);
+            }
+            ReplicationEvent::XLogData {
+                wal_start, data, ..
+            } => self.on_data(wal_start.0, data).await?,
+            // Logical messages are not requested; a bounded replay is not used.
+            ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn on_data(&mut self, lsn: u64, data: bytes::Bytes) -> Result<(), SourceError> {
+        if self.spill.current().is_some() {
+            if data.first() == Some(&b'E') {
+                return self.spill.stop().map_err(spill_err);
+            }
+            let subxid = pgoutput::streamed_xid(&data).map_err(|e| malformed(lsn, &e))?;
+            return self.spill.append(subxid, lsn, &data).map_err(spill_err);
+        }
+        let msg = pgoutput::decode(&data, false).map_err(|e| malformed(lsn, &e))?;
+        match msg {
+            LogicalMessage::StreamStart(s) => {
+                self.spill.start(s.xid, s.first_segment).map_err(spill_err)
+            }
+            LogicalMessage::StreamStop => Ok(()),
+            LogicalMessage::StreamCommit(c) => self.replay(c).await,
+            LogicalMessage::StreamAbort(a) => {
+                if a.xid == a.subxid {
+                    info!(task = %self.task, xid = a.xid, "dropped an aborted streamed transaction");
+                } else {
+                    debug!(
+                        xid = a.xid,
+                        subxid = a.subxid,
+                        "streamed subtransaction aborted"
+                    );
+                }
+                self.spill.abort(a.xid, a.subxid).map_err(spill_err)
+            }
+            LogicalMessage::Begin(b) => {
+                self.decoder
+                    .begin(b.xid, b.final_lsn, b.commit_ts_us)
+                    .map_err(definite)?;
+                self.ack.begin();
+                Ok(())
+            }
+            LogicalMessage::Commit(c) => {
+                self.decoder.commit(c.commit_lsn).map_err(definite)?;
+                self.ack.commit(c.commit_lsn, c.end_lsn);
+                Ok(())
+            }
+            other => self.apply(&other, lsn).await,
+        }
+    }
+
+    /// Emits a committed streamed transaction from its spill file.
+    async fn replay(&mut self, c: StreamCommit) -> Result<(), SourceError> {
+        self.decoder
+            .begin(c.xid, c.commit_lsn, c.commit_ts_us)
+            .map_err(definite)?;
+        self.ack.begin();
+        if let Some(mut reader) = self.spill.read(c.xid).map_err(spill_err)? {
+            info!(
+                task = %self.task,
+                xid = c.xid,
+                commit_lsn = %format_lsn(c.commit_lsn),
+                spilled_records = reader.records,
+                "replaying a streamed transaction from its spill file"
+            );
+            while let Some(rec) = reader.next_record().map_err(spill_err)? {
+                let msg = pgoutput::decode(&rec.data, true).map_err(|e| malformed(rec.lsn, &e))?;
+                self.apply(&msg, rec.lsn).await?;
+                if self.decoder.pending_events() >= self.max_batch {
+                    self.flush().await?;
+                }
+            }
+        }
+        self.decoder.commit(c.commit_lsn).map_err(definite)?;
+        self.ack.commit(c.commit_lsn, c.end_lsn);
+        self.spill.remove(c.xid).map_err(spill_err)
+    }
+
+    /// Hands a message to the decoder, loading catalog entries it asks for.
+    async fn apply(&mut self, msg: &LogicalMessage, lsn: u64) -> Result<(), SourceError> {
+        for _ in 0..4 {
+            match self.decoder.apply(msg, lsn) {
+                Ok(()) => return Ok(()),
+                Err(StreamError::NeedCatalog { rel_id, types }) => {
+                    let decoder = &self.decoder;
+                    let mut defs =
+                        catalog::load_types(&self.client, &types, |o| decoder.knows_type(o))
+                            .await
+                            .map_err(|e| setup::classify("reading pg_type", &e))?;
+                    // Types the catalog no longer has are kept as text.
+                    for oid in types {
+                        defs.entry(oid).or_insert(types::TypeDef::Other {
+                            name: oid.to_string(),
+                        });
+                    }
+                    self.decoder.add_types(defs);
+                    let info = catalog::load_relation(&self.client, rel_id)
+                        .await
+                        .map_err(|e| setup::classify("reading pg_attribute", &e))?;
+                    self.decoder.add_relation_info(rel_id, info);
+                }
+                Err(e) => return Err(definite(e)),
+            }
+        }
+        Err(SourceError::Definite(format!(
+            "the catalog did not describe the relation of the {} message at {}",
+            msg.name(),
+            format_lsn(lsn)
+        )))
+    }
+
+    /// True while a part batch may wait for more changes (see [`LINGER`]).
+    fn lingers(&self) -> bool {
+        self.batch_started
+            .is_some_and(|t| t.elapsed() < LINGER && self.decoder.pending_events() > 0)
+    }
+
+    async fn flush(&mut self) -> Result<(), SourceError> {
+        self.batch_started = None;
+        if let Some(batch) = self.decoder.take_batch() {
+            let end = match &batch.end {
+                Position::Lsn(l) => *l,
+                Position::Binlog(_) => {
+                    return Err(SourceError::Definite(
+                        "binlog position in a WAL batch".into(),
+                    ));
+                }
+            };
+            tracing::trace!(events = batch.events.len(), end = %batch.end, "batch");
+            tokio::select! {
+                r = self.out.send(batch) => r.map_err(|_| SourceError::Definite("the task's sink stopped".into()))?,
+                _ = self.cancel.cancelled() => return Ok(()),
+            }
+            *self.resume = Some(end);
+        }
+        Ok(())
+    }
+
+    /// Tells the server how far it may release WAL.
+    fn confirm(&mut self) {
+        let lsn = self.ack.confirm();
+        if lsn > self.confirmed_sent {
+            debug!(task = %self.task, lsn = %format_lsn(lsn), pending = self.ack.pending(), "confirming flush position");
+            self.repl.update_applied_lsn(Lsn(lsn));
+            self.confirmed_sent = lsn;
+        }
+    }
+}
+
+fn definite(e: StreamError) -> SourceError {
+    SourceError::Definite(e.to_string())
+}
+
+fn malformed(lsn: u64, e: &pgoutput::DecodeError) -> SourceError {
+    SourceError::Definite(format!(
+        "malformed pgoutput message at {}: {e}",
+        format_lsn(lsn)
+    ))
+}
+
+fn spill_err(e: std::io::Error) -> SourceError {
+    // A spill file problem (disk full, removed file) is retried: a new
+    // session streams the transaction again from its start.
+    SourceError::Transient(format!("spilling a streamed transaction: {e}"))
+}

@@ -406,6 +406,29 @@ pub fn decode(buf: &Bytes, in_stream: bool) -> Result<LogicalMessage, DecodeErro
     Ok(msg)
 }
 
+/// The xid that protocol v2 puts after the type byte of a message inside a
+/// stream block (the transaction's or a subtransaction's), without decoding
+/// the rest. Used to spill streamed changes.
+pub fn streamed_xid(buf: &[u8]) -> Result<u32, DecodeError> {
+    let tag = buf.first().copied().unwrap_or_default();
+    if !matches!(tag, b'R' | b'Y' | b'I' | b'U' | b'D' | b'T' | b'M') {
+        return Err(DecodeError::UnexpectedByte {
+            what: "message type inside a stream block",
+            offset: 0,
+            found: tag,
+        });
+    }
+    let xid = buf.get(1..5).ok_or(DecodeError::Truncated {
+        what: "streamed transaction xid",
+        offset: 1,
+        needed: 4,
+        available: buf.len().saturating_sub(1),
+    })?;
+    let mut b = [0u8; 4];
+    b.copy_from_slice(xid);
+    Ok(u32::from_be_bytes(b))
+}
+
 /// [`decode`] for a borrowed buffer; copies it once so that column values can
 /// share it.
 pub fn decode_slice(buf: &[u8], in_stream: bool) -> Result<LogicalMessage, DecodeError> {

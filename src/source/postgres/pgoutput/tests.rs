@@ -568,3 +568,12 @@ fn bad_column_kind_is_an_error() {
         })
     );
 }
+
+#[test]
+fn streamed_xid_reads_the_prefix_only() {
+    let w = W::tag(b'I').u32(77).u32(16_400).u8(b'N');
+    assert_eq!(streamed_xid(&w.0), Ok(77));
+    assert!(streamed_xid(&[b'I', 0, 0]).is_err());
+    assert!(streamed_xid(&[b'B', 0, 0, 0, 1]).is_err());
+    assert!(streamed_xid(&[]).is_err());
+}

@@ -1,0 +1,498 @@
+//! Prechecks, the publication and the slot, and error classification.
+//!
+//! Every error a misconfiguration causes names the setting to change.
+//! tidemark never drops a slot by itself; a slot it created is recorded in
+//! `<state_dir>/slot.json`, which `tidemark slot drop` requires (or
+//! `--force`).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::Client;
+use tracing::{info, warn};
+
+use super::SourceError;
+use super::connect::Target;
+use crate::config::PostgresSourceConfig;
+use crate::event::position::{format_lsn, parse_lsn};
+use crate::stage::filter::TableFilter;
+
+/// What the server is.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// `server_version_num`, e.g. 150018.
+    pub version_num: u32,
+    pub version: String,
+}
+
+impl ServerInfo {
+    /// pgoutput protocol version 2 with streaming of in-progress
+    /// transactions (PostgreSQL 14+).
+    pub fn streams(&self) -> bool {
+        self.version_num >= 140_000
+    }
+}
+
+/// Classes a tokio-postgres error: lost connections, a server starting or
+/// shutting down, too many connections are transient; the rest needs the
+/// operator.
+pub fn classify(context: &str, e: &tokio_postgres::Error) -> SourceError {
+    let Some(db) = e.as_db_error() else {
+        let text = e.to_string();
+        if text.contains("TLS") || text.contains("SSL") {
+            // A certificate the settings don't trust won't change by retrying.
+            let cause = std::error::Error::source(e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            return SourceError::Definite(format!(
+                "{context}: {text}{cause} (check [tasks.source.tls]: mode, ca_file, skip_hostname_check)"
+            ));
+        }
+        return SourceError::Transient(format!("{context}: {e}"));
+    };
+    let code = db.code().code();
+    let hint = db.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+    let msg = format!("{context}: {}{hint} [SQLSTATE {code}]", db.message());
+    match code {
+        // Server starting / shutting down / crashed, too many connections,
+        // serialization or deadlock, connection failures.
+        "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01" | "08000" | "08003" | "08006"
+        | "08001" | "08004" => SourceError::Transient(msg),
+        _ => SourceError::Definite(msg),
+    }
+}
+
+/// Checks version, `wal_level` and the role's replication right.
+pub async fn precheck(client: &Client, target: &Target) -> Result<ServerInfo, SourceError> {
+    let err = |e| classify("reading server settings", &e);
+    let row = client
+        .query_one(
+            "SELECT current_setting('server_version_num')::int4, version(),
+                    current_setting('wal_level'),
+                    r.rolreplication OR r.rolsuper, current_user::text
+               FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(err)?;
+    let version_num: i32 = row.try_get(0).map_err(err)?;
+    let version: String = row.try_get(1).map_err(err)?;
+    let wal_level: String = row.try_get(2).map_err(err)?;
+    let can_replicate: bool = row.try_get(3).map_err(err)?;
+    let user: String = row.try_get(4).map_err(err)?;
+    let info = ServerInfo {
+        version_num: u32::try_from(version_num).unwrap_or(0),
+        version,
+    };
+    if info.version_num < 120_000 {
+        return Err(SourceError::Definite(format!(
+            "{} runs {}: tidemark needs PostgreSQL 12 or later",
+            target.describe(),
+            info.version
+        )));
+    }
+    if wal_level != "logical" {
+        return Err(SourceError::Definite(format!(
+            "the server's wal_level is {wal_level}, logical decoding needs logical: set wal_level = logical in postgresql.conf (or ALTER SYSTEM SET wal_level = logical) and restart PostgreSQL"
+        )));
+    }
+    if !can_replicate {
+        return Err(SourceError::Definite(format!(
+            "role {user} lacks the REPLICATION attribute needed to stream changes: run ALTER ROLE {} WITH REPLICATION (as a superuser)",
+            quote_ident(&user)
+        )));
+    }
+    Ok(info)
+}
+
+/// Creates the publication when it is missing (and allowed to).
+pub async fn ensure_publication(
+    client: &Client,
+    cfg: &PostgresSourceConfig,
+    include: &[String],
+    filter: &TableFilter,
+    info: &ServerInfo,
+    target: &Target,
+) -> Result<(), SourceError> {
+    let name = &cfg.publication;
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $1",
+            &[name],
+        )
+        .await
+        .map_err(|e| classify("looking up the publication", &e))?
+        .is_some();
+    if exists {
+        return Ok(());
+    }
+    if !cfg.create_publication {
+        return Err(SourceError::Definite(format!(
+            "publication {name} does not exist in database {db}: create it (CREATE PUBLICATION {q} FOR ALL TABLES, or FOR TABLE ...) or set create_publication = true in [tasks.source]",
+            db = target.database,
+            q = quote_ident(name)
+        )));
+    }
+    let schemas: Option<Vec<&str>> = include
+        .iter()
+        .map(|p| {
+            p.strip_suffix(".*")
+                .filter(|s| !s.contains(['*', '?']) && info.version_num >= 150_000)
+        })
+        .collect();
+    let what = if include.is_empty() {
+        "FOR ALL TABLES".to_string()
+    } else if let Some(schemas) = schemas.filter(|s| !s.is_empty()) {
+        let list: Vec<String> = schemas.iter().map(|s| quote_ident(s)).collect();
+        format!("FOR TABLES IN SCHEMA {}", list.join(", "))
+    } else {
+        let rows = client
+            .query(
+                "SELECT n.nspname::text, c.relname::text
+                   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                    AND n.nspname NOT LIKE 'pg_toast%'
+                  ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .map_err(|e| classify("listing tables", &e))?;
+        let mut tables = Vec::new();
+        for r in rows {
+            let (s, t): (String, String) = (
+                r.try_get(0).map_err(|e| classify("listing tables", &e))?,
+                r.try_get(1).map_err(|e| classify("listing tables", &e))?,
+            );
+            if filter.selects(&s, &t) {
+                tables.push(format!("{}.{}", quote_ident(&s), quote_ident(&t)));
+            }
+        }
+        warn!(
+            publication = %name,
+            tables = tables.len(),
+            "creating the publication for the tables that match filter.include now; tables created later need ALTER PUBLICATION ... ADD TABLE"
+        );
+        if tables.is_empty() {
+            String::new()
+        } else {
+            format!("FOR TABLE {}", tables.join(", "))
+        }
+    };
+    let sql = format!("CREATE PUBLICATION {} {what}", quote_ident(name));
+    client.batch_execute(&sql).await.map_err(|e| {
+        let mut err = classify(&format!("creating the publication ({sql})"), &e);
+        if e.code().is_some_and(|c| c.code() == "42501") {
+            err = SourceError::Definite(format!(
+                "{err}: {what} needs a superuser (or, for FOR TABLE, the tables' owner); create the publication as one, or list tables in filter.include"
+            ));
+        }
+        err
+    })?;
+    info!(publication = %name, definition = %what, "created publication");
+    Ok(())
+}
+
+/// The slot as the server describes it.
+#[derive(Debug, Clone)]
+pub struct SlotState {
+    pub confirmed_flush: u64,
+    pub created: bool,
+}
+
+/// Marker of a slot tidemark created (`<state_dir>/slot.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SlotMarker {
+    pub slot: String,
+    /// `host:port/database` at creation.
+    pub server: String,
+    pub created_at_ms: i64,
+}
+
+fn marker_path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("slot.json")
+}
+
+/// The marker of the task's slot, if tidemark created it.
+pub fn read_marker(state_dir: &Path) -> Option<SlotMarker> {
+    let text = std::fs::read(marker_path(state_dir)).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+fn write_marker(state_dir: &Path, marker: &SlotMarker) -> std::io::Result<()> {
+    std::fs::create_dir_all(state_dir)?;
+    let path = marker_path(state_dir);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(marker).unwrap_or_default())?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+/// Checks the slot, or creates it. `resuming`: the task has a position,
+/// so a missing slot means changes were lost.
+pub async fn ensure_slot(
+    client: &Client,
+    cfg: &PostgresSourceConfig,
+    task: &str,
+    target: &Target,
+    resuming: bool,
+) -> Result<SlotState, SourceError> {
+    let slot = &cfg.slot;
+    let row = client
+        .query_opt(
+            "SELECT plugin::text, slot_type, database::text, active_pid,
+                    confirmed_flush_lsn::text
+               FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[slot],
+        )
+        .await
+        .map_err(|e| classify("looking up the replication slot", &e))?;
+    let Some(row) = row else {
+        if resuming {
+            return Err(SourceError::Definite(format!(
+                "replication slot {slot} no longer exists, but task {task} has a stored position: the changes since it were released by the server and are lost to this task. To start over: reset its position (`tidemark offsets reset --config FILE --task {task}`), give it a new sink file (a JSONL file keeps its own position), and re-copy the tables; a new slot is then created"
+            )));
+        }
+        if !cfg.create_slot {
+            return Err(SourceError::Definite(format!(
+                "replication slot {slot} does not exist: create it (SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')) or set create_slot = true in [tasks.source]"
+            )));
+        }
+        return create_slot(client, cfg, target).await;
+    };
+    let get = |i| -> Result<Option<String>, SourceError> {
+        row.try_get(i)
+            .map_err(|e| classify("reading pg_replication_slots", &e))
+    };
+    let plugin = get(0)?.unwrap_or_default();
+    let kind = get(1)?.unwrap_or_default();
+    let database = get(2)?.unwrap_or_default();
+    let active_pid: Option<i32> = row
+        .try_get(3)
+        .map_err(|e| classify("reading pg_replication_slots", &e))?;
+    let confirmed = get(4)?;
+    if kind != "logical" || plugin != "pgoutput" {
+        return Err(SourceError::Definite(format!(
+            "replication slot {slot} is a {kind} slot with plugin {plugin:?}, tidemark needs a logical slot with pgoutput: use another slot name"
+        )));
+    }
+    if database != target.database {
+        return Err(SourceError::Definite(format!(
+            "replication slot {slot} decodes database {database}, not {}: use another slot name",
+            target.database
+        )));
+    }
+    if let Some(pid) = active_pid {
+        return Err(slot_in_use(client, slot, pid, task).await);
+    }
+    let confirmed_flush = confirmed.as_deref().and_then(parse_lsn).ok_or_else(|| {
+        SourceError::Definite(format!(
+            "replication slot {slot} has no confirmed_flush_lsn: it is not a usable logical slot"
+        ))
+    })?;
+    Ok(SlotState {
+        confirmed_flush,
+        created: false,
+    })
+}
+
+async fn create_slot(
+    client: &Client,
+    cfg: &PostgresSourceConfig,
+    target: &Target,
+) -> Result<SlotState, SourceError> {
+    let slot = &cfg.slot;
+    let row = client
+        .query_one(
+            "SELECT lsn::text FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[slot],
+        )
+        .await
+        .map_err(|e| match e.code().map(|c| c.code()) {
+            Some("53400") => SourceError::Definite(format!(
+                "can't create replication slot {slot}: all replication slots are in use: raise max_replication_slots in postgresql.conf (and restart PostgreSQL), or drop unused slots (SELECT slot_name, active FROM pg_replication_slots)"
+            )),
+            Some("55000") => SourceError::Definite(format!(
+                "can't create replication slot {slot}: {e} — logical decoding needs wal_level = logical and max_replication_slots > 0"
+            )),
+            _ => classify(&format!("creating replication slot {slot}"), &e),
+        })?;
+    let lsn: String = row
+        .try_get(0)
+        .map_err(|e| classify("creating the replication slot", &e))?;
+    let confirmed_flush = parse_lsn(&lsn).unwrap_or(0);
+    let marker = SlotMarker {
+        slot: slot.clone(),
+        server: target.describe(),
+        created_at_ms: now_ms(),
+    };
+    write_marker(&cfg.state_dir, &marker).map_err(|e| {
+        SourceError::Definite(format!(
+            "created replication slot {slot} but could not record it in {}: {e}",
+            cfg.state_dir.display()
+        ))
+    })?;
+    info!(slot = %slot, consistent_point = %format_lsn(confirmed_flush), "created replication slot");
+    Ok(SlotState {
+        confirmed_flush,
+        created: true,
+    })
+}
+
+/// The error for a slot another session holds. Our own previous session
+/// (same application name, e.g. after a crash, until the server notices)
+/// is transient; anyone else needs the operator.
+pub async fn slot_in_use(client: &Client, slot: &str, pid: i32, task: &str) -> SourceError {
+    let app: Option<String> = client
+        .query_opt(
+            "SELECT application_name::text FROM pg_catalog.pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r.try_get(0).ok());
+    if app.as_deref() == Some(application_name(task).as_str()) {
+        return SourceError::Transient(format!(
+            "replication slot {slot} is still held by PID {pid}, an earlier session of this task; waiting for the server to end it"
+        ));
+    }
+    SourceError::Definite(format!(
+        "replication slot {slot} is in use by PID {pid} (application {:?}): stop the other consumer (SELECT pg_terminate_backend({pid})) or use another slot",
+        app.unwrap_or_default()
+    ))
+}
+
+/// `application_name` of a task's connections.
+pub fn application_name(task: &str) -> String {
+    format!("tidemark/{task}")
+}
+
+/// Drops the task's slot (`tidemark slot drop`). Refuses a slot tidemark did
+/// not create unless `force`.
+pub async fn drop_slot(
+    cfg: &PostgresSourceConfig,
+    task: &str,
+    force: bool,
+) -> Result<String, SourceError> {
+    let slot = &cfg.slot;
+    let marker = read_marker(&cfg.state_dir).filter(|m| m.slot == *slot);
+    if marker.is_none() && !force {
+        return Err(SourceError::Definite(format!(
+            "tidemark did not create replication slot {slot} (no record in {}): it may belong to another consumer. Drop it yourself, or pass --force",
+            marker_path(&cfg.state_dir).display()
+        )));
+    }
+    let target = Target::parse(&cfg.url)?;
+    let client = super::connect::sql(&target, &cfg.tls, &application_name(task)).await?;
+    let row = client
+        .query_opt(
+            "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[slot],
+        )
+        .await
+        .map_err(|e| classify("looking up the replication slot", &e))?;
+    let Some(row) = row else {
+        let _ = std::fs::remove_file(marker_path(&cfg.state_dir));
+        return Ok(format!(
+            "replication slot {slot} does not exist on {}",
+            target.describe()
+        ));
+    };
+    let active: Option<i32> = row
+        .try_get(0)
+        .map_err(|e| classify("reading pg_replication_slots", &e))?;
+    if let Some(pid) = active {
+        return Err(SourceError::Definite(format!(
+            "replication slot {slot} is in use by PID {pid}: stop tidemark (or the other consumer) first"
+        )));
+    }
+    client
+        .execute("SELECT pg_catalog.pg_drop_replication_slot($1)", &[slot])
+        .await
+        .map_err(|e| classify(&format!("dropping replication slot {slot}"), &e))?;
+    let _ = std::fs::remove_file(marker_path(&cfg.state_dir));
+    Ok(format!(
+        "dropped replication slot {slot} on {} (publication {} is kept)",
+        target.describe(),
+        cfg.publication
+    ))
+}
+
+/// A double-quoted identifier.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Classes a replication-stream error (pgwire-replication gives the server's
+/// message with its SQLSTATE as text).
+pub fn classify_stream(e: &pgwire_replication::PgWireError) -> SourceError {
+    use pgwire_replication::PgWireError as E;
+    let text = e.to_string();
+    let code = text
+        .split("SQLSTATE ")
+        .nth(1)
+        .map(|s| s.chars().take(5).collect::<String>());
+    match (e, code.as_deref()) {
+        (E::Auth(_) | E::Tls(_), _) => {
+            SourceError::Definite(format!("replication connection: {text}"))
+        }
+        (_, Some("42501")) => SourceError::Definite(format!(
+            "replication connection: {text}: the role needs the REPLICATION attribute (ALTER ROLE ... WITH REPLICATION)"
+        )),
+        (_, Some("55000")) => SourceError::Definite(format!(
+            "replication connection: {text}: logical decoding needs wal_level = logical in postgresql.conf (then restart PostgreSQL)"
+        )),
+        (_, Some("57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" | "55006")) => {
+            SourceError::Transient(format!("replication connection: {text}"))
+        }
+        (E::Server(_), Some(_)) => SourceError::Definite(format!("replication connection: {text}")),
+        _ => SourceError::Transient(format!("replication connection: {text}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn stream_errors_are_classed_by_sqlstate() {
+        use pgwire_replication::PgWireError as E;
+        let in_use =
+            E::Server("replication slot \"s\" is active for PID 42 (SQLSTATE 55006)".into());
+        assert!(classify_stream(&in_use).is_transient());
+        let denied = E::Server("permission denied to start WAL sender (SQLSTATE 42501)".into());
+        let e = classify_stream(&denied);
+        assert!(!e.is_transient());
+        assert!(e.to_string().contains("WITH REPLICATION"), "{e}");
+        assert!(!classify_stream(&E::Auth("password authentication failed".into())).is_transient());
+        assert!(
+            classify_stream(&E::Io(std::sync::Arc::new(std::io::Error::other("reset"))))
+                .is_transient()
+        );
+    }
+
+    #[test]
+    fn slot_marker_round_trips() {
+        let dir = std::env::temp_dir().join(format!("tidemark-marker-{}", std::process::id()));
+        let m = SlotMarker {
+            slot: "tidemark_t".into(),
+            server: "127.0.0.1:5432/shop".into(),
+            created_at_ms: 5,
+        };
+        write_marker(&dir, &m).unwrap();
+        assert_eq!(read_marker(&dir), Some(m));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
