@@ -7,4 +7,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tests/servers/mariadb.sh start
+tests/servers/postgres.sh start
 cargo test --locked "$@"
