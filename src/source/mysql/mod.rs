@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Backoff, SourceError};
+use super::{Reconnect, SourceError};
 use crate::config::{MysqlSourceConfig, NamedStart, StartPosition, TlsMode, redact_url};
 use crate::event::{Batch, BinlogPosition, Connector, Position};
 use crate::stage::filter::TableFilter;
@@ -187,23 +187,12 @@ impl MysqlSource {
         out: mpsc::Sender<Batch>,
         cancel: CancellationToken,
     ) -> Result<(), SourceError> {
-        let mut backoff = Backoff::default();
+        let mut reconnect = Reconnect::new(&self.task, "binlog source");
         loop {
-            let started = std::time::Instant::now();
-            match self.session(&mut resume, &out, &cancel).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_transient() && !cancel.is_cancelled() => {
-                    if started.elapsed() > Duration::from_secs(30) {
-                        backoff.reset();
-                    }
-                    let delay = backoff.next_delay();
-                    warn!(task = %self.task, error = %e, retry_in_ms = delay.as_millis() as u64, "binlog source interrupted; reconnecting");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = cancel.cancelled() => return Ok(()),
-                    }
-                }
-                Err(e) => return Err(e),
+            reconnect.session_started();
+            let result = self.session(&mut resume, &out, &cancel).await;
+            if !reconnect.after(result, &cancel).await? {
+                return Ok(());
             }
         }
     }
