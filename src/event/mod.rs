@@ -225,6 +225,48 @@ impl ChangeEvent {
     }
 }
 
+/// Numbers the captured events of one transaction: Debezium's
+/// `total_order` and `data_collection_order`. Sources count every captured
+/// event, including those skipped on resume, so a transaction's events carry
+/// the same numbers however many restarts it took to deliver them.
+#[derive(Debug, Default)]
+pub struct TxOrder {
+    total: u64,
+    tables: Vec<(Arc<TableSchema>, u64)>,
+}
+
+impl TxOrder {
+    /// A new transaction starts.
+    pub fn reset(&mut self) {
+        self.total = 0;
+        self.tables.clear();
+    }
+
+    /// `(total_order, data_collection_order)` of the next event.
+    pub fn next(&mut self, table: Option<&Arc<TableSchema>>) -> (u64, u64) {
+        self.total += 1;
+        let Some(t) = table else {
+            return (self.total, 1);
+        };
+        // By name: an ALTER inside the transaction changes the schema, not the table.
+        let slot = self
+            .tables
+            .iter()
+            .position(|(s, _)| s.name == t.name && s.schema == t.schema && s.db == t.db);
+        let count = match slot {
+            Some(i) => {
+                self.tables[i].1 += 1;
+                self.tables[i].1
+            }
+            None => {
+                self.tables.push((t.clone(), 1));
+                1
+            }
+        };
+        (self.total, count)
+    }
+}
+
 /// A run of events handed from source to sink.
 ///
 /// Every event of a batch belongs to the source log in order. `end` is the

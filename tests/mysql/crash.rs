@@ -144,6 +144,22 @@ async fn kill_9_under_load_delivers_every_change_exactly_once() {
             first_diff.map(|i| &expected[i]),
         );
     }
+    // Each transaction's events are numbered 1, 2, 3… however many
+    // restarts it took to deliver them.
+    let mut last: Option<(String, u64)> = None;
+    for l in &lines_after {
+        let id = l["transaction"]["id"].as_str().unwrap().to_string();
+        let order = l["transaction"]["total_order"].as_u64().unwrap();
+        let want = match &last {
+            Some((prev, n)) if *prev == id => n + 1,
+            _ => 1,
+        };
+        assert_eq!(
+            order, want,
+            "transaction {id}: total_order {order}, expected {want}"
+        );
+        last = Some((id, order));
+    }
     assert!(d.stop().success(), "{}", d.log());
     eprintln!(
         "{kills} kills, {} changes delivered exactly once",

@@ -13,6 +13,7 @@ use super::rows::{JsonImage, decode_row, decode_row_json};
 use super::schema::{self, CatalogTable, TableCodec};
 use crate::event::{
     Batch, BinlogPosition, ChangeEvent, Connector, Ddl, DdlKind, Op, Position, TableSchema, TxMeta,
+    TxOrder,
 };
 use crate::stage::filter::TableFilter;
 
@@ -76,6 +77,7 @@ pub struct BinlogDecoder {
     /// Length of the checksum the server appends to events (CRC32: 4).
     checksum_len: usize,
     seen_format: bool,
+    order: TxOrder,
 }
 
 impl BinlogDecoder {
@@ -100,6 +102,7 @@ impl BinlogDecoder {
             max_event_bytes: 1 << 30,
             checksum_len: 4,
             seen_format: false,
+            order: TxOrder::default(),
         }
     }
 
@@ -158,6 +161,7 @@ impl BinlogDecoder {
     }
 
     fn begin(&mut self, tx_pos: u64, h: &Header, gtid: Option<String>, standalone: bool) {
+        self.order.reset();
         self.tx = Some(OpenTx {
             tx_pos,
             meta: Arc::new(TxMeta {
@@ -330,6 +334,7 @@ impl BinlogDecoder {
             event_pos,
             row: 0,
         });
+        let (tx_order, _) = self.order.next(None);
         if self.covered(&position) {
             return;
         }
@@ -367,8 +372,8 @@ impl BinlogDecoder {
                 kind,
             })),
             source_offset: 0,
-            tx_order: 0,
-            table_order: 0,
+            tx_order,
+            table_order: 1,
             connector: self.connector,
         };
         self.pending.push(ev);
@@ -505,6 +510,7 @@ impl BinlogDecoder {
                 return Err(decode_err(r.err("row image with no columns")));
             }
             drop(decode_err);
+            let (tx_order, table_order) = self.order.next(Some(&codec.schema));
             if !self.covered(&position) {
                 self.pending.push(ChangeEvent {
                     op: match kind {
@@ -519,8 +525,8 @@ impl BinlogDecoder {
                     after,
                     ddl: None,
                     source_offset: u64::from(row),
-                    tx_order: 0,
-                    table_order: 0,
+                    tx_order,
+                    table_order,
                     connector: self.connector,
                 });
                 self.end = Some(position);

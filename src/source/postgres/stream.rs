@@ -19,6 +19,7 @@ use super::types::{self, PgKind, PgType, TypeDef};
 use crate::event::value::Value;
 use crate::event::{
     Batch, ChangeEvent, ColumnDef, Connector, LsnPosition, Op, Position, TableSchema, TxMeta,
+    TxOrder,
 };
 use crate::stage::filter::TableFilter;
 
@@ -82,6 +83,7 @@ pub struct WalDecoder {
     pending: Vec<ChangeEvent>,
     /// Highest position handled (emitted or skipped) not yet in a batch.
     end: Option<Position>,
+    order: TxOrder,
 }
 
 impl WalDecoder {
@@ -98,6 +100,7 @@ impl WalDecoder {
             resume_after,
             pending: Vec::new(),
             end: None,
+            order: TxOrder::default(),
         }
     }
 
@@ -164,6 +167,7 @@ impl WalDecoder {
                 crate::event::position::format_lsn(open.commit_lsn)
             )));
         }
+        self.order.reset();
         self.tx = Some(OpenTx {
             commit_lsn,
             meta: Arc::new(TxMeta {
@@ -334,11 +338,18 @@ impl WalDecoder {
     ) -> Result<(), StreamError> {
         self.codec(rel_id)?;
         let (position, meta) = self.next_position("row change")?;
-        let codec = self.codec(rel_id)?;
-        if !codec.selected || self.covered(position) {
+        let table = self.codec(rel_id)?;
+        if !table.selected {
             self.advance(position);
             return Ok(());
         }
+        let schema = table.schema.clone();
+        let (tx_order, table_order) = self.order.next(Some(&schema));
+        if self.covered(position) {
+            self.advance(position);
+            return Ok(());
+        }
+        let codec = self.codec(rel_id)?;
         let before = old.map(|o| decode_tuple(codec, o.tuple())).transpose()?;
         let after = new.map(|t| decode_tuple(codec, t)).transpose()?;
         let table = codec.schema.clone();
@@ -351,8 +362,8 @@ impl WalDecoder {
             after,
             ddl: None,
             source_offset: lsn,
-            tx_order: 0,
-            table_order: 0,
+            tx_order,
+            table_order,
             connector: Connector::Postgres,
         });
         self.end = Some(Position::Lsn(position));
@@ -363,11 +374,16 @@ impl WalDecoder {
         self.codec(rel_id)?;
         let (position, meta) = self.next_position("truncate")?;
         let codec = self.codec(rel_id)?;
-        if !codec.selected || self.covered(position) {
+        if !codec.selected {
             self.advance(position);
             return Ok(());
         }
         let table = codec.schema.clone();
+        let (tx_order, table_order) = self.order.next(Some(&table));
+        if self.covered(position) {
+            self.advance(position);
+            return Ok(());
+        }
         self.pending.push(ChangeEvent {
             op: Op::Truncate,
             position: Position::Lsn(position),
@@ -377,8 +393,8 @@ impl WalDecoder {
             after: None,
             ddl: None,
             source_offset: lsn,
-            tx_order: 0,
-            table_order: 0,
+            tx_order,
+            table_order,
             connector: Connector::Postgres,
         });
         self.end = Some(Position::Lsn(position));
