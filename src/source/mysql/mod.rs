@@ -6,11 +6,13 @@
 
 pub mod charset;
 pub mod ddl;
+mod errors;
 pub mod events;
 pub mod jsonb;
 pub mod reader;
 pub mod rows;
 pub mod schema;
+mod server;
 pub mod stream;
 
 use std::time::Duration;
@@ -27,7 +29,8 @@ use crate::config::{MysqlSourceConfig, NamedStart, StartPosition, TlsMode, redac
 use crate::event::{Batch, BinlogPosition, Connector, Position};
 use crate::stage::filter::TableFilter;
 use charset::Collations;
-use schema::{CatalogColumn, CatalogTable};
+use errors::{classify, dump_error, grant_hint};
+use server::{load_catalog, master_status, parse_gtid_set};
 use stream::{BinlogDecoder, Header, StreamError};
 
 pub struct MysqlSource {
@@ -421,194 +424,5 @@ async fn send(
     tokio::select! {
         r = out.send(batch) => r.map_err(|_| SourceError::Definite("the task's sink stopped".into())),
         _ = cancel.cancelled() => Ok(()),
-    }
-}
-
-fn grant_hint(connector: Connector) -> &'static str {
-    match connector {
-        Connector::Mariadb => "REPLICATION SLAVE, BINLOG MONITOR, SELECT",
-        _ => "REPLICATION SLAVE, REPLICATION CLIENT, SELECT",
-    }
-}
-
-async fn master_status(
-    conn: &mut Conn,
-    connector: Connector,
-) -> Result<(String, u64), SourceError> {
-    // MySQL 8.4 renamed SHOW MASTER STATUS.
-    let row: Result<Option<mysql_async::Row>, _> = conn.query_first("SHOW MASTER STATUS").await;
-    let row = match row {
-        Ok(r) => r,
-        Err(_) => conn
-            .query_first("SHOW BINARY LOG STATUS")
-            .await
-            .map_err(|e| classify("reading the binlog position", e))?,
-    };
-    let row = row.ok_or_else(|| {
-        SourceError::Definite(format!(
-            "the server reports no binlog position (is log_bin on?); GRANT {} to the tidemark user",
-            grant_hint(connector)
-        ))
-    })?;
-    let file: Option<String> = row.get(0);
-    let pos: Option<u64> = row.get(1);
-    match (file, pos) {
-        (Some(f), Some(p)) => Ok((f, p)),
-        _ => Err(SourceError::Definite(
-            "unreadable SHOW MASTER STATUS row".into(),
-        )),
-    }
-}
-
-async fn load_catalog(conn: &mut Conn, db: &str, table: &str) -> Result<CatalogTable, SourceError> {
-    let rows: Vec<(String, String, Option<String>, String)> = conn
-        .exec(
-            "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, COLUMN_KEY FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-            (db, table),
-        )
-        .await
-        .map_err(|e| classify("reading information_schema.COLUMNS", e))?;
-    Ok(CatalogTable {
-        columns: rows
-            .into_iter()
-            .map(|(name, ty, charset, key)| CatalogColumn {
-                name,
-                unsigned: ty.contains("unsigned"),
-                labels: parse_labels(&ty),
-                charset,
-                primary_key: key == "PRI",
-            })
-            .collect(),
-    })
-}
-
-/// A MySQL GTID set (`uuid:1-100:200,uuid2:5`) for COM_BINLOG_DUMP_GTID.
-fn parse_gtid_set(text: &str) -> Result<Vec<mysql_common::packets::Sid<'static>>, SourceError> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|part| {
-            part.parse::<mysql_common::packets::Sid<'static>>()
-                .map_err(|e| {
-                    SourceError::Definite(format!(
-                        "source.start.gtid {part:?} is not a MySQL GTID set (uuid:first-last[:first-last...]): {e}"
-                    ))
-                })
-        })
-        .collect()
-}
-
-/// Labels of `enum('a','b''c')` / `set(...)` column types.
-fn parse_labels(ty: &str) -> Vec<String> {
-    let Some(inner) = ty
-        .strip_prefix("enum(")
-        .or_else(|| ty.strip_prefix("set("))
-        .and_then(|s| s.strip_suffix(')'))
-    else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = inner.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (false, '\'') => quoted = true,
-            (true, '\'') if chars.peek() == Some(&'\'') => {
-                chars.next();
-                cur.push('\'');
-            }
-            (true, '\'') => {
-                quoted = false;
-                out.push(std::mem::take(&mut cur));
-            }
-            (true, c) => cur.push(c),
-            (false, _) => {}
-        }
-    }
-    out
-}
-
-/// Classes a driver error: I/O and lost connections are transient.
-fn classify(context: &str, e: mysql_async::Error) -> SourceError {
-    match &e {
-        mysql_async::Error::Server(s) => match s.code {
-            // Access denied, unknown user/db: the operator must act.
-            1044 | 1045 | 1227 | 1142 | 1143 | 1698 => SourceError::Definite(format!(
-                "{context}: access denied: {} (error {})",
-                s.message, s.code
-            )),
-            // Too many connections, server shutting down, lock wait: retry.
-            1040 | 1053 | 1205 | 2006 | 2013 => SourceError::Transient(format!("{context}: {e}")),
-            _ => SourceError::Definite(format!("{context}: {} (error {})", s.message, s.code)),
-        },
-        mysql_async::Error::Url(_) => SourceError::Definite(format!("{context}: {e}")),
-        // A certificate that doesn't verify won't verify on the next try.
-        mysql_async::Error::Io(io) if is_tls_failure(io) => SourceError::Definite(format!(
-            "{context}: TLS handshake failed: {e}. Check source.tls: ca_file must hold the CA that signed the server's certificate, whose names must include the host in the URL (or set skip_hostname_check)"
-        )),
-        mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => {
-            SourceError::Definite(format!(
-                "{context}: source.tls.mode requires TLS but the server doesn't offer it: configure ssl_cert/ssl_key on the server, or set tls.mode = \"disabled\""
-            ))
-        }
-        _ => SourceError::Transient(format!("{context}: {e}")),
-    }
-}
-
-/// A TLS failure (rustls reports it through the I/O error it wraps).
-fn is_tls_failure(e: &mysql_async::IoError) -> bool {
-    match e {
-        mysql_async::IoError::Tls(_) => true,
-        mysql_async::IoError::Io(io) => io
-            .get_ref()
-            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()),
-    }
-}
-
-/// Errors of the binlog dump itself.
-fn dump_error(e: mysql_async::Error, connector: Connector) -> SourceError {
-    if let mysql_async::Error::Server(s) = &e {
-        match s.code {
-            1227 | 1045 => {
-                return SourceError::Definite(format!(
-                    "the server refused the binlog dump: {} — GRANT {} ON *.* TO the tidemark user",
-                    s.message,
-                    grant_hint(connector)
-                ));
-            }
-            1236 => {
-                return SourceError::Definite(format!(
-                    "the server can't send the binlog from the requested position: {} (error 1236). If the binlog was purged, reset the task with `tidemark offsets reset` and re-copy the tables",
-                    s.message
-                ));
-            }
-            _ => {}
-        }
-    }
-    classify("reading the binlog", e)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mysql_gtid_sets() {
-        let sids = parse_gtid_set(
-            "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:11-18, 3e11fa47-71ca-11e1-9e33-c80aa9429563:7",
-        )
-        .unwrap();
-        assert_eq!(sids.len(), 2);
-        assert_eq!(sids[0].intervals().len(), 2);
-        assert!(parse_gtid_set("0-1-100").is_err());
-        assert!(parse_gtid_set("not-a-uuid:1").is_err());
-    }
-
-    #[test]
-    fn enum_labels_from_column_type() {
-        assert_eq!(parse_labels("enum('a','b''c','')"), vec!["a", "b'c", ""]);
-        assert_eq!(parse_labels("set('x')"), vec!["x"]);
-        assert!(parse_labels("int(11)").is_empty());
     }
 }
