@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-tests/servers/mariadb.sh start
-tests/servers/postgres.sh start
+# TIDEMARK_TEST_PORT_OFFSET moves every test server's port (two checkouts
+# side by side); the tests read it too.
+offset=${TIDEMARK_TEST_PORT_OFFSET:-0}
+tests/servers/mariadb.sh start target/servers/mariadb $((13306 + offset))
+tests/servers/postgres.sh start target/servers/postgres $((15432 + offset))
 cargo test --locked "$@"

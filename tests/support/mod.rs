@@ -14,6 +14,16 @@ use mysql_async::prelude::Queryable;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tidemark");
 
+/// A test server port: `base` plus `TIDEMARK_TEST_PORT_OFFSET` (default 0),
+/// so that two checkouts can run their suites side by side.
+pub fn port(base: u16) -> u16 {
+    let offset: u16 = std::env::var("TIDEMARK_TEST_PORT_OFFSET")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    base + offset
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -112,7 +122,7 @@ pub fn mariadb() -> &'static Mariadb {
     M.get_or_init(|| {
         let m = Mariadb {
             dir: repo_root().join("target/servers/mariadb"),
-            port: 13306,
+            port: port(13306),
             flavour: "row",
         };
         m.start();
@@ -121,10 +131,10 @@ pub fn mariadb() -> &'static Mariadb {
 }
 
 /// A private MariaDB for a test that restarts or misconfigures its server.
-pub fn private_mariadb(name: &str, port: u16, flavour: &'static str) -> Mariadb {
+pub fn private_mariadb(name: &str, base_port: u16, flavour: &'static str) -> Mariadb {
     let m = Mariadb {
         dir: repo_root().join("target/servers").join(name),
-        port,
+        port: port(base_port),
         flavour,
     };
     m.start();
@@ -255,7 +265,7 @@ pub fn postgres() -> &'static Postgres {
     P.get_or_init(|| {
         let p = Postgres {
             dir: repo_root().join("target/servers/postgres"),
-            port: 15432,
+            port: port(15432),
             flavour: "logical",
         };
         p.start();
@@ -264,10 +274,10 @@ pub fn postgres() -> &'static Postgres {
 }
 
 /// A private PostgreSQL for a test that restarts or misconfigures its server.
-pub fn private_postgres(name: &str, port: u16, flavour: &'static str) -> Postgres {
+pub fn private_postgres(name: &str, base_port: u16, flavour: &'static str) -> Postgres {
     let p = Postgres {
         dir: repo_root().join("target/servers").join(name),
-        port,
+        port: port(base_port),
         flavour,
     };
     p.start();
