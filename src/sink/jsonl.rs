@@ -1,7 +1,8 @@
 //! JSON-lines sink: one event per line, to a file or stdout.
 //!
 //! A file is authoritative for its own position: every line carries its
-//! event's position, a batch is durable after write + fsync, and on open the
+//! event's position, a group is durable after write + fdatasync (done by
+//! `writer.rs`, overlapping the next group's encoding), and on open the
 //! sink cuts a torn partial last line and reads the position of the last
 //! complete one. A crash between the fsync and the offset commit therefore
 //! neither duplicates nor loses events. Stdout can't be read back: there the
@@ -9,33 +10,19 @@
 //! written again after a crash).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use super::SinkError;
+use super::writer::{DurableWriter, Output};
 use crate::event::json::JsonEncoder;
 use crate::event::{Batch, Position};
 
-#[derive(Clone)]
-enum Output {
-    File { file: Arc<File>, path: PathBuf },
-    Stdout,
-}
-
-/// A write started on the blocking pool: resolves when its bytes are durable.
-struct InFlight {
-    handle: tokio::task::JoinHandle<(Vec<u8>, Result<(), SinkError>)>,
-    /// Position of the last event in it.
-    last: Position,
-}
-
 pub struct JsonlSink {
-    output: Output,
+    writer: DurableWriter,
     encoder: JsonEncoder,
-    /// Spare buffer for the next encoding (the other one is in flight).
-    spare: Vec<u8>,
-    inflight: Option<InFlight>,
+    /// Ticket of the last group submitted.
+    ticket: u64,
     durable: Option<Position>,
     /// Test failpoint: while this file exists, submits wait, as a sink that
     /// can't make data durable would (see [`STALL_FAILPOINT`]).
@@ -56,117 +43,56 @@ impl JsonlSink {
         } else {
             let path = PathBuf::from(path);
             tokio::task::spawn_blocking(move || {
-                open_and_recover(&path).map(|(f, d)| {
-                    (
-                        Output::File {
-                            file: Arc::new(f),
-                            path,
-                        },
-                        d,
-                    )
-                })
+                open_and_recover(&path).map(|(file, d)| (Output::File { file, path }, d))
             })
             .await
             .map_err(|e| SinkError::Internal(format!("jsonl open task failed: {e}")))??
         };
         Ok(JsonlSink {
-            output,
+            writer: DurableWriter::spawn(output)?,
             encoder,
-            spare: Vec::new(),
-            inflight: None,
+            ticket: 0,
             durable,
             stall_while: std::env::var_os(STALL_FAILPOINT).map(PathBuf::from),
         })
     }
 
-    /// Position of the last event known durable in the file.
+    /// Position of the last event durable in the file when it was opened.
     pub fn durable_position(&self) -> Option<&Position> {
         self.durable.as_ref()
     }
 
-    /// Starts writing every event of `batches`; returns once everything
-    /// submitted before is durable. Encoding this group overlaps the previous
-    /// group's write and fsync; at most one write is in flight.
-    pub async fn submit(&mut self, batches: &[Batch]) -> Result<(), SinkError> {
+    /// Encodes every event of `batches` and queues them for writing; returns
+    /// the group's ticket. Waits only while the writer's queue is full.
+    pub async fn submit(&mut self, batches: &[Batch]) -> Result<u64, SinkError> {
         if let Some(gate) = &self.stall_while {
             while gate.exists() {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         }
         let now_ns = now_ns();
-        let mut buf = std::mem::take(&mut self.spare);
-        buf.clear();
-        let mut last = None;
+        let mut buf = self.writer.buffer();
         for batch in batches {
             for ev in &batch.events {
                 self.encoder.encode(ev, now_ns, &mut buf);
                 buf.push(b'\n');
-                last = Some(&ev.position);
             }
         }
-        self.finish_inflight().await?;
-        if let Some(last) = last.cloned() {
-            let output = self.output.clone();
-            let handle = tokio::task::spawn_blocking(move || {
-                let r = write_durably(&output, &buf);
-                (buf, r)
-            });
-            self.inflight = Some(InFlight { handle, last });
-        } else {
-            self.spare = buf;
-        }
-        Ok(())
+        self.ticket += 1;
+        self.writer.write(self.ticket, buf).await?;
+        Ok(self.ticket)
     }
 
-    /// Waits until everything submitted is durable.
-    pub async fn flush(&mut self) -> Result<(), SinkError> {
-        self.finish_inflight().await
+    /// Waits for more groups to become durable; returns the durable ticket.
+    pub async fn durable(&mut self) -> Result<u64, SinkError> {
+        self.writer.durable().await
     }
 
-    async fn finish_inflight(&mut self) -> Result<(), SinkError> {
-        let Some(inflight) = self.inflight.take() else {
-            return Ok(());
-        };
-        let (mut buf, result) = inflight
-            .handle
-            .await
-            .map_err(|e| SinkError::Internal(format!("jsonl write task failed: {e}")))?;
-        result?;
-        // Keep the larger buffer for reuse, but don't hold on to a huge one.
-        if buf.capacity() <= MAX_SPARE_BYTES {
-            buf.clear();
-            self.spare = buf;
-        }
-        self.durable = Some(inflight.last);
-        Ok(())
+    /// Waits until every submitted group is durable; returns the last ticket.
+    pub async fn flush(&mut self) -> Result<u64, SinkError> {
+        self.writer.wait_for(self.ticket).await?;
+        Ok(self.ticket)
     }
-}
-
-/// Largest encoding buffer kept between writes.
-const MAX_SPARE_BYTES: usize = 16 << 20;
-
-fn write_durably(output: &Output, buf: &[u8]) -> Result<(), SinkError> {
-    match output {
-        Output::File { file, path } => {
-            let io = |source| SinkError::Io {
-                what: format!("writing {}", path.display()),
-                source,
-            };
-            let mut f: &File = file;
-            f.write_all(buf).map_err(io)?;
-            f.sync_data().map_err(io)?;
-        }
-        Output::Stdout => {
-            let mut out = std::io::stdout().lock();
-            let io = |source| SinkError::Io {
-                what: "writing to stdout".into(),
-                source,
-            };
-            out.write_all(buf).map_err(io)?;
-            out.flush().map_err(io)?;
-        }
-    }
-    Ok(())
 }
 
 fn now_ns() -> i64 {

@@ -1,13 +1,14 @@
 //! Sinks: make batches of events durable and report how far they are.
 //!
-//! Contract: `submit` starts making a group of batches durable and returns
-//! once every group submitted before it is durable; `flush` returns once
-//! everything submitted is durable. A group's positions may be acknowledged
-//! only after one of those returns. Sinks must tolerate replays of events they already hold (the
+//! Contract: `submit` queues a group of batches and returns its ticket;
+//! `durable` reports, asynchronously, the ticket up to which every group is
+//! durable in the target; `flush` waits for everything. A group's positions
+//! may be acknowledged only once its ticket is durable. Sinks must tolerate replays of events they already hold (the
 //! task skips what a sink reports as durable, but a sink without its own
 //! position sees events again after a crash).
 
 pub mod jsonl;
+pub mod writer;
 
 use crate::event::{Batch, Position};
 pub use jsonl::JsonlSink;
@@ -32,21 +33,31 @@ pub enum AnySink {
 }
 
 impl AnySink {
-    /// Starts writing `batches`; returns once the groups submitted before are durable.
-    pub async fn submit(&mut self, batches: &[Batch]) -> Result<(), SinkError> {
+    /// Queues a group of batches for writing; returns its ticket (1, 2, 3, …).
+    /// May wait while the sink's buffers are full (backpressure), never on
+    /// durability.
+    pub async fn submit(&mut self, batches: &[Batch]) -> Result<u64, SinkError> {
         match self {
             AnySink::Jsonl(s) => s.submit(batches).await,
         }
     }
 
-    /// Waits until everything submitted is durable.
-    pub async fn flush(&mut self) -> Result<(), SinkError> {
+    /// Waits until the durable ticket advances and returns it: every group
+    /// with a ticket up to it is durable. Cancel-safe.
+    pub async fn durable(&mut self) -> Result<u64, SinkError> {
+        match self {
+            AnySink::Jsonl(s) => s.durable().await,
+        }
+    }
+
+    /// Waits until everything submitted is durable; returns the last ticket.
+    pub async fn flush(&mut self) -> Result<u64, SinkError> {
         match self {
             AnySink::Jsonl(s) => s.flush().await,
         }
     }
 
-    /// The sink's own durable position, when it keeps one.
+    /// The sink's own durable position at open, when it keeps one.
     pub fn durable_position(&self) -> Option<Position> {
         match self {
             AnySink::Jsonl(s) => s.durable_position().cloned(),

@@ -58,6 +58,57 @@ impl SourceError {
     }
 }
 
+/// The reconnect policy shared by the sources: a session that ends with a
+/// transient error is retried after a backoff (reset once a session has run
+/// for 30 s); cancellation or a definite error ends the source.
+pub struct Reconnect {
+    task: String,
+    what: &'static str,
+    backoff: Backoff,
+    started: std::time::Instant,
+}
+
+impl Reconnect {
+    pub fn new(task: &str, what: &'static str) -> Self {
+        Reconnect {
+            task: task.to_string(),
+            what,
+            backoff: Backoff::default(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Call as a session starts.
+    pub fn session_started(&mut self) {
+        self.started = std::time::Instant::now();
+    }
+
+    /// What a session's end means: `Ok(true)` reconnect (the backoff has
+    /// been waited), `Ok(false)` stop cleanly, `Err` stop with the error.
+    pub async fn after(
+        &mut self,
+        result: Result<(), SourceError>,
+        cancel: &CancellationToken,
+    ) -> Result<bool, SourceError> {
+        match result {
+            Ok(()) => Ok(false),
+            Err(e) if e.is_transient() && !cancel.is_cancelled() => {
+                if self.started.elapsed() > std::time::Duration::from_secs(30) {
+                    self.backoff.reset();
+                }
+                let delay = self.backoff.next_delay();
+                tracing::warn!(task = %self.task, error = %e, retry_in_ms = delay.as_millis() as u64, "{} interrupted; reconnecting", self.what);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => Ok(true),
+                    _ = cancel.cancelled() => Ok(false),
+                }
+            }
+            Err(_) if cancel.is_cancelled() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Exponential backoff between reconnects: 0.5 s doubling to 30 s.
 #[derive(Debug, Clone)]
 pub struct Backoff {

@@ -3,13 +3,14 @@
 //! Only this module sequences write → acknowledge → commit:
 //!
 //! ```text
-//! source ──(bounded channel)──► stage + sink.submit ──(durable)──► committer (offset store)
+//! source ──(bounded channel)──► stage + sink.submit ··(ticket durable)··► committer (offset store)
 //! ```
 //!
 //! A position reaches the offset store only after the sink returned from
 //! `write` for every event up to it. On start the task resumes after the
 //! greater of the stored position and the sink's own durable position.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -27,12 +28,12 @@ use crate::stage::Stage;
 use crate::stage::filter::TableFilter;
 use crate::store::{OffsetStore, StoreError};
 
-/// Batches in flight between source and sink: with one group being encoded
-/// and one being written, memory holds about
-/// `(CHANNEL_BATCHES + 2) × max_batch_events` events.
+/// Batches queued between source and sink: memory holds about
+/// `CHANNEL_BATCHES × max_batch_events` decoded events, plus the sink's
+/// encoded groups (see `sink::writer`).
 const CHANNEL_BATCHES: usize = 4;
-/// Most events written (and fsynced) together.
-const MAX_WRITE_EVENTS: usize = 8_192;
+/// Most events encoded into one group.
+const MAX_WRITE_EVENTS: usize = 4_096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
@@ -142,56 +143,52 @@ pub async fn run(
 
     let mut stage = Stage::new(filter, cfg.ddl.clone());
     let mut batches: Vec<Batch> = Vec::new();
-    // End position of the group submitted last: durable once the next
-    // submit or a flush returns.
-    let mut unacked: Option<Position> = None;
-    let sink_result: Result<(), SinkError> = async {
-        loop {
-            let first = match rx.try_recv() {
-                Ok(b) => b,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    // Nothing queued: make what was submitted durable now
-                    // rather than when more arrives.
-                    if let Some(end) = unacked.take() {
-                        sink.flush().await?;
-                        ack_tx.send_replace(Some(end));
-                    }
-                    match rx.recv().await {
-                        Some(b) => b,
-                        None => break,
-                    }
-                }
-            };
-            batches.clear();
-            let mut events = first.events.len();
-            batches.push(first);
-            // Group commit: everything already queued goes in one write.
-            while events < MAX_WRITE_EVENTS {
-                match rx.try_recv() {
-                    Ok(b) => {
-                        events += b.events.len();
-                        batches.push(b);
-                    }
-                    Err(_) => break,
-                }
-            }
-            for b in batches.iter_mut() {
-                stage.apply(b);
-            }
-            sink.submit(&batches).await?;
-            // Everything submitted before this group is durable now.
-            let end = batches.last().map(|b| b.end.clone());
-            if let Some(prev) = std::mem::replace(&mut unacked, end) {
-                ack_tx.send_replace(Some(prev));
-            }
-            // Free the written events now, not when the next batch arrives.
-            batches.clear();
+    // Submitted groups waiting to become durable: (ticket, end position).
+    let mut pending: VecDeque<(u64, Position)> = VecDeque::new();
+    let ack = |pending: &mut VecDeque<(u64, Position)>, durable: u64| {
+        let mut last = None;
+        while pending.front().is_some_and(|(t, _)| *t <= durable) {
+            last = pending.pop_front().map(|(_, end)| end);
         }
-        sink.flush().await?;
-        if let Some(end) = unacked.take() {
+        if let Some(end) = last {
+            // Durable up to here: hand to the committer.
             ack_tx.send_replace(Some(end));
         }
+    };
+    let sink_result: Result<(), SinkError> = async {
+        loop {
+            tokio::select! {
+                biased;
+                durable = sink.durable(), if !pending.is_empty() => ack(&mut pending, durable?),
+                first = rx.recv() => {
+                    let Some(first) = first else { break };
+                    batches.clear();
+                    let mut events = first.events.len();
+                    batches.push(first);
+                    // Group commit: what is already queued goes in one write.
+                    while events < MAX_WRITE_EVENTS {
+                        match rx.try_recv() {
+                            Ok(b) => {
+                                events += b.events.len();
+                                batches.push(b);
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    for b in batches.iter_mut() {
+                        stage.apply(b);
+                    }
+                    let ticket = sink.submit(&batches).await?;
+                    if let Some(b) = batches.last() {
+                        pending.push_back((ticket, b.end.clone()));
+                    }
+                    // Free the events now, not when the next batch arrives.
+                    batches.clear();
+                }
+            }
+        }
+        let last = sink.flush().await?;
+        ack(&mut pending, last);
         Ok(())
     }
     .await;

@@ -2,5 +2,6 @@
 
 mod crash;
 mod errors;
+mod start;
 pub mod stream;
 mod types;

@@ -10,6 +10,8 @@
 # STATEMENT format) or `nobinlog` (binary logging off), for the tests of
 # misconfigured servers. Installs Debian's mariadb-server if it is missing.
 # Users: root (socket), and tidemark/tidemark (all privileges, from 127.0.0.1).
+# TLS is on (plain connections allowed too), with a server certificate for
+# 127.0.0.1 signed by the test CA DIR/tls/ca.crt. Needs openssl.
 set -euo pipefail
 
 cmd=${1:-start}
@@ -32,6 +34,22 @@ ensure_installed() {
   fi
 }
 
+# A test CA and a server certificate for 127.0.0.1 (TLS tests), made once.
+make_certs() {
+  local tls="$dir/tls"
+  if [ -f "$tls/server.crt" ]; then return; fi
+  command -v openssl >/dev/null || { echo "openssl is needed for the test certificates" >&2; exit 1; }
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=tidemark test CA" \
+    -keyout "$tls/ca.key" -out "$tls/ca.crt" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$tls/ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$tls/ext" -out "$tls/server.crt" 2>/dev/null
+}
+
 running() {
   [ -S "$sock" ] && mariadb-admin --socket="$sock" -uroot ping >/dev/null 2>&1
 }
@@ -49,6 +67,7 @@ case "$cmd" in
         --tmpdir="$dir/tmp" --auth-root-authentication-method=socket >"$dir/install.log" 2>&1 \
         || { cat "$dir/install.log" >&2; exit 1; }
     fi
+    make_certs
     case "$flavour" in
       row) binlog=(--log-bin="$dir/data/mysql-bin" --binlog-format=ROW) ;;
       statement) binlog=(--log-bin="$dir/data/mysql-bin" --binlog-format=STATEMENT) ;;
@@ -60,6 +79,7 @@ case "$cmd" in
       --datadir="$dir/data" --socket="$sock" --pid-file="$dir/mysqld.pid" \
       --bind-address=127.0.0.1 --port="$port" \
       --log-error="$dir/error.log" --tmpdir="$dir/tmp" \
+      --ssl-ca="$dir/tls/ca.crt" --ssl-cert="$dir/tls/server.crt" --ssl-key="$dir/tls/server.key" \
       --server-id=1 "${binlog[@]}" \
       --binlog-row-image=FULL --binlog-row-metadata=FULL \
       --character-set-server=utf8mb4 --default-time-zone=+00:00 \

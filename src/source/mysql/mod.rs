@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{Backoff, SourceError};
+use super::{Reconnect, SourceError};
 use crate::config::{MysqlSourceConfig, NamedStart, StartPosition, TlsMode, redact_url};
 use crate::event::{Batch, BinlogPosition, Connector, Position};
 use crate::stage::filter::TableFilter;
@@ -187,23 +187,12 @@ impl MysqlSource {
         out: mpsc::Sender<Batch>,
         cancel: CancellationToken,
     ) -> Result<(), SourceError> {
-        let mut backoff = Backoff::default();
+        let mut reconnect = Reconnect::new(&self.task, "binlog source");
         loop {
-            let started = std::time::Instant::now();
-            match self.session(&mut resume, &out, &cancel).await {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_transient() && !cancel.is_cancelled() => {
-                    if started.elapsed() > Duration::from_secs(30) {
-                        backoff.reset();
-                    }
-                    let delay = backoff.next_delay();
-                    warn!(task = %self.task, error = %e, retry_in_ms = delay.as_millis() as u64, "binlog source interrupted; reconnecting");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = cancel.cancelled() => return Ok(()),
-                    }
-                }
-                Err(e) => return Err(e),
+            reconnect.session_started();
+            let result = self.session(&mut resume, &out, &cancel).await;
+            if !reconnect.after(result, &cancel).await? {
+                return Ok(());
             }
         }
     }
@@ -319,18 +308,7 @@ impl MysqlSource {
                 (String::new(), 4)
             }
             Start::MysqlGtid(g) => {
-                let mut sids = Vec::new();
-                for part in g.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                    sids.push(
-                        part.parse::<mysql_common::packets::Sid<'static>>()
-                            .map_err(|e| {
-                                SourceError::Definite(format!(
-                                    "source.start.gtid {part:?} is not a MySQL GTID set: {e}"
-                                ))
-                            })?,
-                    );
-                }
-                request = request.with_gtid().with_gtid_set(sids);
+                request = request.with_gtid().with_gtid_set(parse_gtid_set(g)?);
                 (String::new(), 4)
             }
         };
@@ -504,6 +482,22 @@ async fn load_catalog(conn: &mut Conn, db: &str, table: &str) -> Result<CatalogT
     })
 }
 
+/// A MySQL GTID set (`uuid:1-100:200,uuid2:5`) for COM_BINLOG_DUMP_GTID.
+fn parse_gtid_set(text: &str) -> Result<Vec<mysql_common::packets::Sid<'static>>, SourceError> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            part.parse::<mysql_common::packets::Sid<'static>>()
+                .map_err(|e| {
+                    SourceError::Definite(format!(
+                        "source.start.gtid {part:?} is not a MySQL GTID set (uuid:first-last[:first-last...]): {e}"
+                    ))
+                })
+        })
+        .collect()
+}
+
 /// Labels of `enum('a','b''c')` / `set(...)` column types.
 fn parse_labels(ty: &str) -> Vec<String> {
     let Some(inner) = ty
@@ -549,7 +543,26 @@ fn classify(context: &str, e: mysql_async::Error) -> SourceError {
             _ => SourceError::Definite(format!("{context}: {} (error {})", s.message, s.code)),
         },
         mysql_async::Error::Url(_) => SourceError::Definite(format!("{context}: {e}")),
+        // A certificate that doesn't verify won't verify on the next try.
+        mysql_async::Error::Io(io) if is_tls_failure(io) => SourceError::Definite(format!(
+            "{context}: TLS handshake failed: {e}. Check source.tls: ca_file must hold the CA that signed the server's certificate, whose names must include the host in the URL (or set skip_hostname_check)"
+        )),
+        mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => {
+            SourceError::Definite(format!(
+                "{context}: source.tls.mode requires TLS but the server doesn't offer it: configure ssl_cert/ssl_key on the server, or set tls.mode = \"disabled\""
+            ))
+        }
         _ => SourceError::Transient(format!("{context}: {e}")),
+    }
+}
+
+/// A TLS failure (rustls reports it through the I/O error it wraps).
+fn is_tls_failure(e: &mysql_async::IoError) -> bool {
+    match e {
+        mysql_async::IoError::Tls(_) => true,
+        mysql_async::IoError::Io(io) => io
+            .get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()),
     }
 }
 
@@ -579,6 +592,18 @@ fn dump_error(e: mysql_async::Error, connector: Connector) -> SourceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mysql_gtid_sets() {
+        let sids = parse_gtid_set(
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:11-18, 3e11fa47-71ca-11e1-9e33-c80aa9429563:7",
+        )
+        .unwrap();
+        assert_eq!(sids.len(), 2);
+        assert_eq!(sids[0].intervals().len(), 2);
+        assert!(parse_gtid_set("0-1-100").is_err());
+        assert!(parse_gtid_set("not-a-uuid:1").is_err());
+    }
 
     #[test]
     fn enum_labels_from_column_type() {

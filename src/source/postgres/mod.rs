@@ -42,9 +42,9 @@ use futures_util::FutureExt;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::{Backoff, SourceError};
+use super::{Reconnect, SourceError};
 use crate::config::PostgresSourceConfig;
 use crate::event::position::format_lsn;
 use crate::event::{Batch, LsnPosition, Position};
@@ -103,26 +103,14 @@ impl PostgresSource {
             }
         };
         let mut ack = AckTracker::new(resume);
-        let mut backoff = Backoff::default();
+        let mut reconnect = Reconnect::new(&self.task, "PostgreSQL source");
         loop {
-            let started = std::time::Instant::now();
-            let r = self
+            reconnect.session_started();
+            let result = self
                 .session(&mut resume, &out, &cancel, &mut committed, &mut ack)
                 .await;
-            match r {
-                Ok(()) => return Ok(()),
-                Err(e) if e.is_transient() && !cancel.is_cancelled() => {
-                    if started.elapsed() > Duration::from_secs(30) {
-                        backoff.reset();
-                    }
-                    let delay = backoff.next_delay();
-                    warn!(task = %self.task, error = %e, retry_in_ms = delay.as_millis() as u64, "PostgreSQL source interrupted; reconnecting");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = cancel.cancelled() => return Ok(()),
-                    }
-                }
-                Err(e) => return Err(e),
+            if !reconnect.after(result, &cancel).await? {
+                return Ok(());
             }
         }
     }
