@@ -106,11 +106,11 @@ topic_creation = {{ partitions = 3 }}"#,
     d.start();
     crate::mysql::stream::wait_streaming(&d);
 
-    let loader = tokio::spawn(load(m.url(), db.clone(), p.clone(), 3000, 7));
+    let loader = tokio::spawn(load(m.url(), db.clone(), p.clone(), 15_000, 7));
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let mut kills = 0;
     while !loader.is_finished() {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(200..900))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..500))).await;
         d.kill9();
         kills += 1;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..150))).await;

@@ -88,7 +88,8 @@ pub fn read_last(
         source,
     };
     let mut cfg = base.clone();
-    cfg.set("enable.partition.eof", "true")
+    cfg.set("group.id", "tidemark-resume")
+        .set("enable.partition.eof", "true")
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set(
