@@ -202,12 +202,14 @@ transaction_topic = "{{prefix}}.transaction"
                         .unwrap()
                         .replace(&format!("{p}.{db}."), "fx.fxdb.")
                 };
-                assert_eq!(name(&okey["schema"]), tkey["schema"]["name"], "{step}");
-                assert_eq!(
-                    fields(&okey["schema"]),
-                    fields(&tkey["schema"]),
-                    "{step} key schema"
-                );
+                if !tkey.is_null() {
+                    assert_eq!(name(&okey["schema"]), tkey["schema"]["name"], "{step}");
+                    assert_eq!(
+                        fields(&okey["schema"]),
+                        fields(&tkey["schema"]),
+                        "{step} key schema"
+                    );
+                }
                 assert_eq!(name(&oval["schema"]), tval["schema"]["name"], "{step}");
                 let (ofs, tfs) = (fields(&oval["schema"]), fields(&tval["schema"]));
                 for (f, ts) in &tfs {
@@ -217,9 +219,15 @@ transaction_topic = "{{prefix}}.transaction"
                         .unwrap_or_else(|| panic!("{step}: no field {f}"))
                         .1;
                     match f.as_str() {
+                        // A MySQL TRUNCATE event carries no column list.
+                        "before" | "after" if tvp["op"] == "t" => {}
                         "before" | "after" => {
                             for (col, tc) in fields(ts) {
-                                let oc = fields(os).into_iter().find(|(n, _)| *n == col).unwrap().1;
+                                let oc = fields(os)
+                                    .into_iter()
+                                    .find(|(n, _)| *n == col)
+                                    .unwrap_or_else(|| panic!("{step}: no column {col} in {os}"))
+                                    .1;
                                 assert_eq!(
                                     oc,
                                     expected_schema(&col, &tc, step),
