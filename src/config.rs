@@ -450,7 +450,7 @@ pub enum SinkConfig {
     Jsonl(JsonlSinkConfig),
     /// `type = "kafka"`: change topics on a Kafka cluster, exactly once
     /// across restarts (see `sink::kafka::config`).
-    Kafka(crate::sink::kafka::KafkaSinkConfig),
+    Kafka(Box<crate::sink::kafka::KafkaSinkConfig>),
 }
 
 impl<'de> Deserialize<'de> for SinkConfig {
@@ -458,7 +458,7 @@ impl<'de> Deserialize<'de> for SinkConfig {
         let (kind, rest) = split_type::<D>(d, &["jsonl", "kafka"])?;
         match kind.as_str() {
             "jsonl" => nested::<D, _>(rest).map(SinkConfig::Jsonl),
-            "kafka" => nested::<D, _>(rest).map(SinkConfig::Kafka),
+            "kafka" => nested::<D, _>(rest).map(|k| SinkConfig::Kafka(Box::new(k))),
             other => Err(serde::de::Error::custom(format!(
                 "unknown sink type {other:?}"
             ))),

@@ -101,13 +101,13 @@ pub async fn run(
                 SourceConfig::Postgres(_) => crate::event::Connector::Postgres,
                 SourceConfig::Mysql(_) => crate::event::Connector::Mysql,
             };
-            let sink = KafkaSink::open(k.clone(), &task, connector, cfg.format.clone())
+            let sink = KafkaSink::open(k.as_ref().clone(), &task, connector, cfg.format.clone())
                 .await
                 .map_err(|e| TaskError::Sink {
                     task: task.clone(),
                     source: e.into(),
                 })?;
-            AnySink::Kafka(Box::new(sink))
+            AnySink::Kafka(sink)
         }
     };
     let store_err = |source| TaskError::Store {

@@ -337,7 +337,7 @@ impl KafkaSink {
             self.tracker
                 .wait_capacity(self.cfg.max_in_flight_messages)
                 .await?;
-            let mut rec = BaseRecord::with_opaque_to(&*m.topic, ticket as usize)
+            let mut rec = BaseRecord::with_opaque_to(&m.topic, ticket as usize)
                 .partition(partition)
                 .headers(headers.clone());
             if let Some(k) = &m.key {

@@ -139,11 +139,8 @@ pub fn read_last(
             }
             match consumer.poll(Duration::from_millis(200)) {
                 None => {}
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    if !eof.contains(&p) {
-                        eof.push(p);
-                    }
-                }
+                Some(Err(KafkaError::PartitionEOF(p))) if !eof.contains(&p) => eof.push(p),
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
                 Some(Err(e)) => return Err(kafka(e)),
                 Some(Ok(m)) => {
                     let mark = mark_of(&m).map_err(|problem| ResumeError::Foreign {

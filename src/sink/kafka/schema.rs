@@ -119,7 +119,7 @@ pub fn column_schema(
             "bit" if num(0) == Some(1) => plain("boolean"),
             // tidemark writes bit strings as `0`/`1` text (length kept).
             "bit" | "varbit" => plain("string"),
-            _ => from_sample(sample, connector, opts),
+            _ => from_sample(sample, opts),
         };
     }
     match base {
@@ -157,7 +157,7 @@ pub fn column_schema(
         "datetime" => named("int64", "io.debezium.time.MicroTimestamp", None),
         "timestamp" => named("string", "io.debezium.time.ZonedTimestamp", None),
         "year" => named("int32", "io.debezium.time.Year", None),
-        _ => from_sample(sample, connector, opts),
+        _ => from_sample(sample, opts),
     }
 }
 
@@ -193,7 +193,7 @@ fn geometry(opts: &JsonOptions) -> Map<String, J> {
 
 /// A type name tidemark doesn't map (PostgreSQL enums, domains, extension
 /// types): the value's own kind decides.
-fn from_sample(sample: Option<&Value>, connector: Connector, opts: &JsonOptions) -> Map<String, J> {
+fn from_sample(sample: Option<&Value>, opts: &JsonOptions) -> Map<String, J> {
     match sample {
         Some(Value::Bool(_)) => plain("boolean"),
         Some(Value::Int(_)) | Some(Value::UInt(_)) => plain("int64"),
@@ -206,7 +206,7 @@ fn from_sample(sample: Option<&Value>, connector: Connector, opts: &JsonOptions)
         Some(Value::Geometry { .. }) => geometry(opts),
         Some(Value::Array(a)) => {
             let elem = a.elements.iter().find(|v| !matches!(v, Value::Null));
-            let mut items = from_sample(elem, connector, opts);
+            let mut items = from_sample(elem, opts);
             items.insert("optional".into(), J::Bool(true));
             let mut m = plain("array");
             m.insert("items".into(), J::Object(items));
