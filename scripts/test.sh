@@ -8,4 +8,6 @@ cd "$(dirname "$0")/.."
 
 tests/servers/mariadb.sh start
 tests/servers/postgres.sh start
+# The Kafka-protocol broker; installs tansu with cargo (~15 min) when missing.
+tests/servers/tansu.sh start
 cargo test --locked "$@"
