@@ -292,3 +292,31 @@ async fn missing_topic_with_require_existing_is_a_clear_error() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transactional_delivery_on_the_mock_cluster() {
+    let db = "k_txn";
+    setup(db).await;
+    let p = prefix("k-txn");
+    let topic = format!("{p}.{db}.t");
+    let cluster = mock(&topic);
+    let brokers = cluster.bootstrap_servers();
+    let m = mariadb();
+    let mut d = Daemon::mysql("k_txn", &m.url(), &[&format!("{db}.*")], "").with_sink(&sink(
+        &brokers,
+        &p,
+        "delivery = \"transactional\"",
+    ));
+    d.start();
+    crate::mysql::stream::wait_streaming(&d);
+    let expected = load(m.url(), db.into(), topic.clone(), 200).await;
+    let total: usize = expected.values().map(Vec::len).sum();
+    let b = brokers.clone();
+    let t = topic.clone();
+    let recs =
+        tokio::task::spawn_blocking(move || consume(&b, &[&t], total, Duration::from_secs(60)))
+            .await
+            .unwrap();
+    check(&per_key(&recs, "v"), &expected, recs.len());
+    assert!(d.stop().success(), "{}", d.log());
+}
