@@ -448,13 +448,17 @@ pub enum SinkConfig {
     /// `type = "jsonl"`: JSON lines to a file (exactly-once across restarts)
     /// or stdout (`-`, at-least-once).
     Jsonl(JsonlSinkConfig),
+    /// `type = "kafka"`: change topics on a Kafka cluster, exactly once
+    /// across restarts (see `sink::kafka::config`).
+    Kafka(Box<crate::sink::kafka::KafkaSinkConfig>),
 }
 
 impl<'de> Deserialize<'de> for SinkConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (kind, rest) = split_type::<D>(d, &["jsonl"])?;
+        let (kind, rest) = split_type::<D>(d, &["jsonl", "kafka"])?;
         match kind.as_str() {
             "jsonl" => nested::<D, _>(rest).map(SinkConfig::Jsonl),
+            "kafka" => nested::<D, _>(rest).map(|k| SinkConfig::Kafka(Box::new(k))),
             other => Err(serde::de::Error::custom(format!(
                 "unknown sink type {other:?}"
             ))),
@@ -718,6 +722,10 @@ impl Config {
                             format!("{:?} is already the sink of task {other:?}", j.path),
                         ));
                     }
+                }
+                SinkConfig::Kafka(k) => {
+                    k.check()
+                        .map_err(|(k, message)| (key(&format!("sink.{k}")), message))?;
                 }
             }
         }

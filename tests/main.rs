@@ -4,5 +4,6 @@
 mod support;
 
 mod cli;
+mod kafka;
 mod mysql;
 mod postgres;

@@ -8,10 +8,12 @@
 //! position sees events again after a crash).
 
 pub mod jsonl;
+pub mod kafka;
 pub mod writer;
 
 use crate::event::{Batch, Position};
 pub use jsonl::JsonlSink;
+pub use kafka::KafkaSink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -25,11 +27,16 @@ pub enum SinkError {
     Corrupt { path: String, reason: String },
     #[error("sink: {0}")]
     Internal(String),
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaSinkError),
 }
 
 /// The set of sinks (closed: no dynamic dispatch on the hot path).
+// One sink per task: the variants' sizes don't matter.
+#[allow(clippy::large_enum_variant)]
 pub enum AnySink {
     Jsonl(JsonlSink),
+    Kafka(KafkaSink),
 }
 
 impl AnySink {
@@ -39,6 +46,7 @@ impl AnySink {
     pub async fn submit(&mut self, batches: &[Batch]) -> Result<u64, SinkError> {
         match self {
             AnySink::Jsonl(s) => s.submit(batches).await,
+            AnySink::Kafka(s) => Ok(s.submit(batches).await?),
         }
     }
 
@@ -47,6 +55,7 @@ impl AnySink {
     pub async fn durable(&mut self) -> Result<u64, SinkError> {
         match self {
             AnySink::Jsonl(s) => s.durable().await,
+            AnySink::Kafka(s) => Ok(s.durable().await?),
         }
     }
 
@@ -54,6 +63,7 @@ impl AnySink {
     pub async fn flush(&mut self) -> Result<u64, SinkError> {
         match self {
             AnySink::Jsonl(s) => s.flush().await,
+            AnySink::Kafka(s) => Ok(s.flush().await?),
         }
     }
 
@@ -61,6 +71,7 @@ impl AnySink {
     pub fn durable_position(&self) -> Option<Position> {
         match self {
             AnySink::Jsonl(s) => s.durable_position().cloned(),
+            AnySink::Kafka(s) => s.durable_position(),
         }
     }
 }

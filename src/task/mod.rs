@@ -20,7 +20,7 @@ use tracing::{error, info};
 use crate::config::{SinkConfig, SourceConfig, TaskConfig};
 use crate::event::json::JsonEncoder;
 use crate::event::{Batch, Position};
-use crate::sink::{AnySink, JsonlSink, SinkError};
+use crate::sink::{AnySink, JsonlSink, KafkaSink, SinkError};
 use crate::source::mysql::MysqlSource;
 use crate::source::postgres::PostgresSource;
 use crate::source::{AnySource, SourceError};
@@ -95,6 +95,19 @@ pub async fn run(
                     source,
                 }
             })?)
+        }
+        SinkConfig::Kafka(k) => {
+            let connector = match &cfg.source {
+                SourceConfig::Postgres(_) => crate::event::Connector::Postgres,
+                SourceConfig::Mysql(_) => crate::event::Connector::Mysql,
+            };
+            let sink = KafkaSink::open(k.as_ref().clone(), &task, connector, cfg.format.clone())
+                .await
+                .map_err(|e| TaskError::Sink {
+                    task: task.clone(),
+                    source: e.into(),
+                })?;
+            AnySink::Kafka(sink)
         }
     };
     let store_err = |source| TaskError::Store {

@@ -60,7 +60,11 @@ fn every_shipped_example_config_validates() {
             let (ok, out) = validate(
                 "cli_examples",
                 &text,
-                &[("MYSQL_PASSWORD", "pw"), ("PGPASSWORD", "pw")],
+                &[
+                    ("MYSQL_PASSWORD", "pw"),
+                    ("PGPASSWORD", "pw"),
+                    ("KAFKA_PASSWORD", "pw"),
+                ],
             );
             assert!(ok, "{}: {out}", path.display());
             n += 1;

@@ -4,4 +4,4 @@ mod crash;
 mod errors;
 mod start;
 pub mod stream;
-mod types;
+pub mod types;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::support::{Daemon, mariadb};
 
 /// The fixture's SQL steps (S01..S12), with the database renamed.
-fn fixture_steps(db: &str) -> Vec<(String, String)> {
+pub fn fixture_steps(db: &str) -> Vec<(String, String)> {
     let sql = std::fs::read_to_string(
         crate::support::repo_root().join("tests/fixtures/debezium/mariadb/setup.sql"),
     )
@@ -58,7 +58,7 @@ fn debezium_records() -> Vec<Value> {
 
 /// Where tidemark deliberately differs from Debezium's defaults because
 /// those lose data (docs/json-format.md): returns tidemark's expected value.
-fn expected(column: &str, dbz: &Value, step: &str) -> Value {
+pub fn expected(column: &str, dbz: &Value, step: &str) -> Value {
     match (column, step) {
         // BIGINT UNSIGNED max: exact, where Debezium's `long` mode wraps to -1.
         ("c_bigint_u", _) if dbz == &json!(-1) => json!(18446744073709551615u64),

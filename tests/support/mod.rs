@@ -534,3 +534,94 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A Kafka-protocol broker (tansu) from tests/servers/tansu.sh.
+pub struct Broker {
+    pub dir: PathBuf,
+    pub port: u16,
+}
+
+impl Broker {
+    /// `host:port` for `bootstrap.servers`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn script(&self, cmd: &str) {
+        let out = Command::new("bash")
+            .arg(repo_root().join("tests/servers/tansu.sh"))
+            .args([cmd, self.dir.to_str().unwrap(), &self.port.to_string()])
+            .output()
+            .expect("running tests/servers/tansu.sh");
+        assert!(
+            out.status.success(),
+            "tansu.sh {cmd} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn start(&self) {
+        self.script("start");
+    }
+
+    /// SIGSTOP: the broker hangs (connections stay open, nothing answers).
+    pub fn pause(&self) {
+        self.script("pause");
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        self.script("resume");
+    }
+}
+
+/// The shared tansu broker on 127.0.0.1:19092 (started once per process,
+/// reused across runs; tests use topics of their own).
+pub fn tansu() -> &'static Broker {
+    static B: OnceLock<Broker> = OnceLock::new();
+    B.get_or_init(|| {
+        let b = Broker {
+            dir: repo_root().join("target/servers/tansu"),
+            port: port(19092),
+        };
+        b.start();
+        b
+    })
+}
+
+/// A private tansu broker for a test that pauses its broker.
+pub fn private_tansu(name: &str, base_port: u16) -> Broker {
+    let b = Broker {
+        dir: repo_root().join("target/servers").join(name),
+        port: port(base_port),
+    };
+    b.start();
+    b
+}
+
+impl Daemon {
+    /// Replaces the JSONL sink of a config written by `Daemon::mysql` or
+    /// `Daemon::postgres` with `sink` (the body of `[tasks.sink]`).
+    pub fn with_sink(self, sink: &str) -> Daemon {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let start = text.find("[tasks.sink]").expect("a [tasks.sink] table");
+        let after = &text[start..];
+        // The jsonl sink is `type` and `path`: two lines after the header.
+        let end = after
+            .match_indices('\n')
+            .nth(2)
+            .map_or(text.len(), |(i, _)| start + i + 1);
+        let new = format!("{}[tasks.sink]\n{sink}\n{}", &text[..start], &text[end..]);
+        std::fs::write(&self.config, new).unwrap();
+        self
+    }
+
+    /// Adds `key = value` lines to the source table.
+    pub fn with_source_option(self, line: &str) -> Daemon {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let new = text.replacen("[tasks.filter]", &format!("{line}\n[tasks.filter]"), 1);
+        std::fs::write(&self.config, new).unwrap();
+        self
+    }
+}
