@@ -101,10 +101,21 @@ pub fn consume(brokers: &str, topics: &[&str], expected: usize, timeout: Duratio
             return out;
         }
         if Instant::now() > deadline {
-            panic!(
-                "read {} of {expected} messages from {topics:?} in {timeout:?}",
+            // Per partition: messages read, and the offsets they span.
+            let mut spans: BTreeMap<(String, i32), (usize, i64, i64)> = BTreeMap::new();
+            for r in &out {
+                let e = spans
+                    .entry((r.topic.clone(), r.partition))
+                    .or_insert((0, i64::MAX, -1));
+                e.0 += 1;
+                e.1 = e.1.min(r.offset);
+                e.2 = e.2.max(r.offset);
+            }
+            eprintln!(
+                "read {} of {expected} messages from {topics:?} in {timeout:?}; per partition (count, first offset, last offset): {spans:?}",
                 out.len()
             );
+            return out;
         }
         match c.poll(Duration::from_millis(200)) {
             None => {}

@@ -347,12 +347,15 @@ impl TxTracker {
                 ..b
             }
         });
-        open.event_count += 1;
+        // Sources number a transaction's events (counting those skipped on
+        // a resume), so after a restart in the middle of a transaction the
+        // counts still cover the whole of it.
+        open.event_count = (open.event_count + 1).max(ev.tx_order);
         if let Some(t) = &ev.table {
             let name = t.qualified_name();
             match open.per_table.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, c)) => *c += 1,
-                None => open.per_table.push((name, 1)),
+                Some((_, c)) => *c = (*c + 1).max(ev.table_order),
+                None => open.per_table.push((name, ev.table_order.max(1))),
             }
         }
         (closed, begun)

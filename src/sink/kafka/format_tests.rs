@@ -193,3 +193,21 @@ fn dead_letter_record_names_the_event() {
     assert_eq!(v["limit"], json!(1000));
     assert_eq!(d.position, out[0].position);
 }
+
+#[test]
+fn transaction_counts_survive_a_resume_inside_the_transaction() {
+    // After a restart, only the transaction's last two events come again;
+    // their numbers say they are the 4th and 5th of it.
+    let mut t = TxTracker::default();
+    for (order, table_order) in [(4, 3), (5, 4)] {
+        let mut e = ev(Op::Create, 4, order as u32);
+        e.tx_order = order;
+        e.table_order = table_order;
+        t.event(&e);
+    }
+    let end = t
+        .batch_end(&ev(Op::Create, 4, 0).position.tx_end())
+        .unwrap();
+    assert_eq!(end.event_count, 5);
+    assert_eq!(end.per_table, vec![("fxdb.t".to_string(), 4)]);
+}
