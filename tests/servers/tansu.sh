@@ -59,7 +59,12 @@ case "$cmd" in
       </dev/null >"$dir/tansu.log" 2>&1 &
     echo $! >"$dir/tansu.pid"
     for _ in $(seq 1 100); do
-      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      if ! kill -0 "$(pid)" 2>/dev/null; then
+        echo "tansu exited (is 127.0.0.1:$port used by another process?); log:" >&2
+        tail -n 20 "$dir/tansu.log" >&2
+        exit 1
+      fi
+      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && kill -0 "$(pid)" 2>/dev/null; then
         echo "tansu listening on 127.0.0.1:$port (pid $(pid))" >&2
         exit 0
       fi
