@@ -105,7 +105,10 @@ async fn main() {
                 format!("({id}, {now}, 'x')")
             })
             .collect();
-        format!("INSERT INTO {table} (id, sent_ns, pad) VALUES {}", rows.join(", "))
+        format!(
+            "INSERT INTO {table} (id, sent_ns, pad) VALUES {}",
+            rows.join(", ")
+        )
     };
     match kind.as_str() {
         "mysql" => {
@@ -132,7 +135,11 @@ async fn main() {
     }
     let mut lat = consumer.join().expect("consumer");
     lat.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(f64::NAN);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     println!(
         "rate {rate} rows/s for {seconds} s: {} of {expected} rows; latency ms p50 {:.1} p99 {:.1} max {:.1}",
         lat.len(),

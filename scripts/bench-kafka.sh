@@ -5,7 +5,8 @@
 #
 # Servers (private, loopback): MariaDB 127.0.0.1:13320, PostgreSQL :15450,
 # tansu (memory storage) :19192. tidemark release build, Kafka sink defaults
-# (JSON with schemas, lz4, idempotent producer), 3 partitions per topic.
+# (JSON with schemas — SCHEMAS=false for without —, lz4, idempotent
+# producer), 3 partitions per topic. The latency runs use JSON without schemas.
 #
 # 1. Throughput (backlog): tidemark starts once to pin its start, stops; the
 #    sysbench-like load (ROWS rows in transactions of TX) is committed; then
@@ -20,6 +21,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ROWS=${ROWS:-1000000}
+# SCHEMAS=false: JSON without Kafka Connect's schema part (throughput runs).
+SCHEMAS=${SCHEMAS:-true}
 TX=${TX:-1000}
 LAT_SECONDS=${LAT_SECONDS:-20}
 MY_PORT=13320
@@ -29,7 +32,10 @@ dir=$PWD/target/bench/kafka
 brokers=127.0.0.1:$K_PORT
 run_id=$(date +%s)
 
-cargo build --release --quiet --bin tidemark --example kafka_latency
+# Separately: building an example turns on dev-dependency features
+# (serde_json preserve_order) that the daemon is not built with.
+cargo build --release --quiet --bin tidemark
+cargo build --release --quiet --example kafka_latency
 bin=$PWD/target/release/tidemark
 latency=$PWD/target/release/examples/kafka_latency
 tests/servers/mariadb.sh start target/servers/mariadb-bench $MY_PORT
@@ -59,6 +65,7 @@ type = "kafka"
 brokers = "$brokers"
 topic_prefix = "$3"
 topic_creation = { partitions = 3 }
+schemas = $SCHEMAS
 TOML
 }
 
@@ -146,7 +153,7 @@ for rate in 1000 5000; do
   config mylat "type = \"mysql\"
 url = \"mysql://tidemark:tidemark@127.0.0.1:$MY_PORT\"
 server_id = 7102" "myl$run_id-$rate" "bench_k.lat"
-  sed -i 's/^topic_creation = .*/topic_creation = { partitions = 3 }\nschemas = false/' "$dir/mylat.toml"
+  sed -i 's/^schemas = .*/schemas = false/' "$dir/mylat.toml"
   start mylat
   "$latency" mysql "mysql://tidemark:tidemark@127.0.0.1:$MY_PORT/bench_k" bench_k.lat "$brokers" "myl$run_id-$rate.bench_k.lat" "$rate" "$LAT_SECONDS" | sed 's/^/mysql: /'
   stop
@@ -156,7 +163,7 @@ done
 for rate in 1000 5000; do
   config pglat "type = \"postgres\"
 url = \"postgres://tidemark:tidemark@127.0.0.1:$PG_PORT/bench_k\"" "pgl$run_id-$rate" "public.lat"
-  sed -i 's/^topic_creation = .*/topic_creation = { partitions = 3 }\nschemas = false/' "$dir/pglat.toml"
+  sed -i 's/^schemas = .*/schemas = false/' "$dir/pglat.toml"
   start pglat
   "$latency" postgres "postgres://tidemark:tidemark@127.0.0.1:$PG_PORT/bench_k" lat "$brokers" "pgl$run_id-$rate.public.lat" "$rate" "$LAT_SECONDS" | sed 's/^/postgres: /'
   stop

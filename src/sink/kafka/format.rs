@@ -70,6 +70,9 @@ pub struct Formatter {
     task: String,
     /// Key and envelope schema of the last table seen (for plain messages).
     cache: Option<(Arc<TableSchema>, Arc<[u8]>)>,
+    /// The last table's key schema JSON, when its key columns' types alone
+    /// describe it (the common case: it is the same for every row).
+    key_cache: Option<(Arc<TableSchema>, Arc<[u8]>)>,
 }
 
 impl Formatter {
@@ -90,6 +93,7 @@ impl Formatter {
             prefix: prefix.to_string(),
             task: task.to_string(),
             cache: None,
+            key_cache: None,
         }
     }
 
@@ -161,23 +165,39 @@ impl Formatter {
         if !self.schemas {
             return (Some(payload), None);
         }
-        let key_schema = match (&ev.table, ev.op) {
-            (_, Op::Ddl) => schema::schema_change_key_schema(ev.connector),
+        let key_schema: Arc<[u8]> = match (&ev.table, ev.op) {
+            (_, Op::Ddl) => serde_json::to_vec(&schema::schema_change_key_schema(ev.connector))
+                .unwrap_or_default()
+                .into(),
             (Some(t), _) => {
                 let row = ev.after.as_deref().or(ev.before.as_deref()).unwrap_or(&[]);
-                schema::key_schema(
-                    t,
-                    row,
-                    ev.connector,
-                    &self.opts,
-                    &schema::schema_base(&self.prefix, t),
-                )
+                let plain = !t.key.iter().any(|&k| {
+                    row.get(k)
+                        .is_some_and(|v| schema::written_as_text(v, &self.opts))
+                });
+                match &self.key_cache {
+                    Some((c, bytes)) if plain && (Arc::ptr_eq(c, t) || **c == **t) => bytes.clone(),
+                    _ => {
+                        let s = schema::key_schema(
+                            t,
+                            row,
+                            ev.connector,
+                            &self.opts,
+                            &schema::schema_base(&self.prefix, t),
+                        );
+                        let bytes: Arc<[u8]> = serde_json::to_vec(&s).unwrap_or_default().into();
+                        if plain {
+                            self.key_cache = Some((t.clone(), bytes.clone()));
+                        }
+                        bytes
+                    }
+                }
             }
             (None, _) => return (Some(payload), None),
         };
-        let mut key = Vec::with_capacity(payload.len() + 128);
+        let mut key = Vec::with_capacity(payload.len() + key_schema.len() + 24);
         key.extend_from_slice(b"{\"schema\":");
-        let _ = serde_json::to_writer(&mut key, &key_schema);
+        key.extend_from_slice(&key_schema);
         key.extend_from_slice(b",\"payload\":");
         key.extend_from_slice(&payload);
         key.push(b'}');
