@@ -1,0 +1,442 @@
+//! Configuration: the TOML model, `${VAR}` secrets, and validation.
+//!
+//! Loading has two phases: [`Config::load`] parses and runs the pure
+//! [`Config::validate`] (no network); connecting happens when a task starts.
+//! Every error names the file, the key path and what was expected.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::event::DdlKind;
+use crate::event::json::JsonOptions;
+use crate::stage::filter::TablePattern;
+
+mod env;
+mod source;
+
+pub use env::redact_url;
+use env::{one_line, substitute_env};
+pub use source::{
+    MysqlSourceConfig, NamedStart, PostgresSourceConfig, StartPosition, TlsConfig, TlsMode,
+};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Daemon-wide settings.
+    pub daemon: DaemonConfig,
+    /// The tasks this daemon runs: one source, one stage and one sink each.
+    #[serde(default)]
+    pub tasks: Vec<TaskConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Directory for the offset store (`offsets/`). Created if missing.
+    pub data_dir: PathBuf,
+    /// Seconds a task may take to drain and commit its positions on
+    /// SIGTERM/SIGINT before the daemon exits anyway. Default 20 (below
+    /// systemd's default TimeoutStopSec of 90).
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout_secs: u64,
+}
+
+fn default_shutdown_timeout() -> u64 {
+    20
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// Unique task id: letters, digits, `-` and `_`. Offsets are stored under it.
+    pub id: String,
+    pub source: SourceConfig,
+    /// Which tables to capture.
+    #[serde(default)]
+    pub filter: FilterConfig,
+    /// What to do with each kind of DDL statement.
+    #[serde(default)]
+    pub ddl: DdlConfig,
+    /// How values are written as JSON.
+    #[serde(default)]
+    pub format: JsonOptions,
+    pub sink: SinkConfig,
+}
+
+/// `[tasks.source]`, chosen by its `type` key.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// `type = "mysql"`: MySQL or MariaDB binlog (the flavour is detected on connect).
+    Mysql(MysqlSourceConfig),
+    /// `type = "postgres"`: PostgreSQL WAL through a logical replication
+    /// slot with the built-in `pgoutput` plugin (PostgreSQL 12 and later).
+    Postgres(PostgresSourceConfig),
+}
+
+impl<'de> Deserialize<'de> for SourceConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (kind, rest) = split_type::<D>(d, &["mysql", "postgres"])?;
+        match kind.as_str() {
+            "mysql" => nested::<D, _>(rest).map(SourceConfig::Mysql),
+            "postgres" => nested::<D, _>(rest).map(SourceConfig::Postgres),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown source type {other:?}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// `db.table` glob patterns (`*` and `?`) of tables to capture. Empty
+    /// means every table.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// `db.table` glob patterns of tables to leave out, applied after `include`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// DDL policy: `emit` or `skip` per statement kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DdlConfig {
+    /// Action for kinds not listed in `kinds`. Default `emit`.
+    #[serde(default = "default_ddl_action")]
+    pub default: DdlAction,
+    /// Per-kind actions, e.g. `{ drop_database = "skip", drop_table = "emit" }`.
+    /// `drop_database` is `skip` unless set here.
+    #[serde(default)]
+    pub kinds: HashMap<DdlKind, DdlAction>,
+}
+
+fn default_ddl_action() -> DdlAction {
+    DdlAction::Emit
+}
+
+impl Default for DdlConfig {
+    fn default() -> Self {
+        DdlConfig {
+            default: DdlAction::Emit,
+            kinds: HashMap::new(),
+        }
+    }
+}
+
+impl DdlConfig {
+    pub fn action(&self, kind: DdlKind) -> DdlAction {
+        match self.kinds.get(&kind) {
+            Some(a) => *a,
+            None if kind == DdlKind::DropDatabase => DdlAction::Skip,
+            None => self.default,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DdlAction {
+    /// Pass the DDL event to the sink.
+    Emit,
+    /// Drop the DDL event (the source still tracks the schema change).
+    Skip,
+}
+
+/// `[tasks.sink]`, chosen by its `type` key.
+#[derive(Debug, Clone)]
+pub enum SinkConfig {
+    /// `type = "jsonl"`: JSON lines to a file (exactly-once across restarts)
+    /// or stdout (`-`, at-least-once).
+    Jsonl(JsonlSinkConfig),
+    /// `type = "kafka"`: change topics on a Kafka cluster, exactly once
+    /// across restarts (see `sink::kafka::config`).
+    Kafka(Box<crate::sink::kafka::KafkaSinkConfig>),
+}
+
+impl<'de> Deserialize<'de> for SinkConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (kind, rest) = split_type::<D>(d, &["jsonl", "kafka"])?;
+        match kind.as_str() {
+            "jsonl" => nested::<D, _>(rest).map(SinkConfig::Jsonl),
+            "kafka" => nested::<D, _>(rest).map(|k| SinkConfig::Kafka(Box::new(k))),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown sink type {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Marks an error message that carries a key path below the current one.
+const NESTED_PATH: char = '\u{1}';
+
+/// Reads a table, removes and checks its `type` key.
+fn split_type<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    allowed: &[&str],
+) -> Result<(String, toml::Table), D::Error> {
+    use serde::de::Error;
+    let mut table = toml::Table::deserialize(d)?;
+    let kind = match table.remove("type") {
+        Some(toml::Value::String(s)) => s,
+        Some(other) => {
+            return Err(D::Error::custom(format!(
+                "{NESTED_PATH}type{NESTED_PATH}expected a string, one of {allowed:?}, got {other}"
+            )));
+        }
+        None => {
+            return Err(D::Error::custom(format!(
+                "missing key `type`: expected one of {allowed:?}"
+            )));
+        }
+    };
+    if !allowed.contains(&kind.as_str()) {
+        return Err(D::Error::custom(format!(
+            "{NESTED_PATH}type{NESTED_PATH}unknown type {kind:?}, expected one of {allowed:?}"
+        )));
+    }
+    Ok((kind, table))
+}
+
+/// Deserializes the rest of a tagged table, keeping the nested key path.
+fn nested<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
+    table: toml::Table,
+) -> Result<T, D::Error> {
+    use serde::de::Error;
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        D::Error::custom(format!(
+            "{NESTED_PATH}{}{NESTED_PATH}{}",
+            e.path(),
+            e.inner()
+        ))
+    })
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonlSinkConfig {
+    /// File to append to, or `-` for stdout.
+    pub path: String,
+}
+
+/// A configuration error, with the file it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {key}: {message}")]
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, substitutes `${VAR}`s, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses and validates config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        Self::parse_with_env(text, file, |name| std::env::var(name).ok())
+    }
+
+    fn parse_with_env(
+        text: &str,
+        file: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key,
+            message,
+        };
+        let text = substitute_env(text, lookup)
+            .map_err(|(line, msg)| invalid(format!("line {line}"), msg))?;
+        let de = toml::Deserializer::parse(&text)
+            .map_err(|e| invalid("(syntax)".into(), one_line(&e.to_string())))?;
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let mut key = match e.path().to_string() {
+                p if p == "." => "(top level)".to_string(),
+                p => p,
+            };
+            let mut message = e.inner().message().to_string();
+            // A tagged section reports the path below it inside the message.
+            if let Some(rest) = message.strip_prefix(NESTED_PATH)
+                && let Some((sub, msg)) = rest.split_once(NESTED_PATH)
+            {
+                if sub != "." {
+                    key = format!("{key}.{sub}");
+                }
+                message = msg.to_string();
+            }
+            invalid(key, one_line(&message))
+        })?;
+        config.resolve_defaults();
+        config
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
+        Ok(config)
+    }
+
+    /// Fills defaults that depend on other settings (PostgreSQL slot,
+    /// publication and state directories).
+    fn resolve_defaults(&mut self) {
+        for task in &mut self.tasks {
+            if let SourceConfig::Postgres(p) = &mut task.source {
+                p.resolve(&task.id, &self.daemon.data_dir);
+            }
+        }
+    }
+
+    /// Checks what parsing can't: ids, uniqueness, patterns, URLs. No I/O.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if self.daemon.data_dir.as_os_str().is_empty() {
+            return Err(("daemon.data_dir".into(), "must not be empty".into()));
+        }
+        let mut ids = HashSet::new();
+        let mut server_ids = HashMap::new();
+        let mut paths = HashMap::new();
+        let mut slots = HashMap::new();
+        for (i, task) in self.tasks.iter().enumerate() {
+            let key = |k: &str| format!("tasks[{i}].{k}");
+            if task.id.is_empty()
+                || !task
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err((
+                    key("id"),
+                    format!(
+                        "{:?} is not a valid task id: use letters, digits, '-' and '_'",
+                        task.id
+                    ),
+                ));
+            }
+            if !ids.insert(task.id.as_str()) {
+                return Err((key("id"), format!("duplicate task id {:?}", task.id)));
+            }
+            match &task.source {
+                SourceConfig::Mysql(m) => {
+                    let opts = mysql_async::Opts::from_url(&m.url).map_err(|e| {
+                        (
+                            key("source.url"),
+                            format!(
+                                "{e}: expected mysql://user:password@host:port (got {})",
+                                redact_url(&m.url)
+                            ),
+                        )
+                    })?;
+                    if opts.db_name().is_some() {
+                        return Err((
+                            key("source.url"),
+                            "must not name a database: a binlog covers the whole server; select tables with [tasks.filter]".into(),
+                        ));
+                    }
+                    if m.server_id == 0 {
+                        return Err((
+                            key("source.server_id"),
+                            "must be a non-zero replica server id, unique among the server's replicas".into(),
+                        ));
+                    }
+                    let endpoint = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
+                    if let Some(other) = server_ids.insert((endpoint, m.server_id), &task.id) {
+                        return Err((
+                            key("source.server_id"),
+                            format!(
+                                "server_id {} is already used by task {other:?} on the same server; each binlog reader needs its own",
+                                m.server_id
+                            ),
+                        ));
+                    }
+                    if m.heartbeat_secs == 0 || m.heartbeat_secs > 3600 {
+                        return Err((
+                            key("source.heartbeat_secs"),
+                            "must be between 1 and 3600".into(),
+                        ));
+                    }
+                    if m.max_batch_events == 0 {
+                        return Err((key("source.max_batch_events"), "must be at least 1".into()));
+                    }
+                    if let StartPosition::File { file, pos } = &m.start
+                        && (file.is_empty() || *pos < 4)
+                    {
+                        return Err((
+                            key("source.start"),
+                            "file must be a binlog file name and pos at least 4".into(),
+                        ));
+                    }
+                    if m.tls.mode == TlsMode::Disabled
+                        && (m.tls.ca_file.is_some() || m.tls.skip_hostname_check)
+                    {
+                        return Err((
+                            key("source.tls.mode"),
+                            "ca_file/skip_hostname_check are set but mode is \"disabled\"; set mode = \"required\"".into(),
+                        ));
+                    }
+                }
+                SourceConfig::Postgres(p) => {
+                    let endpoint = p
+                        .check()
+                        .map_err(|(k, message)| (key(&format!("source.{k}")), message))?;
+                    if let Some(other) = slots.insert((endpoint, p.slot.clone()), &task.id) {
+                        return Err((
+                            key("source.slot"),
+                            format!(
+                                "slot {:?} is already used by task {other:?} on the same database; each task needs its own slot",
+                                p.slot
+                            ),
+                        ));
+                    }
+                }
+            }
+            for (list, patterns) in [
+                ("filter.include", &task.filter.include),
+                ("filter.exclude", &task.filter.exclude),
+            ] {
+                for (j, p) in patterns.iter().enumerate() {
+                    TablePattern::parse(p).map_err(|msg| (key(&format!("{list}[{j}]")), msg))?;
+                }
+            }
+            match &task.sink {
+                SinkConfig::Jsonl(j) => {
+                    if j.path.is_empty() {
+                        return Err((key("sink.path"), "must be a file path or \"-\"".into()));
+                    }
+                    if j.path != "-"
+                        && let Some(other) = paths.insert(j.path.clone(), &task.id)
+                    {
+                        return Err((
+                            key("sink.path"),
+                            format!("{:?} is already the sink of task {other:?}", j.path),
+                        ));
+                    }
+                }
+                SinkConfig::Kafka(k) => {
+                    k.check()
+                        .map_err(|(k, message)| (key(&format!("sink.{k}")), message))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
