@@ -6,7 +6,10 @@
 //! resumes exactly.
 
 pub mod config;
+pub mod error;
 pub mod event;
+pub mod retry;
+pub mod select;
 pub mod sink;
 pub mod source;
 pub mod stage;

@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use tidemark::config::Config;
 use tidemark::store::{OffsetStore, SledOffsetStore};
+use tidemark::task::{Supervisor, SupervisorSettings, TaskState};
 
 #[derive(Parser)]
 #[command(name = "tidemark", version, about = "Log-based change data capture")]
@@ -24,10 +23,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every task in the config until SIGTERM/SIGINT, then drain and
-    /// commit positions before exiting.
+    /// commit positions before exiting. Tasks that fail stay failed while
+    /// the others run; the daemon keeps running.
     Run {
         #[arg(long)]
         config: PathBuf,
+        /// Exit once no task is running any more (every task completed,
+        /// failed or stopped), with status 1 if any failed: for one-shot
+        /// use and scripts, not for the service.
+        #[arg(long)]
+        once: bool,
     },
     /// Parse and validate the config (no network).
     Validate {
@@ -94,7 +99,7 @@ fn main() -> ExitCode {
         )
         .init();
     let result = match cli.command {
-        Command::Run { config } => run(&config),
+        Command::Run { config, once } => run(&config, once),
         Command::Validate { config } => validate(&config),
         Command::Offsets { command } => offsets(command),
         Command::Slot { command } => slot(command),
@@ -124,15 +129,15 @@ fn validate(path: &std::path::Path) -> Result<ExitCode> {
 }
 
 fn open_store(config: &Config) -> Result<SledOffsetStore> {
-    std::fs::create_dir_all(&config.daemon.data_dir).with_context(|| {
-        format!(
-            "creating daemon.data_dir {}",
-            config.daemon.data_dir.display()
-        )
-    })?;
-    SledOffsetStore::open(&config.daemon.data_dir).with_context(|| {
-        "opening the offset store (is another tidemark running with the same data_dir?)".to_string()
-    })
+    Ok(SledOffsetStore::open(&config.daemon.data_dir)?)
+}
+
+/// A runtime for the offline commands' store calls.
+fn small_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 fn offsets(command: OffsetsCommand) -> Result<ExitCode> {
@@ -140,12 +145,13 @@ fn offsets(command: OffsetsCommand) -> Result<ExitCode> {
         OffsetsCommand::Show { config, task } => {
             let config = load(&config)?;
             let store = open_store(&config)?;
+            let rt = small_runtime()?;
             let ids: Vec<String> = match task {
                 Some(t) => vec![t],
                 None => config.tasks.iter().map(|t| t.id.clone()).collect(),
             };
             for id in ids {
-                match store.load(&id)? {
+                match rt.block_on(store.load(&id))? {
                     None => println!("{id}: no committed position (starts from source.start)"),
                     Some(c) => println!(
                         "{id}: {} (committed {})",
@@ -162,7 +168,7 @@ fn offsets(command: OffsetsCommand) -> Result<ExitCode> {
                 anyhow::bail!("no task {task:?} in the config");
             }
             let store = open_store(&config)?;
-            store.reset(&task)?;
+            small_runtime()?.block_on(store.reset(&task))?;
             println!("{task}: position reset");
             Ok(ExitCode::SUCCESS)
         }
@@ -182,10 +188,7 @@ fn slot(command: SlotCommand) -> Result<ExitCode> {
     let tidemark::config::SourceConfig::Postgres(pg) = &t.source else {
         anyhow::bail!("task {task:?} does not read PostgreSQL: it has no replication slot");
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    let runtime = small_runtime()?;
     let message = runtime.block_on(tidemark::source::postgres::drop_slot(pg, &task, force))?;
     println!("{task}: {message}");
     Ok(ExitCode::SUCCESS)
@@ -221,95 +224,69 @@ fn describe(p: &tidemark::event::Position) -> String {
 }
 
 fn format_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let d = tidemark::event::value::Date::from_epoch_days(secs.div_euclid(86_400));
-    let s = secs.rem_euclid(86_400);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        d.year,
-        d.month,
-        d.day,
-        s / 3600,
-        s / 60 % 60,
-        s % 60
-    )
+    tidemark::task::format_ms(ms)
 }
 
-fn run(path: &std::path::Path) -> Result<ExitCode> {
+fn run(path: &std::path::Path, once: bool) -> Result<ExitCode> {
     let config = load(path)?;
     let store: Arc<dyn OffsetStore> = Arc::new(open_store(&config)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let root = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-        let total = config.tasks.len();
+    let code = runtime.block_on(async move {
+        let settings = SupervisorSettings {
+            drain_timeout: Duration::from_secs(config.daemon.shutdown_timeout_secs),
+            data_dir: config.daemon.data_dir.clone(),
+            ..SupervisorSettings::default()
+        };
+        let supervisor = Supervisor::new(store, settings);
         for task in config.tasks.clone() {
-            let id = task.id.clone();
-            let store = store.clone();
-            let cancel = root.child_token();
-            let done = done_tx.clone();
-            tracker.spawn(async move {
-                let r = tidemark::task::run(task, store, cancel).await;
-                if let Err(e) = &r {
-                    error!(task = %id, error = %e, "task failed");
-                }
-                let _ = done.send(r.is_ok());
-            });
+            supervisor.add(task, true)?;
         }
-        tracker.close();
-        drop(done_tx);
-        info!(tasks = total, "tidemark running");
-
-        let mut failed = 0;
-        let mut finished = 0;
+        info!(tasks = config.tasks.len(), "tidemark running");
         let signal = shutdown_signal();
         tokio::pin!(signal);
-        let mut by_signal = false;
-        while finished < total {
+        if once {
             tokio::select! {
-                _ = &mut signal, if !by_signal => {
-                    info!("shutdown requested: draining tasks");
-                    by_signal = true;
-                    root.cancel();
-                    break;
-                }
-                r = done_rx.recv() => match r {
-                    Some(ok) => {
-                        finished += 1;
-                        if !ok { failed += 1; }
-                    }
-                    None => break,
-                },
+                _ = &mut signal => info!("shutdown requested: draining tasks"),
+                _ = supervisor.all_idle() => info!("every task ended (--once)"),
             }
-        }
-        if by_signal {
-            let deadline = Duration::from_secs(config.daemon.shutdown_timeout_secs);
-            if tokio::time::timeout(deadline, tracker.wait())
-                .await
-                .is_err()
-            {
-                warn!(
-                    timeout_secs = deadline.as_secs(),
-                    "tasks did not stop in time"
-                );
-                return Ok(ExitCode::FAILURE);
-            }
-            while let Ok(ok) = done_rx.try_recv() {
-                if !ok {
-                    failed += 1;
-                }
-            }
-        }
-        Ok(if failed > 0 {
-            ExitCode::FAILURE
         } else {
-            ExitCode::SUCCESS
-        })
-    })
+            (&mut signal).await;
+            info!("shutdown requested: draining tasks");
+        }
+        let deadline = Duration::from_secs(config.daemon.shutdown_timeout_secs);
+        // The tasks' own drain timeout is the same: a little more here
+        // lets them record how their drain ended.
+        let undrained = supervisor.shutdown(deadline + Duration::from_secs(2)).await;
+        if !undrained.is_empty() {
+            error!(
+                timeout_secs = deadline.as_secs(),
+                tasks = %undrained.join(", "),
+                "tasks did not stop in time; exiting anyway (what they had not made durable is read again at the next start)"
+            );
+            return Ok::<_, anyhow::Error>(ExitCode::from(2));
+        }
+        let failed: Vec<String> = supervisor
+            .tasks()
+            .into_iter()
+            .filter(|t| t.state() == TaskState::Failed)
+            .map(|t| format!("{}: {}", t.id(), t.status().error.unwrap_or_default()))
+            .collect();
+        if failed.is_empty() {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            for f in &failed {
+                error!(task = %f, "task failed");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    })?;
+    // Threads stuck on a blocked sink (a full pipe, a frozen file system)
+    // must not keep the process alive: leave without waiting for them.
+    runtime.shutdown_background();
+    Ok(code)
 }
 
 async fn shutdown_signal() {
@@ -321,8 +298,14 @@ async fn shutdown_signal() {
             return std::future::pending().await;
         }
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    let mut hup = signal(SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                warn!("SIGHUP received and ignored: reloading the configuration is not supported yet; restart tidemark to apply changes");
+            }
+        }
     }
 }

@@ -4,14 +4,14 @@
 //! [`Config::validate`] (no network); connecting happens when a task starts.
 //! Every error names the file, the key path and what was expected.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
 use crate::event::DdlKind;
 use crate::event::json::JsonOptions;
-use crate::stage::filter::TablePattern;
+use crate::select::TablePattern;
 
 mod env;
 mod source;
@@ -298,9 +298,7 @@ impl Config {
     /// publication and state directories).
     fn resolve_defaults(&mut self) {
         for task in &mut self.tasks {
-            if let SourceConfig::Postgres(p) = &mut task.source {
-                p.resolve(&task.id, &self.daemon.data_dir);
-            }
+            task.resolve(&self.daemon.data_dir);
         }
     }
 
@@ -309,132 +307,176 @@ impl Config {
         if self.daemon.data_dir.as_os_str().is_empty() {
             return Err(("daemon.data_dir".into(), "must not be empty".into()));
         }
-        let mut ids = HashSet::new();
-        let mut server_ids = HashMap::new();
-        let mut paths = HashMap::new();
-        let mut slots = HashMap::new();
         for (i, task) in self.tasks.iter().enumerate() {
-            let key = |k: &str| format!("tasks[{i}].{k}");
-            if task.id.is_empty()
-                || !task
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err((
-                    key("id"),
-                    format!(
-                        "{:?} is not a valid task id: use letters, digits, '-' and '_'",
-                        task.id
-                    ),
-                ));
-            }
-            if !ids.insert(task.id.as_str()) {
-                return Err((key("id"), format!("duplicate task id {:?}", task.id)));
-            }
-            match &task.source {
-                SourceConfig::Mysql(m) => {
-                    let opts = mysql_async::Opts::from_url(&m.url).map_err(|e| {
-                        (
-                            key("source.url"),
-                            format!(
-                                "{e}: expected mysql://user:password@host:port (got {})",
-                                redact_url(&m.url)
-                            ),
-                        )
-                    })?;
-                    if opts.db_name().is_some() {
-                        return Err((
-                            key("source.url"),
-                            "must not name a database: a binlog covers the whole server; select tables with [tasks.filter]".into(),
-                        ));
-                    }
-                    if m.server_id == 0 {
-                        return Err((
-                            key("source.server_id"),
-                            "must be a non-zero replica server id, unique among the server's replicas".into(),
-                        ));
-                    }
-                    let endpoint = format!("{}:{}", opts.ip_or_hostname(), opts.tcp_port());
-                    if let Some(other) = server_ids.insert((endpoint, m.server_id), &task.id) {
-                        return Err((
-                            key("source.server_id"),
-                            format!(
-                                "server_id {} is already used by task {other:?} on the same server; each binlog reader needs its own",
-                                m.server_id
-                            ),
-                        ));
-                    }
-                    if m.heartbeat_secs == 0 || m.heartbeat_secs > 3600 {
-                        return Err((
-                            key("source.heartbeat_secs"),
-                            "must be between 1 and 3600".into(),
-                        ));
-                    }
-                    if m.max_batch_events == 0 {
-                        return Err((key("source.max_batch_events"), "must be at least 1".into()));
-                    }
-                    if let StartPosition::File { file, pos } = &m.start
-                        && (file.is_empty() || *pos < 4)
-                    {
-                        return Err((
-                            key("source.start"),
-                            "file must be a binlog file name and pos at least 4".into(),
-                        ));
-                    }
-                    if m.tls.mode == TlsMode::Disabled
-                        && (m.tls.ca_file.is_some() || m.tls.skip_hostname_check)
-                    {
-                        return Err((
-                            key("source.tls.mode"),
-                            "ca_file/skip_hostname_check are set but mode is \"disabled\"; set mode = \"required\"".into(),
-                        ));
-                    }
-                }
-                SourceConfig::Postgres(p) => {
-                    let endpoint = p
-                        .check()
-                        .map_err(|(k, message)| (key(&format!("source.{k}")), message))?;
-                    if let Some(other) = slots.insert((endpoint, p.slot.clone()), &task.id) {
-                        return Err((
-                            key("source.slot"),
-                            format!(
-                                "slot {:?} is already used by task {other:?} on the same database; each task needs its own slot",
-                                p.slot
-                            ),
-                        ));
-                    }
-                }
-            }
-            for (list, patterns) in [
-                ("filter.include", &task.filter.include),
-                ("filter.exclude", &task.filter.exclude),
-            ] {
-                for (j, p) in patterns.iter().enumerate() {
-                    TablePattern::parse(p).map_err(|msg| (key(&format!("{list}[{j}]")), msg))?;
-                }
-            }
-            match &task.sink {
-                SinkConfig::Jsonl(j) => {
-                    if j.path.is_empty() {
-                        return Err((key("sink.path"), "must be a file path or \"-\"".into()));
-                    }
-                    if j.path != "-"
-                        && let Some(other) = paths.insert(j.path.clone(), &task.id)
-                    {
-                        return Err((
-                            key("sink.path"),
-                            format!("{:?} is already the sink of task {other:?}", j.path),
-                        ));
-                    }
-                }
-                SinkConfig::Kafka(k) => {
-                    k.check()
-                        .map_err(|(k, message)| (key(&format!("sink.{k}")), message))?;
+            let key = |k: String| format!("tasks[{i}].{k}");
+            task.validate().map_err(|(k, m)| (key(k), m))?;
+            for other in &self.tasks[..i] {
+                if let Some((k, m)) = task.conflicts_with(other) {
+                    return Err((key(k), m));
                 }
             }
         }
         Ok(())
+    }
+}
+
+impl TaskConfig {
+    /// Fills the defaults that depend on the daemon's data directory
+    /// (PostgreSQL slot, publication and state directories).
+    pub fn resolve(&mut self, data_dir: &Path) {
+        if let SourceConfig::Postgres(p) = &mut self.source {
+            p.resolve(&self.id, data_dir);
+        }
+    }
+
+    /// Checks one task on its own (no I/O); errors are `(key below the
+    /// task, message)`. Tasks created one by one (the API) get the same
+    /// checks and messages as a config file.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let key = |k: &str| k.to_string();
+        if self.id.is_empty()
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err((
+                key("id"),
+                format!(
+                    "{:?} is not a valid task id: use letters, digits, '-' and '_'",
+                    self.id
+                ),
+            ));
+        }
+        match &self.source {
+            SourceConfig::Mysql(m) => {
+                let opts = mysql_async::Opts::from_url(&m.url).map_err(|e| {
+                    (
+                        key("source.url"),
+                        format!(
+                            "{e}: expected mysql://user:password@host:port (got {})",
+                            redact_url(&m.url)
+                        ),
+                    )
+                })?;
+                if opts.db_name().is_some() {
+                    return Err((
+                        key("source.url"),
+                        "must not name a database: a binlog covers the whole server; select tables with [tasks.filter]".into(),
+                    ));
+                }
+                if m.server_id == 0 {
+                    return Err((
+                        key("source.server_id"),
+                        "must be a non-zero replica server id, unique among the server's replicas"
+                            .into(),
+                    ));
+                }
+                if m.heartbeat_secs == 0 || m.heartbeat_secs > 3600 {
+                    return Err((
+                        key("source.heartbeat_secs"),
+                        "must be between 1 and 3600".into(),
+                    ));
+                }
+                if m.max_batch_events == 0 {
+                    return Err((key("source.max_batch_events"), "must be at least 1".into()));
+                }
+                if let StartPosition::File { file, pos } = &m.start
+                    && (file.is_empty() || *pos < 4)
+                {
+                    return Err((
+                        key("source.start"),
+                        "file must be a binlog file name and pos at least 4".into(),
+                    ));
+                }
+                if m.tls.mode == TlsMode::Disabled
+                    && (m.tls.ca_file.is_some() || m.tls.skip_hostname_check)
+                {
+                    return Err((
+                        key("source.tls.mode"),
+                        "ca_file/skip_hostname_check are set but mode is \"disabled\"; set mode = \"required\"".into(),
+                    ));
+                }
+            }
+            SourceConfig::Postgres(p) => {
+                p.check()
+                    .map_err(|(k, message)| (format!("source.{k}"), message))?;
+            }
+        }
+        for (list, patterns) in [
+            ("filter.include", &self.filter.include),
+            ("filter.exclude", &self.filter.exclude),
+        ] {
+            for (j, p) in patterns.iter().enumerate() {
+                TablePattern::parse(p).map_err(|msg| (format!("{list}[{j}]"), msg))?;
+            }
+        }
+        match &self.sink {
+            SinkConfig::Jsonl(j) => {
+                if j.path.is_empty() {
+                    return Err((key("sink.path"), "must be a file path or \"-\"".into()));
+                }
+            }
+            SinkConfig::Kafka(k) => {
+                k.check()
+                    .map_err(|(k, message)| (format!("sink.{k}"), message))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What two tasks can't share: a replica server id on one MySQL server,
+    /// a slot on one PostgreSQL database, a sink file (compared by its
+    /// canonical path). Returns `(key of self, message)`.
+    pub fn conflicts_with(&self, other: &TaskConfig) -> Option<(String, String)> {
+        if self.id == other.id {
+            return Some(("id".into(), format!("duplicate task id {:?}", self.id)));
+        }
+        match (&self.source, &other.source) {
+            (SourceConfig::Mysql(a), SourceConfig::Mysql(b)) if a.server_id == b.server_id => {
+                let endpoint = |url: &str| {
+                    mysql_async::Opts::from_url(url)
+                        .ok()
+                        .map(|o| format!("{}:{}", o.ip_or_hostname(), o.tcp_port()))
+                };
+                if endpoint(&a.url).is_some() && endpoint(&a.url) == endpoint(&b.url) {
+                    return Some((
+                        "source.server_id".into(),
+                        format!(
+                            "server_id {} is already used by task {:?} on the same server; each binlog reader needs its own",
+                            a.server_id, other.id
+                        ),
+                    ));
+                }
+            }
+            (SourceConfig::Postgres(a), SourceConfig::Postgres(b)) if a.slot == b.slot => {
+                if a.check().ok() == b.check().ok() {
+                    return Some((
+                        "source.slot".into(),
+                        format!(
+                            "slot {:?} is already used by task {:?} on the same database; each task needs its own slot",
+                            a.slot, other.id
+                        ),
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if let (SinkConfig::Jsonl(a), SinkConfig::Jsonl(b)) = (&self.sink, &other.sink)
+            && a.path != "-"
+            && b.path != "-"
+            && crate::sink::canonical_file_path(Path::new(&a.path))
+                == crate::sink::canonical_file_path(Path::new(&b.path))
+        {
+            return Some((
+                "sink.path".into(),
+                format!(
+                    "{:?} is already the sink of task {:?} (as {:?})",
+                    a.path, other.id, b.path
+                ),
+            ));
+        }
+        None
     }
 }
 

@@ -99,6 +99,13 @@ pub struct PostgresSourceConfig {
     /// Default 10.
     #[serde(default = "default_status_interval")]
     pub status_interval_secs: u64,
+    /// Seconds the server may stay silent before the connection is
+    /// considered dead and the task reconnects. While the stream is idle,
+    /// each status update asks the server for a reply, so a live server is
+    /// never silent for long; a stopped walsender or a network black hole
+    /// is. Default 30; must exceed `status_interval_secs`.
+    #[serde(default = "default_server_timeout")]
+    pub server_timeout_secs: u64,
     /// TLS to the server (both the SQL and the replication connection).
     #[serde(default)]
     pub tls: TlsConfig,
@@ -121,6 +128,10 @@ fn default_status_interval() -> u64 {
     10
 }
 
+fn default_server_timeout() -> u64 {
+    30
+}
+
 fn default_pg_batch_events() -> usize {
     2048
 }
@@ -136,6 +147,7 @@ impl fmt::Debug for PostgresSourceConfig {
             .field("streaming", &self.streaming)
             .field("spill_dir", &self.spill_dir)
             .field("status_interval_secs", &self.status_interval_secs)
+            .field("server_timeout_secs", &self.server_timeout_secs)
             .field("tls", &self.tls)
             .finish()
     }
@@ -226,6 +238,16 @@ impl PostgresSourceConfig {
         }
         if self.status_interval_secs == 0 || self.status_interval_secs > 3600 {
             return Err(("status_interval_secs", "must be between 1 and 3600".into()));
+        }
+        if self.server_timeout_secs <= self.status_interval_secs || self.server_timeout_secs > 86_400
+        {
+            return Err((
+                "server_timeout_secs",
+                format!(
+                    "must be more than status_interval_secs ({}) and at most 86400",
+                    self.status_interval_secs
+                ),
+            ));
         }
         if self.max_batch_events == 0 {
             return Err(("max_batch_events", "must be at least 1".into()));

@@ -8,6 +8,10 @@
 //! neither duplicates nor loses events. Stdout can't be read back: there the
 //! guarantee is at-least-once (events after the last committed offset are
 //! written again after a crash).
+//!
+//! The file is locked (`flock`) while a sink holds it: two tasks (or two
+//! spellings of one path, or a run whose writer is still blocked) never
+//! interleave their lines.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
@@ -23,6 +27,7 @@ pub struct JsonlSink {
     encoder: JsonEncoder,
     /// Ticket of the last group submitted.
     ticket: u64,
+    bytes: u64,
     durable: Option<Position>,
     /// Test failpoint: while this file exists, submits wait, as a sink that
     /// can't make data durable would (see [`STALL_FAILPOINT`]).
@@ -46,12 +51,13 @@ impl JsonlSink {
                 open_and_recover(&path).map(|(file, d)| (Output::File { file, path }, d))
             })
             .await
-            .map_err(|e| SinkError::Internal(format!("jsonl open task failed: {e}")))??
+            .map_err(|e| SinkError::Stopped(format!("opening the JSONL file failed: {e}")))??
         };
         Ok(JsonlSink {
             writer: DurableWriter::spawn(output)?,
             encoder,
             ticket: 0,
+            bytes: 0,
             durable,
             stall_while: std::env::var_os(STALL_FAILPOINT).map(PathBuf::from),
         })
@@ -79,8 +85,19 @@ impl JsonlSink {
             }
         }
         self.ticket += 1;
+        self.bytes += buf.len() as u64;
         self.writer.write(self.ticket, buf).await?;
         Ok(self.ticket)
+    }
+
+    /// Closes the writer and waits for its threads to end (which releases
+    /// the file and its lock).
+    pub async fn close(&mut self) {
+        self.writer.close().await;
+    }
+
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes
     }
 
     /// Waits for more groups to become durable; returns the durable ticket.
@@ -105,10 +122,7 @@ fn now_ns() -> i64 {
 /// Opens `path` for appending, cuts a partial last line, and returns the
 /// position of the last complete line.
 fn open_and_recover(path: &PathBuf) -> Result<(File, Option<Position>), SinkError> {
-    let io = |what: &str| {
-        let what = format!("{what} {}", path.display());
-        move |source| SinkError::Io { what, source }
-    };
+    let io = |what: &'static str| move |e| SinkError::io(what, path, e);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io("creating the directory of"))?;
     }
@@ -118,6 +132,7 @@ fn open_and_recover(path: &PathBuf) -> Result<(File, Option<Position>), SinkErro
         .create(true)
         .open(path)
         .map_err(io("opening"))?;
+    lock(&file, path)?;
     let len = file.metadata().map_err(io("reading metadata of"))?.len();
     let complete_end = last_newline_end(&mut file, len).map_err(io("reading"))?;
     if complete_end < len {
@@ -140,6 +155,18 @@ fn open_and_recover(path: &PathBuf) -> Result<(File, Option<Position>), SinkErro
         ),
     };
     Ok((file, durable))
+}
+
+/// Takes the file's exclusive lock, held until every handle of it closes.
+fn lock(file: &File, path: &std::path::Path) -> Result<(), SinkError> {
+    match file.try_lock() {
+        Ok(()) => Ok(()),
+        Err(std::fs::TryLockError::WouldBlock) => Err(SinkError::Locked {
+            path: path.display().to_string(),
+            detail: String::new(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(SinkError::io("locking", path, e)),
+    }
 }
 
 const CHUNK: u64 = 64 * 1024;
@@ -233,6 +260,17 @@ mod tests {
         std::fs::write(&p, format!("{line}\n")).unwrap();
         let (_, pos) = open_and_recover(&p).unwrap();
         assert_eq!(pos.unwrap().to_string(), "lsn:0/10:3");
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn a_locked_file_is_refused() {
+        let p = tmp("locked");
+        let (held, _) = open_and_recover(&p).unwrap();
+        let e = open_and_recover(&p).unwrap_err();
+        assert!(matches!(e, SinkError::Locked { .. }), "{e}");
+        drop(held);
+        assert!(open_and_recover(&p).is_ok());
         let _ = std::fs::remove_file(&p);
     }
 

@@ -24,7 +24,38 @@ pub enum Output {
 pub struct Progress {
     pub ticket: u64,
     /// Set once writing or syncing failed: the sink is unusable.
-    pub error: Option<String>,
+    pub error: Option<Failure>,
+}
+
+/// The I/O error that stopped the writer, kept whole (its kind classes it).
+#[derive(Debug, Clone)]
+pub struct Failure {
+    what: &'static str,
+    path: PathBuf,
+    error: Arc<std::io::Error>,
+}
+
+impl Failure {
+    fn to_error(&self) -> SinkError {
+        let e = std::io::Error::new(self.error.kind(), ArcError(self.error.clone()));
+        SinkError::io(self.what, &self.path, e)
+    }
+}
+
+/// An `io::Error` shared between the writer threads and every report of it.
+#[derive(Debug)]
+struct ArcError(Arc<std::io::Error>);
+
+impl std::fmt::Display for ArcError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ArcError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 struct Job {
@@ -71,30 +102,31 @@ impl DurableWriter {
         });
         let (sync_handle, describe) = match &output {
             Output::File { file, path } => (
-                Some(file.try_clone().map_err(|source| SinkError::Io {
-                    what: format!("opening {} for syncing", path.display()),
-                    source,
-                })?),
-                path.display().to_string(),
+                Some(
+                    file.try_clone()
+                        .map_err(|e| SinkError::io("opening for syncing", path, e))?,
+                ),
+                path.clone(),
             ),
-            Output::Stdout => (None, "stdout".to_string()),
+            Output::Stdout => (None, PathBuf::from("stdout")),
         };
         let progress_tx = Arc::new(progress_tx);
         let writer = {
             let shared = shared.clone();
             let progress = progress_tx.clone();
-            let describe = describe.clone();
+            let d = describe.clone();
             std::thread::Builder::new()
                 .name("jsonl-writer".into())
-                .spawn(move || write_loop(output, jobs_rx, &shared, &progress, &describe))
-                .map_err(|e| SinkError::Internal(format!("starting the writer thread: {e}")))?
+                .spawn(move || write_loop(output, jobs_rx, &shared, &progress, &d))
+                .map_err(|e| SinkError::io("starting the writer thread for", &describe, e))?
         };
         let syncer = {
             let shared = shared.clone();
+            let d = describe.clone();
             std::thread::Builder::new()
                 .name("jsonl-syncer".into())
-                .spawn(move || sync_loop(sync_handle, &shared, &progress_tx, &describe))
-                .map_err(|e| SinkError::Internal(format!("starting the syncer thread: {e}")))?
+                .spawn(move || sync_loop(sync_handle, &shared, &progress_tx, &d))
+                .map_err(|e| SinkError::io("starting the syncer thread for", &describe, e))?
         };
         Ok(DurableWriter {
             jobs: Some(jobs_tx),
@@ -121,7 +153,7 @@ impl DurableWriter {
         let jobs = self
             .jobs
             .as_ref()
-            .ok_or_else(|| SinkError::Internal("writer already closed".into()))?;
+            .ok_or_else(|| SinkError::Stopped("the writer was already closed".into()))?;
         jobs.send(Job { ticket, buf })
             .await
             .map_err(|_| self.failure())
@@ -132,7 +164,7 @@ impl DurableWriter {
         self.progress.changed().await.map_err(|_| self.failure())?;
         let p = self.progress.borrow_and_update().clone();
         match p.error {
-            Some(e) => Err(SinkError::Internal(e)),
+            Some(e) => Err(e.to_error()),
             None => Ok(p.ticket),
         }
     }
@@ -143,7 +175,7 @@ impl DurableWriter {
             {
                 let p = self.progress.borrow_and_update();
                 if let Some(e) = &p.error {
-                    return Err(SinkError::Internal(e.clone()));
+                    return Err(e.to_error());
                 }
                 if p.ticket >= ticket {
                     return Ok(());
@@ -153,31 +185,36 @@ impl DurableWriter {
         }
     }
 
+    /// Closes the queue and waits until both threads ended (they drop the
+    /// progress sender as they exit). Cancel-safe.
+    pub async fn close(&mut self) {
+        self.jobs = None;
+        while self.progress.changed().await.is_ok() {}
+    }
+
     fn check(&self) -> Result<(), SinkError> {
         match &self.progress.borrow().error {
-            Some(e) => Err(SinkError::Internal(e.clone())),
+            Some(e) => Err(e.to_error()),
             None => Ok(()),
         }
     }
 
     fn failure(&self) -> SinkError {
-        SinkError::Internal(
-            self.progress
-                .borrow()
-                .error
-                .clone()
-                .unwrap_or_else(|| "the writer thread stopped".into()),
-        )
+        match &self.progress.borrow().error {
+            Some(e) => e.to_error(),
+            None => SinkError::Stopped("the JSONL writer thread stopped".into()),
+        }
     }
 }
 
 impl Drop for DurableWriter {
     fn drop(&mut self) {
-        // Closing the queue ends the writer, which ends the syncer.
+        // Closing the queue ends the writer, which ends the syncer. They are
+        // not joined: a write blocked on a full pipe or a frozen file
+        // system must not block the task's stop. The file (and its lock)
+        // is released when they end.
         self.jobs = None;
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.threads.clear();
     }
 }
 
@@ -186,7 +223,7 @@ fn write_loop(
     mut jobs: mpsc::Receiver<Job>,
     shared: &Shared,
     progress: &watch::Sender<Progress>,
-    describe: &str,
+    describe: &std::path::Path,
 ) {
     while let Some(Job { ticket, mut buf }) = jobs.blocking_recv() {
         let result = match &mut output {
@@ -197,7 +234,12 @@ fn write_loop(
             }
         };
         if let Err(e) = result {
-            progress.send_modify(|p| p.error = Some(format!("writing {describe}: {e}")));
+            let failure = Failure {
+                what: "writing",
+                path: describe.to_path_buf(),
+                error: Arc::new(e),
+            };
+            progress.send_modify(|p| p.error = Some(failure));
             break;
         }
         if let Ok(mut w) = shared.written.lock() {
@@ -222,7 +264,7 @@ fn sync_loop(
     file: Option<File>,
     shared: &Shared,
     progress: &watch::Sender<Progress>,
-    describe: &str,
+    describe: &std::path::Path,
 ) {
     let mut synced = 0u64;
     loop {
@@ -249,7 +291,12 @@ fn sync_loop(
             && let Some(f) = &file
             && let Err(e) = f.sync_data()
         {
-            progress.send_modify(|p| p.error = Some(format!("syncing {describe}: {e}")));
+            let failure = Failure {
+                what: "syncing",
+                path: describe.to_path_buf(),
+                error: Arc::new(e),
+            };
+            progress.send_modify(|p| p.error = Some(failure));
             return;
         }
         synced = ticket;

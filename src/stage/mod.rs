@@ -2,11 +2,9 @@
 //!
 //! Pure and synchronous: no I/O.
 
-pub mod filter;
-
 use crate::config::{DdlAction, DdlConfig};
 use crate::event::{Batch, ChangeEvent, Op};
-use filter::TableFilter;
+use crate::select::TableFilter;
 
 pub struct Stage {
     filter: TableFilter,

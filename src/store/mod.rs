@@ -1,50 +1,168 @@
-//! Offset store: the committed position of each task.
+//! The offset store: what each task must remember across restarts.
 //!
-//! A position is committed only after the sink acknowledged that everything
-//! up to it is durable; the store never moves a task's position backward.
+//! Per task it holds
+//! - the committed stream position ([`Committed`]): only ever a position
+//!   the sink made durable, and it never moves backward (except through
+//!   an explicit [`OffsetStore::reset`]);
+//! - snapshot progress ([`SnapshotProgress`]): the stream position the
+//!   snapshot hands off to and, per table, the chunks already copied, so
+//!   that an interrupted snapshot resumes at its next chunk;
+//! - ownership ([`Ownership`]): which daemon runs the task, with an epoch
+//!   that grows at every claim (a fencing token for scale-out, where a
+//!   networked store implements the same trait).
+//!
+//! The trait is async and object-safe (boxed futures), so that a store
+//! reached over the network can implement it; the embedded store is
+//! [`SledOffsetStore`], which runs its blocking calls off the runtime.
 
+mod lock;
+mod model;
 mod sled_store;
 
+use std::future::Future;
+use std::pin::Pin;
+
+pub use lock::DataDirLock;
+pub use model::{Committed, Ownership, SnapshotProgress, TableSnapshot};
 pub use sled_store::SledOffsetStore;
 
+use crate::error::{Classify, ErrorClass};
 use crate::event::Position;
+
+/// A store operation in flight.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// Another process holds the data directory.
+    #[error(
+        "the data directory {path} is in use by another tidemark process{pid}: stop it first, or give this one another daemon.data_dir"
+    )]
+    Locked { path: String, pid: String },
+    /// The data directory can't be created, locked or opened; `message`
+    /// names the path and the real cause's remedy (permissions, space).
+    #[error("{message}")]
+    Io {
+        message: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("offset store at {path}")]
     Open {
         path: String,
         #[source]
         source: sled::Error,
     },
-    #[error("offset store: {0}")]
-    Io(#[from] sled::Error),
-    #[error("offset store: stored position for task {task:?} is unreadable ({text:?}): {reason}")]
+    #[error("offset store: {what}")]
+    Sled {
+        what: &'static str,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("offset store: stored {what} for task {task:?} is unreadable ({text:?}): {reason}")]
     Corrupt {
         task: String,
+        what: &'static str,
         text: String,
         reason: String,
     },
+    #[error(
+        "offset store at {path} has format {found}, newer than this tidemark understands ({supported}): run the tidemark version that wrote it"
+    )]
+    Format {
+        path: String,
+        found: String,
+        supported: u32,
+    },
+    #[error("offset store: the blocking call failed: {0}")]
+    Join(String),
 }
 
-/// A committed position and when it was committed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Committed {
-    pub position: Position,
-    pub committed_at_ms: i64,
+impl StoreError {
+    /// An I/O failure on the data directory `path`, with a message for
+    /// its cause.
+    pub fn io(what: &str, path: &std::path::Path, e: std::io::Error) -> StoreError {
+        use std::io::ErrorKind as K;
+        let message = if crate::error::is_disk_full(&e) {
+            crate::error::disk_full_message(what, path)
+        } else if e.kind() == K::PermissionDenied {
+            format!(
+                "{what}: permission denied on {}: run tidemark as a user that may write there (the packaged service runs as `tidemark`), or change daemon.data_dir",
+                path.display()
+            )
+        } else if e.kind() == K::ReadOnlyFilesystem {
+            format!(
+                "{what}: {} is on a read-only file system: change daemon.data_dir",
+                path.display()
+            )
+        } else {
+            format!("{what} ({})", path.display())
+        };
+        StoreError::Io { message, source: e }
+    }
 }
 
+impl Classify for StoreError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            StoreError::Io { source, .. } => crate::error::io_class(source),
+            StoreError::Sled { source, .. } | StoreError::Open { source, .. } => match source {
+                sled::Error::Io(io) => crate::error::io_class(io),
+                _ => ErrorClass::Definite,
+            },
+            StoreError::Join(_) => ErrorClass::Transient,
+            StoreError::Locked { .. } | StoreError::Corrupt { .. } | StoreError::Format { .. } => {
+                ErrorClass::Definite
+            }
+        }
+    }
+}
+
+/// What tidemark keeps per task (see the module docs).
+///
+/// Contract: every write is durable before its future resolves; positions
+/// never move backward; snapshot chunk counts never move backward.
 pub trait OffsetStore: Send + Sync {
-    fn load(&self, task: &str) -> Result<Option<Committed>, StoreError>;
-    /// Stores `pos` for `task` and makes it durable before returning.
-    /// Monotonic: a position at or below the stored one is ignored.
-    fn commit(&self, task: &str, pos: &Position) -> Result<(), StoreError>;
+    /// The task's committed stream position.
+    fn load(&self, task: &str) -> StoreFuture<'_, Option<Committed>>;
+    /// Stores `pos` for `task`, durably. Monotonic: a position at or below
+    /// the stored one is ignored.
+    fn commit(&self, task: &str, pos: &Position) -> StoreFuture<'_, ()>;
     /// Forgets the task's position (`tidemark offsets reset`): the task
     /// starts again from its configured start, ignoring the position its
     /// sink holds, until its next commit.
-    fn reset(&self, task: &str) -> Result<(), StoreError>;
+    fn reset(&self, task: &str) -> StoreFuture<'_, ()>;
     /// True between a `reset` and the task's next commit.
-    fn was_reset(&self, task: &str) -> Result<bool, StoreError>;
+    fn was_reset(&self, task: &str) -> StoreFuture<'_, bool>;
     /// Every task with a stored position.
-    fn list(&self) -> Result<Vec<(String, Committed)>, StoreError>;
+    fn list(&self) -> StoreFuture<'_, Vec<(String, Committed)>>;
+
+    /// The task's snapshot progress, if a snapshot started.
+    fn snapshot(&self, task: &str) -> StoreFuture<'_, Option<SnapshotProgress>>;
+    /// Records snapshot progress: the handoff position, and tables' chunks
+    /// as they complete. A table's chunk count never moves backward.
+    fn save_snapshot(&self, task: &str, progress: &SnapshotProgress) -> StoreFuture<'_, ()>;
+    /// Forgets the snapshot progress (a re-snapshot starts over).
+    fn clear_snapshot(&self, task: &str) -> StoreFuture<'_, ()>;
+
+    /// Who runs the task.
+    fn owner(&self, task: &str) -> StoreFuture<'_, Option<Ownership>>;
+    /// Claims the task for `node` until `expires_at_ms`, if it is unowned,
+    /// already `node`'s, or its owner's claim expired. Returns the claim
+    /// with its new epoch, or the current owner's when refused (`Err`
+    /// inside `Ok`).
+    fn claim(
+        &self,
+        task: &str,
+        node: &str,
+        expires_at_ms: i64,
+    ) -> StoreFuture<'_, Result<Ownership, Ownership>>;
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
 }

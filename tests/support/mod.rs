@@ -293,6 +293,11 @@ pub struct Daemon {
     log_index: usize,
     /// Extra environment variables for the daemon.
     pub env: Vec<(String, String)>,
+    /// Run with `--once`: the daemon exits once every task ended (failed,
+    /// completed, stopped), so that a test can wait for a failure by the
+    /// exit. Default true; false to test the service, which keeps running
+    /// with failed tasks.
+    pub once: bool,
 }
 
 impl Daemon {
@@ -373,6 +378,7 @@ path = "{out}"
             child: None,
             log_index: 0,
             env: Vec::new(),
+            once: true,
         }
     }
 
@@ -381,8 +387,12 @@ path = "{out}"
         self.log_index += 1;
         let log =
             std::fs::File::create(self.dir.join(format!("daemon-{}.log", self.log_index))).unwrap();
+        let mut args = vec!["run", "--config", self.config.to_str().unwrap()];
+        if self.once {
+            args.push("--once");
+        }
         let child = Command::new(BIN)
-            .args(["run", "--config", self.config.to_str().unwrap()])
+            .args(args)
             .env("TIDEMARK_LOG", "info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

@@ -46,7 +46,7 @@ use crate::event::{Batch, Connector, Position};
 /// Kafka sink errors; each names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSinkError {
-    #[error("kafka: {what}: {source}")]
+    #[error("kafka: {what}")]
     Kafka {
         what: String,
         #[source]
@@ -66,11 +66,12 @@ pub enum KafkaSinkError {
         position: String,
         detail: String,
     },
-    #[error("kafka: delivery to topic {topic} failed ({position}): {error}")]
+    #[error("kafka: delivery to topic {topic} failed ({position})")]
     Delivery {
         topic: String,
         position: String,
-        error: String,
+        #[source]
+        source: KafkaError,
     },
     #[error(transparent)]
     Resume(#[from] resume::ResumeError),
@@ -78,6 +79,56 @@ pub enum KafkaSinkError {
     Foreign { topic: String, message: String },
     #[error("kafka: {0}")]
     Config(String),
+}
+
+impl crate::error::Classify for KafkaSinkError {
+    fn class(&self) -> crate::error::ErrorClass {
+        use crate::error::ErrorClass::{Definite, Transient};
+        match self {
+            KafkaSinkError::Kafka { source, .. } | KafkaSinkError::Delivery { source, .. } => {
+                kafka_class(source)
+            }
+            KafkaSinkError::Resume(resume::ResumeError::Kafka { source, .. }) => {
+                kafka_class(source)
+            }
+            KafkaSinkError::Resume(resume::ResumeError::Timeout { .. }) => Transient,
+            KafkaSinkError::Resume(_) => Definite,
+            KafkaSinkError::MissingTopic { .. }
+            | KafkaSinkError::Oversized { .. }
+            | KafkaSinkError::Foreign { .. }
+            | KafkaSinkError::Config(_) => Definite,
+        }
+    }
+}
+
+/// Kafka errors that retrying can't fix: configuration, authorization, a
+/// topic setting the broker refuses, a producer fenced by another instance
+/// of the task. Everything else (brokers away, timeouts, leader changes)
+/// is transient.
+fn kafka_class(e: &KafkaError) -> crate::error::ErrorClass {
+    use crate::error::ErrorClass::{Definite, Transient};
+    use RDKafkaErrorCode as C;
+    match e {
+        KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => Definite,
+        _ => match e.rdkafka_error_code() {
+            Some(
+                C::TopicAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::TransactionalIdAuthorizationFailed
+                | C::SaslAuthenticationFailed
+                | C::Authentication
+                | C::InvalidConfig
+                | C::InvalidReplicationFactor
+                | C::InvalidPartitions
+                | C::PolicyViolation
+                | C::Fenced
+                | C::ProducerFenced
+                | C::InvalidTransactionalState,
+            ) => Definite,
+            _ => Transient,
+        },
+    }
 }
 
 fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> KafkaSinkError {
@@ -114,6 +165,18 @@ pub struct KafkaSink {
     /// Transactional mode: the commit of the last group, running.
     commit: Option<(u64, tokio::task::JoinHandle<Result<(), KafkaError>>)>,
     scratch: Vec<Msg>,
+    bytes: u64,
+}
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        // Destroying the producer may wait on brokers that don't answer:
+        // off the runtime, so that stopping a task never blocks on it.
+        let producer = self.producer.clone();
+        let _ = std::thread::Builder::new()
+            .name("kafka-close".into())
+            .spawn(move || drop(producer));
+    }
 }
 
 impl KafkaSink {
@@ -229,7 +292,13 @@ impl KafkaSink {
             reported: 0,
             commit: None,
             scratch: Vec::new(),
+            bytes: 0,
         })
+    }
+
+    /// Bytes of the messages handed to the producer so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes
     }
 
     /// Always `None`: the offset store bounds where the source restarts, and
@@ -347,8 +416,12 @@ impl KafkaSink {
                 rec = rec.payload(v.as_slice());
             }
             self.tracker.sent(ticket);
+            let size = m.size() as u64;
             match self.producer.send(rec) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.bytes += size;
+                    return Ok(());
+                }
                 Err((e, _)) => {
                     self.tracker.unsent(ticket);
                     match e {
@@ -450,7 +523,7 @@ impl KafkaSink {
     /// of each partition.
     async fn prepare_topic(&self, topic: &str) -> Result<TopicInfo, KafkaSinkError> {
         let mut created = false;
-        let mut backoff = crate::source::Backoff::default();
+        let mut backoff = crate::retry::Backoff::default();
         let partitions = loop {
             let p = self.producer.clone();
             let t = topic.to_string();

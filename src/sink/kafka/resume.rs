@@ -44,7 +44,7 @@ pub type Mark = (Position, u8);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResumeError {
-    #[error("reading the last messages of topic {topic}: {source}")]
+    #[error("reading the last messages of topic {topic}")]
     Kafka {
         topic: String,
         #[source]

@@ -32,7 +32,7 @@ struct Failure {
     topic: String,
     position: String,
     size: usize,
-    error: String,
+    error: KafkaError,
     oversized: bool,
 }
 
@@ -181,7 +181,7 @@ impl Tracker {
             KafkaSinkError::Delivery {
                 topic: f.topic,
                 position: f.position,
-                error: f.error,
+                source: f.error,
             }
         })
     }
@@ -233,7 +233,7 @@ impl Tracker {
                         topic: m.topic().to_string(),
                         position: header(m, H_POSITION).unwrap_or_default(),
                         size: m.payload_len() + m.key().map_or(0, <[u8]>::len),
-                        error: e.to_string(),
+                        error: e.clone(),
                         oversized: too_large,
                     });
                 }

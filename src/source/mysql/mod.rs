@@ -17,17 +17,17 @@ pub mod stream;
 
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+
 use futures_util::{FutureExt, StreamExt};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn, Opts, OptsBuilder, SslOpts};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use super::{Reconnect, SourceError};
+use super::{ReaderContext, SourceError, SourceMetrics};
 use crate::config::{MysqlSourceConfig, NamedStart, StartPosition, TlsMode, redact_url};
 use crate::event::{Batch, BinlogPosition, Connector, Position};
-use crate::stage::filter::TableFilter;
+use crate::select::TableFilter;
 use charset::Collations;
 use errors::{classify, dump_error, grant_hint};
 use server::{load_catalog, master_status, parse_gtid_set};
@@ -63,10 +63,15 @@ impl MysqlSource {
 
     fn opts(&self) -> Result<Opts, SourceError> {
         let base = Opts::from_url(&self.cfg.url).map_err(|e| {
-            SourceError::Definite(format!("source.url {}: {e}", redact_url(&self.cfg.url)))
+            SourceError::definite(format!("source.url {}: {e}", redact_url(&self.cfg.url)))
         })?;
         let mut b = OptsBuilder::from_opts(base)
             .prefer_socket(false)
+            // A replica reads events up to the protocol's limit (1 GiB),
+            // whatever the server's max_allowed_packet for clients: a
+            // rows event over it (a transaction updating large BLOBs) must
+            // not stall the task.
+            .max_allowed_packet(Some(MAX_EVENT_BYTES))
             .tcp_keepalive(Some(Duration::from_secs(10)))
             .wait_timeout(Some(28_800));
         let tls = &self.cfg.tls;
@@ -88,8 +93,9 @@ impl MysqlSource {
 
     async fn connect(&self) -> Result<Conn, SourceError> {
         let opts = self.opts()?;
+        super::resolve(&opts.ip_or_hostname(), opts.tcp_port()).await?;
         match tokio::time::timeout(Duration::from_secs(15), Conn::new(opts)).await {
-            Err(_) => Err(SourceError::Transient(format!(
+            Err(_) => Err(SourceError::transient(format!(
                 "connecting to {}: timed out after 15 s",
                 redact_url(&self.cfg.url)
             ))),
@@ -108,8 +114,8 @@ impl MysqlSource {
             .await
             .map_err(|e| classify("reading server settings", e))?;
         let Some((log_bin, format, image, version)) = row else {
-            return Err(SourceError::Definite(
-                "the server returned no settings".into(),
+            return Err(SourceError::definite(
+                "the server returned no settings",
             ));
         };
         let connector = if version.to_ascii_lowercase().contains("mariadb") {
@@ -118,7 +124,7 @@ impl MysqlSource {
             Connector::Mysql
         };
         if !matches!(log_bin.as_deref(), Some("1" | "ON")) {
-            return Err(SourceError::Definite(format!(
+            return Err(SourceError::definite(format!(
                 "binary logging is disabled on the server (log_bin=OFF): start the server with log_bin (e.g. log-bin=mysql-bin and server-id=1 in its config file) and binlog_format=ROW, then restart it ({version})"
             )));
         }
@@ -126,7 +132,7 @@ impl MysqlSource {
             .as_deref()
             .is_some_and(|f| f.eq_ignore_ascii_case("ROW"))
         {
-            return Err(SourceError::Definite(format!(
+            return Err(SourceError::definite(format!(
                 "the server's binlog_format is {}, tidemark needs ROW: run SET GLOBAL binlog_format='ROW' and set binlog_format=ROW in the server's config file (sessions started before keep their format)",
                 format.as_deref().unwrap_or("unset")
             )));
@@ -164,7 +170,7 @@ impl MysqlSource {
         if let Err(e) = logs {
             return Err(match &e {
                 mysql_async::Error::Server(s) if s.code == 1227 || s.code == 1045 => {
-                    SourceError::Definite(format!(
+                    SourceError::definite(format!(
                         "the user lacks the privileges to read the binlog ({}): GRANT {} ON *.* TO the tidemark user",
                         s.message,
                         grant_hint(connector)
@@ -181,31 +187,14 @@ impl MysqlSource {
         })
     }
 
-    /// Reads the binlog until `cancel`, sending batches to `out`. `resume`
-    /// is the position up to which everything was delivered before (the
-    /// committed offset or the sink's own position).
-    pub async fn run(
-        self,
-        mut resume: Option<Position>,
-        out: mpsc::Sender<Batch>,
-        cancel: CancellationToken,
-    ) -> Result<(), SourceError> {
-        let mut reconnect = Reconnect::new(&self.task, "binlog source");
-        loop {
-            reconnect.session_started();
-            let result = self.session(&mut resume, &out, &cancel).await;
-            if !reconnect.after(result, &cancel).await? {
-                return Ok(());
-            }
-        }
-    }
-
-    async fn session(
-        &self,
-        resume: &mut Option<Position>,
-        out: &mpsc::Sender<Batch>,
-        cancel: &CancellationToken,
-    ) -> Result<(), SourceError> {
+    /// Reads the binlog from after `ctx.resume` until `ctx.cancel`, sending
+    /// batches to `ctx.out`. Returns the first error: the supervisor
+    /// decides whether to restart.
+    pub async fn read(self, ctx: ReaderContext) -> Result<(), SourceError> {
+        let mut resume = ctx.resume.clone();
+        let out = &ctx;
+        let cancel = &ctx.cancel;
+        let resume = &mut resume;
         let mut conn = self.connect().await?;
         let info = Self::precheck(&mut conn).await?;
         let collations: Vec<(u16, String)> = conn
@@ -221,7 +210,7 @@ impl MysqlSource {
         let start = match resume.as_ref() {
             Some(Position::Binlog(b)) => {
                 if !logs.iter().any(|(f, _)| **f == *b.file) {
-                    return Err(SourceError::Definite(format!(
+                    return Err(SourceError::definite(format!(
                         "the stored position {} is in binlog file {}, which the server no longer has (oldest: {}). The binlog was purged before tidemark read it (binlog_expire_logs_seconds/expire_logs_days, or PURGE BINARY LOGS), so changes in between are lost to this task. To recover: reset the task's position with `tidemark offsets reset --config FILE --task {}` (it then starts from the source.start setting) and re-copy the tables' current contents",
                         Position::Binlog(b.clone()),
                         b.file,
@@ -235,7 +224,7 @@ impl MysqlSource {
                 }
             }
             Some(Position::Lsn(_)) => {
-                return Err(SourceError::Definite(format!(
+                return Err(SourceError::definite(format!(
                     "the stored position of task {} is a PostgreSQL LSN, but its source is MySQL/MariaDB: the task id was reused for a different source; reset it with `tidemark offsets reset`",
                     self.task
                 )));
@@ -247,13 +236,13 @@ impl MysqlSource {
                 }
                 StartPosition::Named(NamedStart::Earliest) => {
                     let (file, _) = logs.first().cloned().ok_or_else(|| {
-                        SourceError::Definite("the server lists no binary logs".into())
+                        SourceError::definite("the server lists no binary logs")
                     })?;
                     Start::File { file, pos: 4 }
                 }
                 StartPosition::File { file, pos } => {
                     if !logs.iter().any(|(f, _)| f == file) {
-                        return Err(SourceError::Definite(format!(
+                        return Err(SourceError::definite(format!(
                             "source.start names binlog file {file}, which the server doesn't have (it has {} to {})",
                             logs.first().map_or("none", |l| l.0.as_str()),
                             logs.last().map_or("none", |l| l.0.as_str())
@@ -276,14 +265,10 @@ impl MysqlSource {
             // Pin a new task's start: until the first event is durable, a
             // restart must begin here, not at a later "current" end.
             let marker = Position::Binlog(BinlogPosition::start_of(file, *pos));
-            send(
-                out,
-                cancel,
-                Batch {
-                    events: Vec::new(),
-                    end: marker.clone(),
-                },
-            )
+            out.send(Batch {
+                events: Vec::new(),
+                end: marker.clone(),
+            })
             .await?;
             *resume = Some(marker);
         }
@@ -335,19 +320,28 @@ impl MysqlSource {
         decoder.set_checksum(info.checksum);
         let mut catalog_conn: Option<Conn> = None;
         let idle = Duration::from_secs(self.cfg.heartbeat_secs * 3);
+        let read_pos = Arc::new(Mutex::new((file_name.clone(), pos)));
+        let _probe = LagProbe::spawn(self.opts()?, read_pos.clone(), ctx.metrics.clone());
         let mut ready = None;
+        let mut last_pos = pos;
         loop {
             let item = match ready.take() {
                 Some(item) => item,
                 None => {
-                    flush(&mut decoder, resume, out, cancel).await?;
+                    flush(&mut decoder, resume, out).await?;
+                    if let Ok(mut p) = read_pos.lock() {
+                        p.0.clear();
+                        p.0.push_str(decoder.file());
+                        p.1 = last_pos;
+                    }
                     tokio::select! {
                         biased;
                         _ = cancel.cancelled() => return Ok(()),
                         r = tokio::time::timeout(idle, stream.next()) => match r {
                             Ok(item) => item,
-                            Err(_) => return Err(SourceError::Transient(format!(
-                                "no binlog event or heartbeat for {} s", idle.as_secs()
+                            Err(_) => return Err(SourceError::transient(format!(
+                                "no binlog event or heartbeat from the server for {} s (heartbeat_secs = {}): the connection is considered dead",
+                                idle.as_secs(), self.cfg.heartbeat_secs
                             ))),
                         },
                     }
@@ -355,8 +349,8 @@ impl MysqlSource {
             };
             let event = match item {
                 None => {
-                    return Err(SourceError::Transient(
-                        "the server closed the binlog stream".into(),
+                    return Err(SourceError::transient(
+                        "the server closed the binlog stream",
                     ));
                 }
                 Some(Err(e)) => return Err(dump_error(e, info.connector)),
@@ -370,6 +364,10 @@ impl MysqlSource {
                 log_pos: u64::from(h.log_pos()),
                 event_size: u64::from(h.event_size()),
             };
+            ctx.metrics.read(header.event_size);
+            if header.log_pos != 0 {
+                last_pos = header.log_pos;
+            }
             tracing::trace!(
                 event_type = header.event_type,
                 log_pos = header.log_pos,
@@ -388,11 +386,11 @@ impl MysqlSource {
                             decoder.add_catalog(db, table, cat);
                         }
                     }
-                    Err(e) => return Err(SourceError::Definite(e.to_string())),
+                    Err(e) => return Err(SourceError::definite("reading the binlog").caused_by(e)),
                 }
             }
             if decoder.pending_events() >= self.cfg.max_batch_events {
-                flush(&mut decoder, resume, out, cancel).await?;
+                flush(&mut decoder, resume, out).await?;
             }
             // Take the next event only if it is already here; otherwise the
             // loop flushes what is pending before waiting.
@@ -401,28 +399,86 @@ impl MysqlSource {
     }
 }
 
+/// The largest event the binlog connection accepts: the protocol's (and
+/// the servers') limit for max_allowed_packet.
+const MAX_EVENT_BYTES: usize = 1 << 30;
+
 async fn flush(
     decoder: &mut BinlogDecoder,
     resume: &mut Option<Position>,
-    out: &mpsc::Sender<Batch>,
-    cancel: &CancellationToken,
+    ctx: &ReaderContext,
 ) -> Result<(), SourceError> {
     if let Some(batch) = decoder.take_batch() {
         let end = batch.end.clone();
         tracing::trace!(events = batch.events.len(), end = %end, "batch");
-        send(out, cancel, batch).await?;
+        ctx.send(batch).await?;
         *resume = Some(end);
     }
     Ok(())
 }
 
-async fn send(
-    out: &mpsc::Sender<Batch>,
-    cancel: &CancellationToken,
-    batch: Batch,
-) -> Result<(), SourceError> {
-    tokio::select! {
-        r = out.send(batch) => r.map_err(|_| SourceError::Definite("the task's sink stopped".into())),
-        _ = cancel.cancelled() => Ok(()),
+/// Measures how many binlog bytes the server holds past the read position
+/// (`SHOW BINARY LOGS` every few seconds, on a connection of its own),
+/// for the task's progress. Stops when dropped.
+struct LagProbe(tokio::task::JoinHandle<()>);
+
+impl LagProbe {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn spawn(opts: Opts, read: Arc<Mutex<(String, u64)>>, metrics: Arc<SourceMetrics>) -> LagProbe {
+        LagProbe(tokio::spawn(async move {
+            let mut conn: Option<Conn> = None;
+            loop {
+                tokio::time::sleep(Self::EVERY).await;
+                if conn.is_none() {
+                    conn = Conn::new(opts.clone()).await.ok();
+                }
+                let Some(c) = conn.as_mut() else { continue };
+                let logs: Result<Vec<(String, u64)>, _> = c.query("SHOW BINARY LOGS").await;
+                let logs = match logs {
+                    Ok(l) => l,
+                    Err(e) => {
+                        debug!(error = %e, "binlog lag probe failed");
+                        conn = None;
+                        continue;
+                    }
+                };
+                let (file, pos) = match read.lock() {
+                    Ok(p) => p.clone(),
+                    Err(_) => return,
+                };
+                if let Some(lag) = binlog_bytes_after(&logs, &file, pos) {
+                    metrics.set_lag_bytes(lag);
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for LagProbe {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Bytes of binlog after `file:pos`, given the server's files and sizes.
+fn binlog_bytes_after(logs: &[(String, u64)], file: &str, pos: u64) -> Option<u64> {
+    let i = logs.iter().position(|(f, _)| f == file)?;
+    let here = logs[i].1.saturating_sub(pos);
+    Some(here + logs[i + 1..].iter().map(|(_, size)| size).sum::<u64>())
+}
+
+#[cfg(test)]
+mod lag_tests {
+    #[test]
+    fn bytes_after_a_position_span_later_files() {
+        let logs = vec![
+            ("b.000001".to_string(), 1000),
+            ("b.000002".to_string(), 500),
+            ("b.000003".to_string(), 200),
+        ];
+        assert_eq!(super::binlog_bytes_after(&logs, "b.000002", 300), Some(400));
+        assert_eq!(super::binlog_bytes_after(&logs, "b.000003", 200), Some(0));
+        assert_eq!(super::binlog_bytes_after(&logs, "b.000009", 4), None);
     }
 }

@@ -23,7 +23,7 @@ pub(super) async fn master_status(
             .map_err(|e| classify("reading the binlog position", e))?,
     };
     let row = row.ok_or_else(|| {
-        SourceError::Definite(format!(
+        SourceError::definite(format!(
             "the server reports no binlog position (is log_bin on?); GRANT {} to the tidemark user",
             grant_hint(connector)
         ))
@@ -32,8 +32,8 @@ pub(super) async fn master_status(
     let pos: Option<u64> = row.get(1);
     match (file, pos) {
         (Some(f), Some(p)) => Ok((f, p)),
-        _ => Err(SourceError::Definite(
-            "unreadable SHOW MASTER STATUS row".into(),
+        _ => Err(SourceError::definite(
+            "unreadable SHOW MASTER STATUS row",
         )),
     }
 }
@@ -74,7 +74,7 @@ pub(super) fn parse_gtid_set(
         .map(|part| {
             part.parse::<mysql_common::packets::Sid<'static>>()
                 .map_err(|e| {
-                    SourceError::Definite(format!(
+                    SourceError::definite(format!(
                         "source.start.gtid {part:?} is not a MySQL GTID set (uuid:first-last[:first-last...]): {e}"
                     ))
                 })

@@ -13,9 +13,9 @@ use super::rows::{JsonImage, decode_row, decode_row_json};
 use super::schema::{self, CatalogTable, TableCodec};
 use crate::event::{
     Batch, BinlogPosition, ChangeEvent, Connector, Ddl, DdlKind, Op, Position, TableSchema, TxMeta,
-    TxOrder,
 };
-use crate::stage::filter::TableFilter;
+use crate::select::TableFilter;
+use crate::source::ledger::BatchLedger;
 
 /// What the decoder needs from the event header.
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +30,7 @@ pub struct Header {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
-    #[error("malformed {what} event at {file}:{pos}: {source}")]
+    #[error("malformed {what} event at {file}:{pos}")]
     Decode {
         what: &'static str,
         file: String,
@@ -67,17 +67,12 @@ pub struct BinlogDecoder {
     tables: HashMap<u64, CachedTable>,
     file: Arc<str>,
     tx: Option<OpenTx>,
-    /// Events at or below this position were already delivered.
-    resume_after: Option<Position>,
-    pending: Vec<ChangeEvent>,
-    /// Highest position handled (emitted or filtered out) not yet in a batch.
-    end: Option<Position>,
+    ledger: BatchLedger,
     table_id_len: usize,
     max_event_bytes: usize,
     /// Length of the checksum the server appends to events (CRC32: 4).
     checksum_len: usize,
     seen_format: bool,
-    order: TxOrder,
 }
 
 impl BinlogDecoder {
@@ -95,14 +90,11 @@ impl BinlogDecoder {
             tables: HashMap::new(),
             file: "".into(),
             tx: None,
-            resume_after,
-            pending: Vec::new(),
-            end: None,
+            ledger: BatchLedger::new(resume_after),
             table_id_len: 6,
             max_event_bytes: 1 << 30,
             checksum_len: 4,
             seen_format: false,
-            order: TxOrder::default(),
         }
     }
 
@@ -120,8 +112,13 @@ impl BinlogDecoder {
         self.catalog.insert((db, table), Arc::new(cat));
     }
 
+    /// The binlog file being read.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
     pub fn pending_events(&self) -> usize {
-        self.pending.len()
+        self.ledger.pending_events()
     }
 
     /// True inside a transaction (a restart would repeat its start).
@@ -132,11 +129,7 @@ impl BinlogDecoder {
     /// Takes what was decoded so far: the events and the position up to
     /// which everything read is covered.
     pub fn take_batch(&mut self) -> Option<Batch> {
-        let end = self.end.take()?;
-        Some(Batch {
-            events: std::mem::take(&mut self.pending),
-            end,
-        })
+        self.ledger.take_batch()
     }
 
     fn decode_err(&self, what: &'static str, pos: u64) -> impl Fn(DecodeError) -> StreamError + '_ {
@@ -149,19 +142,15 @@ impl BinlogDecoder {
     }
 
     fn covered(&self, p: &Position) -> bool {
-        self.resume_after
-            .as_ref()
-            .is_some_and(|r| r.partial_cmp(p).is_some_and(|o| o.is_ge()))
+        self.ledger.covered(p)
     }
 
     fn advance(&mut self, p: Position) {
-        if !self.covered(&p) {
-            self.end = Some(p);
-        }
+        self.ledger.advance(p);
     }
 
     fn begin(&mut self, tx_pos: u64, h: &Header, gtid: Option<String>, standalone: bool) {
-        self.order.reset();
+        self.ledger.order.reset();
         self.tx = Some(OpenTx {
             tx_pos,
             meta: Arc::new(TxMeta {
@@ -334,7 +323,7 @@ impl BinlogDecoder {
             event_pos,
             row: 0,
         });
-        let (tx_order, _) = self.order.next(None);
+        let (tx_order, _) = self.ledger.order.next(None);
         if self.covered(&position) {
             return;
         }
@@ -376,8 +365,7 @@ impl BinlogDecoder {
             table_order: 1,
             connector: self.connector,
         };
-        self.pending.push(ev);
-        self.advance(position);
+        self.ledger.push(ev);
     }
 
     fn on_table_map(&mut self, data: &[u8], start: u64) -> Result<(), StreamError> {
@@ -510,15 +498,15 @@ impl BinlogDecoder {
                 return Err(decode_err(r.err("row image with no columns")));
             }
             drop(decode_err);
-            let (tx_order, table_order) = self.order.next(Some(&codec.schema));
+            let (tx_order, table_order) = self.ledger.order.next(Some(&codec.schema));
             if !self.covered(&position) {
-                self.pending.push(ChangeEvent {
+                self.ledger.push(ChangeEvent {
                     op: match kind {
                         RowsKind::Write => Op::Create,
                         RowsKind::Update => Op::Update,
                         RowsKind::Delete => Op::Delete,
                     },
-                    position: position.clone(),
+                    position,
                     tx: meta.clone(),
                     table: Some(codec.schema.clone()),
                     before,
@@ -529,7 +517,6 @@ impl BinlogDecoder {
                     table_order,
                     connector: self.connector,
                 });
-                self.end = Some(position);
             }
             row = row.checked_add(1).ok_or_else(|| {
                 StreamError::Definite(format!(

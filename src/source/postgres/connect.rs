@@ -46,7 +46,7 @@ impl Target {
     /// Parses the source URL (already checked by `Config::validate`).
     pub fn parse(url: &str) -> Result<Target, SourceError> {
         let bad =
-            |why: &str| SourceError::Definite(format!("source.url {}: {why}", redact_url(url)));
+            |why: &str| SourceError::definite(format!("source.url {}: {why}", redact_url(url)));
         let cfg = tokio_postgres::Config::from_str(url).map_err(|e| bad(&e.to_string()))?;
         let host = match cfg.get_hosts() {
             [tokio_postgres::config::Host::Tcp(h)] => h.clone(),
@@ -92,7 +92,7 @@ pub async fn sql(target: &Target, tls: &TlsConfig, app: &str) -> Result<Client, 
         let (client, conn) = cfg
             .connect(tokio_postgres::NoTls)
             .await
-            .map_err(|e| super::setup::classify(&context, &e))?;
+            .map_err(|e| super::setup::classify(&context, e))?;
         spawn_connection(conn);
         Ok(client)
     } else {
@@ -101,7 +101,7 @@ pub async fn sql(target: &Target, tls: &TlsConfig, app: &str) -> Result<Client, 
         let (client, conn) = cfg
             .connect(connector)
             .await
-            .map_err(|e| super::setup::classify(&context, &e))?;
+            .map_err(|e| super::setup::classify(&context, e))?;
         spawn_connection(conn);
         Ok(client)
     }
@@ -153,21 +153,21 @@ fn client_config(tls: &TlsConfig) -> Result<ClientConfig, SourceError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| SourceError::Definite(format!("TLS setup: {e}")))?;
+        .map_err(|e| SourceError::definite(format!("TLS setup: {e}")))?;
     let mut roots = RootCertStore::empty();
     match &tls.ca_file {
         Some(path) => {
             let pem = std::fs::read(path).map_err(|e| {
-                SourceError::Definite(format!("source.tls.ca_file {}: {e}", path.display()))
+                SourceError::definite(format!("source.tls.ca_file {}: {e}", path.display()))
             })?;
             let certs = CertificateDer::pem_slice_iter(&pem)
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| {
-                    SourceError::Definite(format!("source.tls.ca_file {}: {e}", path.display()))
+                    SourceError::definite(format!("source.tls.ca_file {}: {e}", path.display()))
                 })?;
             let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {
-                return Err(SourceError::Definite(format!(
+                return Err(SourceError::definite(format!(
                     "source.tls.ca_file {} holds no usable CA certificate",
                     path.display()
                 )));
@@ -180,7 +180,7 @@ fn client_config(tls: &TlsConfig) -> Result<ClientConfig, SourceError> {
         provider.clone(),
     )
     .build()
-    .map_err(|e| SourceError::Definite(format!("TLS setup: {e}")))?;
+    .map_err(|e| SourceError::definite(format!("TLS setup: {e}")))?;
     let verifier: Arc<dyn ServerCertVerifier> = match tls.mode {
         TlsMode::RequiredInsecure => Arc::new(Verifier {
             inner: webpki,

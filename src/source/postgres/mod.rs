@@ -40,15 +40,14 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
-use tokio::sync::{mpsc, watch};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::watch;
 use tracing::{debug, info};
 
-use super::{Reconnect, SourceError};
+use super::{ReaderContext, SourceError};
 use crate::config::PostgresSourceConfig;
 use crate::event::position::format_lsn;
-use crate::event::{Batch, LsnPosition, Position};
-use crate::stage::filter::TableFilter;
+use crate::event::{LsnPosition, Position};
+use crate::select::TableFilter;
 use ack::AckTracker;
 use pgoutput::{LogicalMessage, PG_EPOCH_UNIX_MICROS, StreamCommit};
 use spill::Spill;
@@ -82,48 +81,36 @@ impl PostgresSource {
         }
     }
 
-    /// Reads the WAL until `cancel`, sending batches to `out`. `resume`:
-    /// everything up to it is durable. `committed`: positions as the offset
-    /// store commits them, which the slot may then confirm.
-    pub async fn run(
-        self,
-        resume: Option<Position>,
-        out: mpsc::Sender<Batch>,
-        cancel: CancellationToken,
-        mut committed: watch::Receiver<Option<Position>>,
-    ) -> Result<(), SourceError> {
-        let mut resume = match resume {
+    /// Reads the WAL from after `ctx.resume` until `ctx.cancel`, sending
+    /// batches to `ctx.out`; confirms to the server what the runner
+    /// released. Returns the first error: the supervisor decides whether
+    /// to restart.
+    pub async fn read(self, mut ctx: ReaderContext) -> Result<(), SourceError> {
+        let mut resume = match ctx.resume.clone() {
             None => None,
             Some(Position::Lsn(l)) => Some(l),
             Some(p @ Position::Binlog(_)) => {
-                return Err(SourceError::Definite(format!(
+                return Err(SourceError::definite(format!(
                     "the stored position of task {} is a binlog position ({p}), but its source is PostgreSQL: the task id was reused for a different source; reset it with `tidemark offsets reset`",
                     self.task
                 )));
             }
         };
         let mut ack = AckTracker::new(resume);
-        let mut reconnect = Reconnect::new(&self.task, "PostgreSQL source");
-        loop {
-            reconnect.session_started();
-            let result = self
-                .session(&mut resume, &out, &cancel, &mut committed, &mut ack)
-                .await;
-            if !reconnect.after(result, &cancel).await? {
-                return Ok(());
-            }
-        }
+        let mut released = ctx.released.clone();
+        self.session(&mut resume, &mut ctx, &mut released, &mut ack)
+            .await
     }
 
     async fn session(
         &self,
         resume: &mut Option<LsnPosition>,
-        out: &mpsc::Sender<Batch>,
-        cancel: &CancellationToken,
+        ctx: &mut ReaderContext,
         committed: &mut watch::Receiver<Option<Position>>,
         ack: &mut AckTracker,
     ) -> Result<(), SourceError> {
         let target = connect::Target::parse(&self.cfg.url)?;
+        super::resolve(&target.host, target.port).await?;
         let app = setup::application_name(&self.task);
         let client = connect::sql(&target, &self.cfg.tls, &app).await?;
         let info = setup::precheck(&client, &target).await?;
@@ -143,9 +130,7 @@ impl PostgresSource {
             .spill_dir
             .clone()
             .unwrap_or_else(|| self.cfg.state_dir.join("spill"));
-        let spill = Spill::open(&spill_dir).map_err(|e| {
-            SourceError::Definite(format!("spill directory {}: {e}", spill_dir.display()))
-        })?;
+        let spill = Spill::open(&spill_dir).map_err(|e| spill_err(&spill_dir, e))?;
 
         let streaming = self.cfg.streaming && info.streams();
         let status = Duration::from_secs(self.cfg.status_interval_secs);
@@ -170,8 +155,8 @@ impl PostgresSource {
         repl.start().await.map_err(|e| setup::classify_stream(&e))?;
         match tokio::time::timeout(Duration::from_secs(30), repl.wait_started()).await {
             Err(_) => {
-                return Err(SourceError::Transient(
-                    "the server did not start replication within 30 s".into(),
+                return Err(SourceError::transient(
+                    "the server did not start replication within 30 s",
                 ));
             }
             Ok(Err(e)) if e.to_string().contains("SQLSTATE 55006") => {
@@ -201,10 +186,11 @@ impl PostgresSource {
             spill,
             ack,
             resume,
-            out,
-            cancel,
+            ctx,
             confirmed_sent: slot.confirmed_flush,
             batch_started: None,
+            server_timeout: Duration::from_secs(self.cfg.server_timeout_secs),
+            last_heard: tokio::time::Instant::now(),
         };
         let r = s.run(committed).await;
         s.repl.stop();
@@ -234,12 +220,17 @@ struct Session<'a> {
     spill: Spill,
     ack: &'a mut AckTracker,
     resume: &'a mut Option<LsnPosition>,
-    out: &'a mpsc::Sender<Batch>,
-    cancel: &'a CancellationToken,
+    ctx: &'a ReaderContext,
     /// The LSN last handed to the replication client as flushed.
     confirmed_sent: u64,
     /// When the first change of the pending batch was read.
     batch_started: Option<tokio::time::Instant>,
+    /// Longest the server may stay silent: idle, the client asks for a
+    /// reply (a keepalive) at every status interval, so a live server is
+    /// never silent for long.
+    server_timeout: Duration,
+    /// When the server last sent anything.
+    last_heard: tokio::time::Instant,
 }
 
 /// Longest a change waits for more to fill its batch: bounds the latency
@@ -276,9 +267,16 @@ impl Session<'_> {
                 None => {
                     self.flush().await?;
                     self.confirm();
+                    let silent_until = self.last_heard + self.server_timeout;
                     tokio::select! {
                         biased;
-                        _ = self.cancel.cancelled() => return Ok(()),
+                        _ = self.ctx.cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep_until(silent_until) => {
+                            return Err(SourceError::transient(format!(
+                                "the server sent nothing for {} s, not even a keepalive it was asked for (source.server_timeout_secs): the walsender or the network path is stuck; reconnecting",
+                                self.server_timeout.as_secs()
+                            )));
+                        }
                         changed = committed.changed(), if committed_open => {
                             match changed {
                                 Ok(()) => {
@@ -296,16 +294,15 @@ impl Session<'_> {
             };
             let event = received
                 .map_err(|e| setup::classify_stream(&e))?
-                .ok_or_else(|| {
-                    SourceError::Transient("the server ended the replication stream".into())
-                })?;
+                .ok_or_else(|| SourceError::transient("the server ended the replication stream"))?;
+            self.last_heard = tokio::time::Instant::now();
             self.on_event(event).await?;
             if self.decoder.pending_events() >= self.max_batch {
                 self.flush().await?;
             } else if self.batch_started.is_none() && !self.decoder.is_drained() {
                 self.batch_started = Some(tokio::time::Instant::now());
             }
-            if self.cancel.is_cancelled() {
+            if self.ctx.cancel.is_cancelled() {
                 return Ok(());
             }
             // Under a steady stream the loop may not wait for a while:
@@ -325,6 +322,9 @@ impl Session<'_> {
     async fn on_event(&mut self, event: ReplicationEvent) -> Result<(), SourceError> {
         match event {
             ReplicationEvent::KeepAlive { wal_end, .. } => {
+                self.ctx
+                    .metrics
+                    .set_lag_bytes(wal_end.0.saturating_sub(self.confirmed_sent));
                 let drained = self.decoder.is_drained() && !self.decoder.in_transaction();
                 self.ack.keepalive(wal_end.0, drained);
             }
@@ -342,8 +342,19 @@ impl Session<'_> {
                 self.ack.commit(lsn.0, end_lsn.0);
             }
             ReplicationEvent::XLogData {
-                wal_start, data, ..
-            } => self.on_data(wal_start.0, data).await?,
+                wal_start,
+                wal_end,
+                data,
+                ..
+            } => {
+                self.ctx.metrics.read(data.len() as u64);
+                if wal_end.0 != 0 {
+                    self.ctx
+                        .metrics
+                        .set_lag_bytes(wal_end.0.saturating_sub(self.confirmed_sent));
+                }
+                self.on_data(wal_start.0, data).await?
+            }
             // Logical messages are not requested; a bounded replay is not used.
             ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
         }
@@ -353,15 +364,15 @@ impl Session<'_> {
     async fn on_data(&mut self, lsn: u64, data: bytes::Bytes) -> Result<(), SourceError> {
         if self.spill.current().is_some() {
             if data.first() == Some(&b'E') {
-                return self.spill.stop().map_err(spill_err);
+                return self.spill.stop().map_err(|e| spill_err(&self.spill.dir, e));
             }
-            let subxid = pgoutput::streamed_xid(&data).map_err(|e| malformed(lsn, &e))?;
-            return self.spill.append(subxid, lsn, &data).map_err(spill_err);
+            let subxid = pgoutput::streamed_xid(&data).map_err(|e| malformed(lsn, e))?;
+            return self.spill.append(subxid, lsn, &data).map_err(|e| spill_err(&self.spill.dir, e));
         }
-        let msg = pgoutput::decode(&data, false).map_err(|e| malformed(lsn, &e))?;
+        let msg = pgoutput::decode(&data, false).map_err(|e| malformed(lsn, e))?;
         match msg {
             LogicalMessage::StreamStart(s) => {
-                self.spill.start(s.xid, s.first_segment).map_err(spill_err)
+                self.spill.start(s.xid, s.first_segment).map_err(|e| spill_err(&self.spill.dir, e))
             }
             LogicalMessage::StreamStop => Ok(()),
             LogicalMessage::StreamCommit(c) => self.replay(c).await,
@@ -375,7 +386,7 @@ impl Session<'_> {
                         "streamed subtransaction aborted"
                     );
                 }
-                self.spill.abort(a.xid, a.subxid).map_err(spill_err)
+                self.spill.abort(a.xid, a.subxid).map_err(|e| spill_err(&self.spill.dir, e))
             }
             LogicalMessage::Begin(b) => {
                 self.decoder
@@ -399,7 +410,7 @@ impl Session<'_> {
             .begin(c.xid, c.commit_lsn, c.commit_ts_us)
             .map_err(definite)?;
         self.ack.begin();
-        if let Some(mut reader) = self.spill.read(c.xid).map_err(spill_err)? {
+        if let Some(mut reader) = self.spill.read(c.xid).map_err(|e| spill_err(&self.spill.dir, e))? {
             info!(
                 task = %self.task,
                 xid = c.xid,
@@ -407,8 +418,8 @@ impl Session<'_> {
                 spilled_records = reader.records,
                 "replaying a streamed transaction from its spill file"
             );
-            while let Some(rec) = reader.next_record().map_err(spill_err)? {
-                let msg = pgoutput::decode(&rec.data, true).map_err(|e| malformed(rec.lsn, &e))?;
+            while let Some(rec) = reader.next_record().map_err(|e| spill_err(&self.spill.dir, e))? {
+                let msg = pgoutput::decode(&rec.data, true).map_err(|e| malformed(rec.lsn, e))?;
                 self.apply(&msg, rec.lsn).await?;
                 if self.decoder.pending_events() >= self.max_batch {
                     self.flush().await?;
@@ -417,7 +428,7 @@ impl Session<'_> {
         }
         self.decoder.commit(c.commit_lsn).map_err(definite)?;
         self.ack.commit(c.commit_lsn, c.end_lsn);
-        self.spill.remove(c.xid).map_err(spill_err)
+        self.spill.remove(c.xid).map_err(|e| spill_err(&self.spill.dir, e))
     }
 
     /// Hands a message to the decoder, loading catalog entries it asks for.
@@ -430,7 +441,7 @@ impl Session<'_> {
                     let mut defs =
                         catalog::load_types(&self.client, &types, |o| decoder.knows_type(o))
                             .await
-                            .map_err(|e| setup::classify("reading pg_type", &e))?;
+                            .map_err(|e| setup::classify("reading pg_type", e))?;
                     // Types the catalog no longer has are kept as text.
                     for oid in types {
                         defs.entry(oid).or_insert(types::TypeDef::Other {
@@ -440,13 +451,13 @@ impl Session<'_> {
                     self.decoder.add_types(defs);
                     let info = catalog::load_relation(&self.client, rel_id)
                         .await
-                        .map_err(|e| setup::classify("reading pg_attribute", &e))?;
+                        .map_err(|e| setup::classify("reading pg_attribute", e))?;
                     self.decoder.add_relation_info(rel_id, info);
                 }
                 Err(e) => return Err(definite(e)),
             }
         }
-        Err(SourceError::Definite(format!(
+        Err(SourceError::definite(format!(
             "the catalog did not describe the relation of the {} message at {}",
             msg.name(),
             format_lsn(lsn)
@@ -465,15 +476,15 @@ impl Session<'_> {
             let end = match &batch.end {
                 Position::Lsn(l) => *l,
                 Position::Binlog(_) => {
-                    return Err(SourceError::Definite(
-                        "binlog position in a WAL batch".into(),
+                    return Err(SourceError::definite(
+                        "binlog position in a WAL batch",
                     ));
                 }
             };
             tracing::trace!(events = batch.events.len(), end = %batch.end, "batch");
-            tokio::select! {
-                r = self.out.send(batch) => r.map_err(|_| SourceError::Definite("the task's sink stopped".into()))?,
-                _ = self.cancel.cancelled() => return Ok(()),
+            self.ctx.send(batch).await?;
+            if self.ctx.cancel.is_cancelled() {
+                return Ok(());
             }
             *self.resume = Some(end);
         }
@@ -492,18 +503,27 @@ impl Session<'_> {
 }
 
 fn definite(e: StreamError) -> SourceError {
-    SourceError::Definite(e.to_string())
+    SourceError::definite("decoding the WAL").caused_by(e)
 }
 
-fn malformed(lsn: u64, e: &pgoutput::DecodeError) -> SourceError {
-    SourceError::Definite(format!(
-        "malformed pgoutput message at {}: {e}",
-        format_lsn(lsn)
-    ))
+fn malformed(lsn: u64, e: pgoutput::DecodeError) -> SourceError {
+    SourceError::definite(format!("malformed pgoutput message at {}", format_lsn(lsn))).caused_by(e)
 }
 
-fn spill_err(e: std::io::Error) -> SourceError {
-    // A spill file problem (disk full, removed file) is retried: a new
-    // session streams the transaction again from its start.
-    SourceError::Transient(format!("spilling a streamed transaction: {e}"))
+/// A spill file problem. A full disk or a removed file is retried: a new
+/// session streams the transaction again from its start. A directory
+/// tidemark may not write needs the operator.
+fn spill_err(dir: &std::path::Path, e: std::io::Error) -> SourceError {
+    use crate::error::{ErrorClass, io_class, is_disk_full};
+    let what = format!("spill directory {}", dir.display());
+    let err = if is_disk_full(&e) {
+        SourceError::transient(crate::error::disk_full_message(&what, dir))
+    } else if io_class(&e) == ErrorClass::Definite {
+        SourceError::definite(format!(
+            "{what}: tidemark can't write there (set source.spill_dir to a writable directory, or fix its permissions)"
+        ))
+    } else {
+        SourceError::transient(what)
+    };
+    err.caused_by(e)
 }

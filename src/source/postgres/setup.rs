@@ -15,7 +15,7 @@ use super::SourceError;
 use super::connect::Target;
 use crate::config::PostgresSourceConfig;
 use crate::event::position::{format_lsn, parse_lsn};
-use crate::stage::filter::TableFilter;
+use crate::select::TableFilter;
 
 /// What the server is.
 #[derive(Debug, Clone)]
@@ -33,38 +33,36 @@ impl ServerInfo {
     }
 }
 
-/// Classes a tokio-postgres error: lost connections, a server starting or
-/// shutting down, too many connections are transient; the rest needs the
-/// operator.
-pub fn classify(context: &str, e: &tokio_postgres::Error) -> SourceError {
-    let Some(db) = e.as_db_error() else {
-        let text = e.to_string();
-        if text.contains("TLS") || text.contains("SSL") {
+/// Classes a tokio-postgres error by its SQLSTATE: lost connections, a
+/// server starting or shutting down, too many connections are transient;
+/// the rest needs the operator. The driver's error stays the cause.
+pub fn classify(context: &str, e: tokio_postgres::Error) -> SourceError {
+    let err = match e.as_db_error() {
+        None if crate::error::is_tls_failure(&e) => {
             // A certificate the settings don't trust won't change by retrying.
-            let cause = std::error::Error::source(e)
-                .map(|s| format!(": {s}"))
-                .unwrap_or_default();
-            return SourceError::Definite(format!(
-                "{context}: {text}{cause} (check [tasks.source.tls]: mode, ca_file, skip_hostname_check)"
-            ));
+            SourceError::definite(format!(
+                "{context}: TLS failed (check [tasks.source.tls]: mode, ca_file, skip_hostname_check)"
+            ))
         }
-        return SourceError::Transient(format!("{context}: {e}"));
+        None => SourceError::transient(context),
+        Some(db) => {
+            let hint = db.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+            let msg = format!("{context}{hint}");
+            match db.code().code() {
+                // Server starting / shutting down / crashed, too many
+                // connections, serialization or deadlock, connection failures.
+                "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01" | "08000" | "08003"
+                | "08006" | "08001" | "08004" => SourceError::transient(msg),
+                _ => SourceError::definite(msg),
+            }
+        }
     };
-    let code = db.code().code();
-    let hint = db.hint().map(|h| format!(" ({h})")).unwrap_or_default();
-    let msg = format!("{context}: {}{hint} [SQLSTATE {code}]", db.message());
-    match code {
-        // Server starting / shutting down / crashed, too many connections,
-        // serialization or deadlock, connection failures.
-        "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01" | "08000" | "08003" | "08006"
-        | "08001" | "08004" => SourceError::Transient(msg),
-        _ => SourceError::Definite(msg),
-    }
+    err.caused_by(e)
 }
 
 /// Checks version, `wal_level` and the role's replication right.
 pub async fn precheck(client: &Client, target: &Target) -> Result<ServerInfo, SourceError> {
-    let err = |e| classify("reading server settings", &e);
+    let err = |e| classify("reading server settings", e);
     let row = client
         .query_one(
             "SELECT current_setting('server_version_num')::int4, version(),
@@ -85,19 +83,19 @@ pub async fn precheck(client: &Client, target: &Target) -> Result<ServerInfo, So
         version,
     };
     if info.version_num < 120_000 {
-        return Err(SourceError::Definite(format!(
+        return Err(SourceError::definite(format!(
             "{} runs {}: tidemark needs PostgreSQL 12 or later",
             target.describe(),
             info.version
         )));
     }
     if wal_level != "logical" {
-        return Err(SourceError::Definite(format!(
+        return Err(SourceError::definite(format!(
             "the server's wal_level is {wal_level}, logical decoding needs logical: set wal_level = logical in postgresql.conf (or ALTER SYSTEM SET wal_level = logical) and restart PostgreSQL"
         )));
     }
     if !can_replicate {
-        return Err(SourceError::Definite(format!(
+        return Err(SourceError::definite(format!(
             "role {user} lacks the REPLICATION attribute needed to stream changes: run ALTER ROLE {} WITH REPLICATION (as a superuser)",
             quote_ident(&user)
         )));
@@ -121,13 +119,13 @@ pub async fn ensure_publication(
             &[name],
         )
         .await
-        .map_err(|e| classify("looking up the publication", &e))?
+        .map_err(|e| classify("looking up the publication", e))?
         .is_some();
     if exists {
         return Ok(());
     }
     if !cfg.create_publication {
-        return Err(SourceError::Definite(format!(
+        return Err(SourceError::definite(format!(
             "publication {name} does not exist in database {db}: create it (CREATE PUBLICATION {q} FOR ALL TABLES, or FOR TABLE ...) or set create_publication = true in [tasks.source]",
             db = target.database,
             q = quote_ident(name)
@@ -156,12 +154,12 @@ pub async fn ensure_publication(
                 &[],
             )
             .await
-            .map_err(|e| classify("listing tables", &e))?;
+            .map_err(|e| classify("listing tables", e))?;
         let mut tables = Vec::new();
         for r in rows {
             let (s, t): (String, String) = (
-                r.try_get(0).map_err(|e| classify("listing tables", &e))?,
-                r.try_get(1).map_err(|e| classify("listing tables", &e))?,
+                r.try_get(0).map_err(|e| classify("listing tables", e))?,
+                r.try_get(1).map_err(|e| classify("listing tables", e))?,
             );
             if filter.selects(&s, &t) {
                 tables.push(format!("{}.{}", quote_ident(&s), quote_ident(&t)));
@@ -180,13 +178,13 @@ pub async fn ensure_publication(
     };
     let sql = format!("CREATE PUBLICATION {} {what}", quote_ident(name));
     client.batch_execute(&sql).await.map_err(|e| {
-        let mut err = classify(&format!("creating the publication ({sql})"), &e);
         if e.code().is_some_and(|c| c.code() == "42501") {
-            err = SourceError::Definite(format!(
-                "{err}: {what} needs a superuser (or, for FOR TABLE, the tables' owner); create the publication as one, or list tables in filter.include"
-            ));
+            return SourceError::definite(format!(
+                "creating the publication ({sql}): {what} needs a superuser (or, for FOR TABLE, the tables' owner); create the publication as one, or list tables in filter.include"
+            ))
+            .caused_by(e);
         }
-        err
+        classify(&format!("creating the publication ({sql})"), e)
     })?;
     info!(publication = %name, definition = %what, "created publication");
     Ok(())
@@ -245,15 +243,15 @@ pub async fn ensure_slot(
             &[slot],
         )
         .await
-        .map_err(|e| classify("looking up the replication slot", &e))?;
+        .map_err(|e| classify("looking up the replication slot", e))?;
     let Some(row) = row else {
         if resuming {
-            return Err(SourceError::Definite(format!(
+            return Err(SourceError::definite(format!(
                 "replication slot {slot} no longer exists, but task {task} has a stored position: the changes since it were released by the server and are lost to this task. To start over: reset its position (`tidemark offsets reset --config FILE --task {task}`), give it a new sink file (a JSONL file keeps its own position), and re-copy the tables; a new slot is then created"
             )));
         }
         if !cfg.create_slot {
-            return Err(SourceError::Definite(format!(
+            return Err(SourceError::definite(format!(
                 "replication slot {slot} does not exist: create it (SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')) or set create_slot = true in [tasks.source]"
             )));
         }
@@ -261,22 +259,22 @@ pub async fn ensure_slot(
     };
     let get = |i| -> Result<Option<String>, SourceError> {
         row.try_get(i)
-            .map_err(|e| classify("reading pg_replication_slots", &e))
+            .map_err(|e| classify("reading pg_replication_slots", e))
     };
     let plugin = get(0)?.unwrap_or_default();
     let kind = get(1)?.unwrap_or_default();
     let database = get(2)?.unwrap_or_default();
     let active_pid: Option<i32> = row
         .try_get(3)
-        .map_err(|e| classify("reading pg_replication_slots", &e))?;
+        .map_err(|e| classify("reading pg_replication_slots", e))?;
     let confirmed = get(4)?;
     if kind != "logical" || plugin != "pgoutput" {
-        return Err(SourceError::Definite(format!(
+        return Err(SourceError::definite(format!(
             "replication slot {slot} is a {kind} slot with plugin {plugin:?}, tidemark needs a logical slot with pgoutput: use another slot name"
         )));
     }
     if database != target.database {
-        return Err(SourceError::Definite(format!(
+        return Err(SourceError::definite(format!(
             "replication slot {slot} decodes database {database}, not {}: use another slot name",
             target.database
         )));
@@ -285,7 +283,7 @@ pub async fn ensure_slot(
         return Err(slot_in_use(client, slot, pid, task).await);
     }
     let confirmed_flush = confirmed.as_deref().and_then(parse_lsn).ok_or_else(|| {
-        SourceError::Definite(format!(
+        SourceError::definite(format!(
             "replication slot {slot} has no confirmed_flush_lsn: it is not a usable logical slot"
         ))
     })?;
@@ -308,17 +306,19 @@ async fn create_slot(
         )
         .await
         .map_err(|e| match e.code().map(|c| c.code()) {
-            Some("53400") => SourceError::Definite(format!(
+            Some("53400") => SourceError::definite(format!(
                 "can't create replication slot {slot}: all replication slots are in use: raise max_replication_slots in postgresql.conf (and restart PostgreSQL), or drop unused slots (SELECT slot_name, active FROM pg_replication_slots)"
-            )),
-            Some("55000") => SourceError::Definite(format!(
-                "can't create replication slot {slot}: {e} — logical decoding needs wal_level = logical and max_replication_slots > 0"
-            )),
-            _ => classify(&format!("creating replication slot {slot}"), &e),
+            ))
+            .caused_by(e),
+            Some("55000") => SourceError::definite(format!(
+                "can't create replication slot {slot}: logical decoding needs wal_level = logical and max_replication_slots > 0"
+            ))
+            .caused_by(e),
+            _ => classify(&format!("creating replication slot {slot}"), e),
         })?;
     let lsn: String = row
         .try_get(0)
-        .map_err(|e| classify("creating the replication slot", &e))?;
+        .map_err(|e| classify("creating the replication slot", e))?;
     let confirmed_flush = parse_lsn(&lsn).unwrap_or(0);
     let marker = SlotMarker {
         slot: slot.clone(),
@@ -326,7 +326,7 @@ async fn create_slot(
         created_at_ms: now_ms(),
     };
     write_marker(&cfg.state_dir, &marker).map_err(|e| {
-        SourceError::Definite(format!(
+        SourceError::definite(format!(
             "created replication slot {slot} but could not record it in {}: {e}",
             cfg.state_dir.display()
         ))
@@ -352,11 +352,11 @@ pub async fn slot_in_use(client: &Client, slot: &str, pid: i32, task: &str) -> S
         .flatten()
         .and_then(|r| r.try_get(0).ok());
     if app.as_deref() == Some(application_name(task).as_str()) {
-        return SourceError::Transient(format!(
+        return SourceError::transient(format!(
             "replication slot {slot} is still held by PID {pid}, an earlier session of this task; waiting for the server to end it"
         ));
     }
-    SourceError::Definite(format!(
+    SourceError::definite(format!(
         "replication slot {slot} is in use by PID {pid} (application {:?}): stop the other consumer (SELECT pg_terminate_backend({pid})) or use another slot",
         app.unwrap_or_default()
     ))
@@ -377,7 +377,7 @@ pub async fn drop_slot(
     let slot = &cfg.slot;
     let marker = read_marker(&cfg.state_dir).filter(|m| m.slot == *slot);
     if marker.is_none() && !force {
-        return Err(SourceError::Definite(format!(
+        return Err(SourceError::definite(format!(
             "tidemark did not create replication slot {slot} (no record in {}): it may belong to another consumer. Drop it yourself, or pass --force",
             marker_path(&cfg.state_dir).display()
         )));
@@ -390,7 +390,7 @@ pub async fn drop_slot(
             &[slot],
         )
         .await
-        .map_err(|e| classify("looking up the replication slot", &e))?;
+        .map_err(|e| classify("looking up the replication slot", e))?;
     let Some(row) = row else {
         let _ = std::fs::remove_file(marker_path(&cfg.state_dir));
         return Ok(format!(
@@ -400,16 +400,16 @@ pub async fn drop_slot(
     };
     let active: Option<i32> = row
         .try_get(0)
-        .map_err(|e| classify("reading pg_replication_slots", &e))?;
+        .map_err(|e| classify("reading pg_replication_slots", e))?;
     if let Some(pid) = active {
-        return Err(SourceError::Definite(format!(
+        return Err(SourceError::definite(format!(
             "replication slot {slot} is in use by PID {pid}: stop tidemark (or the other consumer) first"
         )));
     }
     client
         .execute("SELECT pg_catalog.pg_drop_replication_slot($1)", &[slot])
         .await
-        .map_err(|e| classify(&format!("dropping replication slot {slot}"), &e))?;
+        .map_err(|e| classify(&format!("dropping replication slot {slot}"), e))?;
     let _ = std::fs::remove_file(marker_path(&cfg.state_dir));
     Ok(format!(
         "dropped replication slot {slot} on {} (publication {} is kept)",
@@ -430,36 +430,40 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// Classes a replication-stream error (pgwire-replication gives the server's
-/// message with its SQLSTATE as text).
+/// Classes a replication-stream error by its SQLSTATE (kept apart from
+/// the text by the patched pgwire-replication; see vendor/PATCHES.md).
 pub fn classify_stream(e: &pgwire_replication::PgWireError) -> SourceError {
     use pgwire_replication::PgWireError as E;
-    let text = e.to_string();
-    let code = text
-        .split("SQLSTATE ")
-        .nth(1)
-        .map(|s| s.chars().take(5).collect::<String>());
-    match (e, code.as_deref()) {
-        (E::Auth(_) | E::Tls(_), _) => {
-            SourceError::Definite(format!("replication connection: {text}"))
-        }
-        (_, Some("42501")) => SourceError::Definite(format!(
-            "replication connection: {text}: the role needs the REPLICATION attribute (ALTER ROLE ... WITH REPLICATION)"
+    let context = "replication connection";
+    let err = match (e, e.sqlstate()) {
+        (E::Auth(_), _) => SourceError::definite(format!(
+            "{context}: authentication failed (check the user and password in source.url)"
         )),
-        (_, Some("55000")) => SourceError::Definite(format!(
-            "replication connection: {text}: logical decoding needs wal_level = logical in postgresql.conf (then restart PostgreSQL)"
+        (E::Tls(_), _) => SourceError::definite(format!(
+            "{context}: TLS failed (check [tasks.source.tls]: mode, ca_file, skip_hostname_check)"
+        )),
+        (_, Some("42501")) => SourceError::definite(format!(
+            "{context}: the role needs the REPLICATION attribute (ALTER ROLE ... WITH REPLICATION)"
+        )),
+        (_, Some("55000")) => SourceError::definite(format!(
+            "{context}: logical decoding needs wal_level = logical in postgresql.conf (then restart PostgreSQL)"
         )),
         (_, Some("57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" | "55006")) => {
-            SourceError::Transient(format!("replication connection: {text}"))
+            SourceError::transient(context)
         }
-        (E::Server(_), Some(_)) => SourceError::Definite(format!("replication connection: {text}")),
-        _ => SourceError::Transient(format!("replication connection: {text}")),
-    }
+        (E::Server(_), Some(_)) => SourceError::definite(context),
+        (E::MessageTooLarge { .. }, _) => SourceError::definite(format!(
+            "{context}: a message from the server is larger than the client accepts"
+        )),
+        _ => SourceError::transient(context),
+    };
+    err.caused_by(e.clone())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Classify;
 
     #[test]
     fn identifiers_are_quoted() {
@@ -469,10 +473,15 @@ mod tests {
     #[test]
     fn stream_errors_are_classed_by_sqlstate() {
         use pgwire_replication::PgWireError as E;
-        let in_use =
-            E::Server("replication slot \"s\" is active for PID 42 (SQLSTATE 55006)".into());
+        let server = |message: &str, code: &str| {
+            E::Server(pgwire_replication::ServerError {
+                message: message.into(),
+                code: Some(code.into()),
+            })
+        };
+        let in_use = server("replication slot \"s\" is active for PID 42", "55006");
         assert!(classify_stream(&in_use).is_transient());
-        let denied = E::Server("permission denied to start WAL sender (SQLSTATE 42501)".into());
+        let denied = server("permission denied to start WAL sender", "42501");
         let e = classify_stream(&denied);
         assert!(!e.is_transient());
         assert!(e.to_string().contains("WITH REPLICATION"), "{e}");

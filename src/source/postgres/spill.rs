@@ -51,7 +51,8 @@ struct TxFile {
 /// The spill directory of one source.
 #[derive(Debug)]
 pub struct Spill {
-    dir: PathBuf,
+    /// The spill directory (public for error messages).
+    pub dir: PathBuf,
     files: HashMap<u32, TxFile>,
     /// The file of the current stream block, open for appending.
     writing: Option<(u32, BufWriter<File>)>,

@@ -19,9 +19,9 @@ use super::types::{self, PgKind, PgType, TypeDef};
 use crate::event::value::Value;
 use crate::event::{
     Batch, ChangeEvent, ColumnDef, Connector, LsnPosition, Op, Position, TableSchema, TxMeta,
-    TxOrder,
 };
-use crate::stage::filter::TableFilter;
+use crate::select::TableFilter;
+use crate::source::ledger::BatchLedger;
 
 /// Why a message could not be turned into events.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +30,7 @@ pub enum StreamError {
     #[error("{0}")]
     Definite(String),
     /// A column value that is not valid text for its type.
-    #[error("table {table}, column {column}: {source}")]
+    #[error("table {table}, column {column}")]
     Value {
         table: String,
         column: String,
@@ -79,11 +79,7 @@ pub struct WalDecoder {
     /// Catalog answer for the Relation message being retried.
     fresh_info: Option<(u32, RelationInfo)>,
     tx: Option<OpenTx>,
-    resume_after: Option<LsnPosition>,
-    pending: Vec<ChangeEvent>,
-    /// Highest position handled (emitted or skipped) not yet in a batch.
-    end: Option<Position>,
-    order: TxOrder,
+    ledger: BatchLedger,
 }
 
 impl WalDecoder {
@@ -97,10 +93,7 @@ impl WalDecoder {
             relations: HashMap::new(),
             fresh_info: None,
             tx: None,
-            resume_after,
-            pending: Vec::new(),
-            end: None,
-            order: TxOrder::default(),
+            ledger: BatchLedger::new(resume_after.map(Position::Lsn)),
         }
     }
 
@@ -120,12 +113,12 @@ impl WalDecoder {
     }
 
     pub fn pending_events(&self) -> usize {
-        self.pending.len()
+        self.ledger.pending_events()
     }
 
     /// True when everything handled was taken in a batch.
     pub fn is_drained(&self) -> bool {
-        self.end.is_none() && self.pending.is_empty()
+        self.ledger.is_drained()
     }
 
     /// True between Begin and Commit.
@@ -136,21 +129,15 @@ impl WalDecoder {
     /// Takes what was decoded so far: the events and the position up to
     /// which everything read is covered.
     pub fn take_batch(&mut self) -> Option<Batch> {
-        let end = self.end.take()?;
-        Some(Batch {
-            events: std::mem::take(&mut self.pending),
-            end,
-        })
+        self.ledger.take_batch()
     }
 
     fn covered(&self, p: LsnPosition) -> bool {
-        self.resume_after.is_some_and(|r| r >= p)
+        self.ledger.covered(&Position::Lsn(p))
     }
 
     fn advance(&mut self, p: LsnPosition) {
-        if !self.covered(p) {
-            self.end = Some(Position::Lsn(p));
-        }
+        self.ledger.advance(Position::Lsn(p));
     }
 
     /// Start of a transaction that commits at `commit_lsn` (Begin's final
@@ -167,7 +154,7 @@ impl WalDecoder {
                 crate::event::position::format_lsn(open.commit_lsn)
             )));
         }
-        self.order.reset();
+        self.ledger.order.reset();
         self.tx = Some(OpenTx {
             commit_lsn,
             meta: Arc::new(TxMeta {
@@ -344,7 +331,7 @@ impl WalDecoder {
             return Ok(());
         }
         let schema = table.schema.clone();
-        let (tx_order, table_order) = self.order.next(Some(&schema));
+        let (tx_order, table_order) = self.ledger.order.next(Some(&schema));
         if self.covered(position) {
             self.advance(position);
             return Ok(());
@@ -353,7 +340,7 @@ impl WalDecoder {
         let before = old.map(|o| decode_tuple(codec, o.tuple())).transpose()?;
         let after = new.map(|t| decode_tuple(codec, t)).transpose()?;
         let table = codec.schema.clone();
-        self.pending.push(ChangeEvent {
+        self.ledger.push(ChangeEvent {
             op,
             position: Position::Lsn(position),
             tx: meta,
@@ -366,7 +353,6 @@ impl WalDecoder {
             table_order,
             connector: Connector::Postgres,
         });
-        self.end = Some(Position::Lsn(position));
         Ok(())
     }
 
@@ -379,12 +365,12 @@ impl WalDecoder {
             return Ok(());
         }
         let table = codec.schema.clone();
-        let (tx_order, table_order) = self.order.next(Some(&table));
+        let (tx_order, table_order) = self.ledger.order.next(Some(&table));
         if self.covered(position) {
             self.advance(position);
             return Ok(());
         }
-        self.pending.push(ChangeEvent {
+        self.ledger.push(ChangeEvent {
             op: Op::Truncate,
             position: Position::Lsn(position),
             tx: meta,
@@ -397,7 +383,6 @@ impl WalDecoder {
             table_order,
             connector: Connector::Postgres,
         });
-        self.end = Some(Position::Lsn(position));
         Ok(())
     }
 }

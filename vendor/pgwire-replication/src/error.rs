@@ -34,7 +34,7 @@ pub enum PgWireError {
     ///
     /// The message typically includes SQLSTATE code.
     #[error("server error: {0}")]
-    Server(String),
+    Server(ServerError),
 
     /// Authentication error - wrong credentials or unsupported method.
     #[error("authentication error: {0}")]
@@ -70,7 +70,31 @@ pub enum PgWireError {
     },
 }
 
+/// An ErrorResponse from the server: its human-readable text (which ends
+/// with the SQLSTATE, as before) and the SQLSTATE code itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError {
+    /// `message (SQLSTATE code)`.
+    pub message: String,
+    /// The five-character SQLSTATE, when the server sent one.
+    pub code: Option<String>,
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl PgWireError {
+    /// The SQLSTATE of a server error.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            PgWireError::Server(e) => e.code.as_deref(),
+            _ => None,
+        }
+    }
+
     /// Returns `true` if this is an I/O error.
     #[inline]
     pub fn is_io(&self) -> bool {

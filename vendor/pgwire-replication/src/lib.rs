@@ -86,5 +86,5 @@ pub use client::{
     ReplicationEventReceiver, ReplicationMetrics, TimelineHistory,
 };
 pub use config::{Publication, ReplicationConfig, SslMode, TlsConfig};
-pub use error::{PgWireError, Result};
+pub use error::{PgWireError, Result, ServerError};
 pub use lsn::Lsn;

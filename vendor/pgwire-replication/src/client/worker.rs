@@ -483,9 +483,12 @@ impl WorkerState {
                     match msg_result {
                         Ok(res) => res?,
                         Err(_) => {
+                            // Idle: the status update asks the server to
+                            // reply, so a live server answers with a
+                            // keepalive and a silent one can be detected.
                             let applied = self.progress.load_applied();
                             last_applied = applied;
-                            self.send_feedback(stream, applied, false).await?;
+                            self.send_feedback(stream, applied, true).await?;
                             last_status_sent = Instant::now();
                             continue;
                         }

@@ -74,11 +74,16 @@ impl ErrorFields {
     }
 }
 
-/// Parse an ErrorResponse payload into a human-readable string.
+/// Parse an ErrorResponse payload into a server error: its text and its
+/// SQLSTATE code, kept apart so that callers can class errors by code.
 ///
 /// For more detailed error information, use `ErrorFields::parse()` instead.
-pub fn parse_error_response(payload: &[u8]) -> String {
-    ErrorFields::parse(payload).to_error_string()
+pub fn parse_error_response(payload: &[u8]) -> crate::error::ServerError {
+    let fields = ErrorFields::parse(payload);
+    crate::error::ServerError {
+        message: fields.to_error_string(),
+        code: fields.code,
+    }
 }
 
 /// Parse an AuthenticationRequest payload.
@@ -120,7 +125,7 @@ mod tests {
         let payload = [
             b'M', b'h', b'e', b'l', b'l', b'o', 0, b'C', b'1', b'2', b'3', b'4', b'5', 0, 0,
         ];
-        let s = parse_error_response(&payload);
+        let s = parse_error_response(&payload).message;
         assert!(s.contains("hello"));
         assert!(s.contains("SQLSTATE 12345"));
     }
@@ -128,28 +133,28 @@ mod tests {
     #[test]
     fn parse_error_response_handles_message_only() {
         let payload = [b'M', b't', b'e', b's', b't', 0, 0];
-        let s = parse_error_response(&payload);
+        let s = parse_error_response(&payload).message;
         assert_eq!(s, "test");
     }
 
     #[test]
     fn parse_error_response_handles_code_only() {
         let payload = [b'C', b'4', b'2', b'0', b'0', b'0', 0, 0];
-        let s = parse_error_response(&payload);
+        let s = parse_error_response(&payload).message;
         assert_eq!(s, "error (SQLSTATE 42000)");
     }
 
     #[test]
     fn parse_error_response_handles_empty() {
         let payload = [0];
-        let s = parse_error_response(&payload);
+        let s = parse_error_response(&payload).message;
         assert_eq!(s, "unknown server error");
     }
 
     #[test]
     fn parse_error_response_handles_truly_empty() {
         let payload: &[u8] = &[];
-        let s = parse_error_response(payload);
+        let s = parse_error_response(payload).message;
         assert_eq!(s, "unknown server error");
     }
 

@@ -1,4 +1,5 @@
-//! Object selection: `db.table` glob patterns.
+//! Object selection: `db.table` glob patterns, used by the sources (which
+//! tables to decode) and the stage (which events to keep).
 
 /// One `db.table` pattern; `*` matches any run of characters, `?` one.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,90 @@
+//! The records the offset store keeps per task.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Position;
+
+/// A committed position and when it was committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub position: Position,
+    pub committed_at_ms: i64,
+}
+
+/// How far a task's snapshot got.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotProgress {
+    /// The stream position the snapshot's rows reflect: streaming resumes
+    /// after it once every table is copied. Text form of a [`Position`].
+    pub handoff: Option<String>,
+    /// Per `db.table` (`schema.table`), its chunks so far.
+    pub tables: BTreeMap<String, TableSnapshot>,
+}
+
+/// One table's snapshot progress.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TableSnapshot {
+    /// Chunks copied and durable in the sink.
+    pub chunks_done: u64,
+    /// Rows copied.
+    pub rows: u64,
+    /// Key of the last row copied (the next chunk starts after it), as
+    /// JSON values in key-column order.
+    pub last_key: Option<Vec<serde_json::Value>>,
+    /// Every row of the table is copied.
+    pub done: bool,
+}
+
+impl SnapshotProgress {
+    /// Merges `newer` into `self`, never moving a table backward.
+    pub fn merge(&mut self, newer: &SnapshotProgress) {
+        if newer.handoff.is_some() {
+            self.handoff.clone_from(&newer.handoff);
+        }
+        for (table, t) in &newer.tables {
+            let cur = self.tables.entry(table.clone()).or_default();
+            if t.chunks_done >= cur.chunks_done || t.done {
+                *cur = t.clone();
+            }
+        }
+    }
+}
+
+/// Who runs a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ownership {
+    /// The daemon holding the task.
+    pub node: String,
+    /// Grows with every claim: a fencing token a sink can write with its
+    /// data, so that a node that lost the task can't commit.
+    pub epoch: u64,
+    /// The claim lapses at this time (ms since the epoch) unless renewed.
+    pub expires_at_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_never_moves_a_table_back() {
+        let mut p = SnapshotProgress::default();
+        let t = |chunks, done| TableSnapshot {
+            chunks_done: chunks,
+            rows: chunks * 10,
+            last_key: Some(vec![serde_json::json!(chunks)]),
+            done,
+        };
+        let mut n = SnapshotProgress::default();
+        n.tables.insert("a.t".into(), t(5, false));
+        p.merge(&n);
+        n.tables.insert("a.t".into(), t(3, false));
+        p.merge(&n);
+        assert_eq!(p.tables["a.t"].chunks_done, 5);
+        n.tables.insert("a.t".into(), t(6, true));
+        p.merge(&n);
+        assert!(p.tables["a.t"].done);
+    }
+}

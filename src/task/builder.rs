@@ -1,0 +1,91 @@
+//! Builds a task's parts from its config: the stage, the sink (opened, so
+//! that its own durable position is known) and the source (spawned from
+//! the resume position).
+
+use std::sync::Arc;
+
+use super::TaskError;
+use crate::config::{SinkConfig, SourceConfig, TaskConfig};
+use crate::event::Position;
+use crate::event::json::JsonEncoder;
+use crate::select::TableFilter;
+use crate::sink::{AnySink, JsonlSink, KafkaSink};
+use crate::source::mysql::MysqlSource;
+use crate::source::postgres::PostgresSource;
+use crate::source::{LogSource, SourceMetrics};
+use crate::stage::Stage;
+
+/// Batches queued between the source's reader and the runner: memory holds
+/// about `CHANNEL_BATCHES × max_batch_events` decoded events, plus the
+/// sink's encoded groups (see `sink::writer`).
+pub const CHANNEL_BATCHES: usize = 4;
+
+/// What the task's source is, for messages.
+pub fn source_label(cfg: &TaskConfig) -> &'static str {
+    match cfg.source {
+        SourceConfig::Mysql(_) => "MySQL/MariaDB source",
+        SourceConfig::Postgres(_) => "PostgreSQL source",
+    }
+}
+
+fn filter(cfg: &TaskConfig) -> Result<TableFilter, TaskError> {
+    TableFilter::new(&cfg.filter.include, &cfg.filter.exclude).map_err(TaskError::Config)
+}
+
+pub fn stage(cfg: &TaskConfig) -> Result<Stage, TaskError> {
+    Ok(Stage::new(filter(cfg)?, cfg.ddl.clone()))
+}
+
+/// Opens the task's sink (reading back its own position, if it keeps one).
+pub async fn open_sink(cfg: &TaskConfig) -> Result<AnySink, TaskError> {
+    match &cfg.sink {
+        SinkConfig::Jsonl(j) => {
+            let encoder = JsonEncoder::new(cfg.format.clone(), cfg.id.clone(), cfg.id.clone());
+            let sink = JsonlSink::open(&j.path, encoder)
+                .await
+                .map_err(|source| TaskError::Sink {
+                    what: "JSONL sink",
+                    source,
+                })?;
+            Ok(AnySink::Jsonl(sink))
+        }
+        SinkConfig::Kafka(k) => {
+            let connector = match &cfg.source {
+                SourceConfig::Postgres(_) => crate::event::Connector::Postgres,
+                SourceConfig::Mysql(_) => crate::event::Connector::Mysql,
+            };
+            let sink = KafkaSink::open(k.as_ref().clone(), &cfg.id, connector, cfg.format.clone())
+                .await
+                .map_err(|e| TaskError::Sink {
+                    what: "Kafka sink",
+                    source: e.into(),
+                })?;
+            Ok(AnySink::Kafka(sink))
+        }
+    }
+}
+
+/// Starts the task's source reading after `resume`.
+pub fn spawn_source(
+    cfg: &TaskConfig,
+    resume: Option<Position>,
+    metrics: Arc<SourceMetrics>,
+) -> Result<LogSource, TaskError> {
+    let filter = filter(cfg)?;
+    let label = source_label(cfg);
+    Ok(match &cfg.source {
+        SourceConfig::Mysql(m) => {
+            let src = MysqlSource::new(m.clone(), cfg.id.clone(), filter);
+            LogSource::spawn(label, resume, CHANNEL_BATCHES, metrics, |ctx| {
+                src.read(ctx)
+            })
+        }
+        SourceConfig::Postgres(p) => {
+            let src =
+                PostgresSource::new(p.clone(), cfg.id.clone(), filter, cfg.filter.include.clone());
+            LogSource::spawn(label, resume, CHANNEL_BATCHES, metrics, |ctx| {
+                src.read(ctx)
+            })
+        }
+    })
+}

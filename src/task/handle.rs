@@ -1,0 +1,182 @@
+//! [`TaskHandle`]: a task's state, progress and controls, for the daemon,
+//! the CLI and (later) the HTTP API.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::progress::{Progress, ProgressSnapshot};
+use super::state::{TaskState, TaskStatus};
+use crate::config::{DdlConfig, FilterConfig, TaskConfig};
+use crate::event::json::JsonOptions;
+
+/// A request to a task's supervisor loop.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Start,
+    Pause,
+    Resume,
+    Stop,
+    Modify(Box<TaskChange>),
+}
+
+impl Command {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Command::Start => "start",
+            Command::Pause => "pause",
+            Command::Resume => "resume",
+            Command::Stop => "stop",
+            Command::Modify(_) => "modify",
+        }
+    }
+}
+
+pub(crate) type Reply = oneshot::Sender<Result<(), ControlError>>;
+
+/// What a paused (or not yet started, stopped, failed) task may change.
+///
+/// Positions are unaffected: the task resumes from its committed position.
+/// A table the new filter includes is captured from that position on (its
+/// earlier rows need a snapshot); a table it excludes stops being captured
+/// there. A new format applies to events written after the resume.
+#[derive(Debug, Clone, Default)]
+pub struct TaskChange {
+    pub filter: Option<FilterConfig>,
+    pub ddl: Option<DdlConfig>,
+    pub format: Option<JsonOptions>,
+}
+
+impl TaskChange {
+    /// The config with the change applied (not yet validated).
+    pub fn apply_to(&self, cfg: &TaskConfig) -> TaskConfig {
+        let mut c = cfg.clone();
+        if let Some(f) = &self.filter {
+            c.filter = f.clone();
+        }
+        if let Some(d) = &self.ddl {
+            c.ddl = d.clone();
+        }
+        if let Some(f) = &self.format {
+            c.format = f.clone();
+        }
+        c
+    }
+}
+
+/// Why a control request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("task {task}: can't {action} while {state}; {action} is allowed while {allowed}")]
+    NotAllowed {
+        task: String,
+        action: &'static str,
+        state: TaskState,
+        allowed: &'static str,
+    },
+    #[error("task {task}: {key}: {message}")]
+    Invalid {
+        task: String,
+        key: String,
+        message: String,
+    },
+    #[error("task {task} already exists")]
+    Exists { task: String },
+    #[error("task {task}: {message}")]
+    Conflict { task: String, message: String },
+    #[error("task {task} is no longer supervised (the daemon is shutting down)")]
+    Gone { task: String },
+}
+
+/// A handle on one supervised task. Cheap to clone.
+#[derive(Clone)]
+pub struct TaskHandle {
+    pub(crate) id: Arc<str>,
+    pub(crate) status: watch::Receiver<TaskStatus>,
+    pub(crate) config: watch::Receiver<Arc<TaskConfig>>,
+    pub(crate) progress: Arc<Progress>,
+    pub(crate) control: mpsc::Sender<(Command, Reply)>,
+}
+
+impl TaskHandle {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn status(&self) -> TaskStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn state(&self) -> TaskState {
+        self.status.borrow().state
+    }
+
+    /// The task's current config (as modified).
+    pub fn config(&self) -> Arc<TaskConfig> {
+        self.config.borrow().clone()
+    }
+
+    pub fn progress(&self) -> ProgressSnapshot {
+        self.progress.snapshot()
+    }
+
+    /// Status changes as they happen.
+    pub fn subscribe(&self) -> watch::Receiver<TaskStatus> {
+        self.status.clone()
+    }
+
+    /// Waits until `pred` holds for the status, at most `timeout`; returns
+    /// the last status either way (`Err` on timeout).
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(&TaskStatus) -> bool,
+    ) -> Result<TaskStatus, TaskStatus> {
+        let mut rx = self.status.clone();
+        let r = tokio::time::timeout(timeout, rx.wait_for(|s| pred(s))).await;
+        match r {
+            Ok(Ok(s)) => Ok(s.clone()),
+            _ => Err(self.status()),
+        }
+    }
+
+    async fn request(&self, cmd: Command) -> Result<(), ControlError> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || ControlError::Gone {
+            task: self.id.to_string(),
+        };
+        self.control.send((cmd, tx)).await.map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Starts a created, stopped, failed or completed task. Returns once it
+    /// is starting.
+    pub async fn start(&self) -> Result<(), ControlError> {
+        self.request(Command::Start).await
+    }
+
+    /// Stops reading, makes everything in flight durable and committed,
+    /// closes connections. Returns once the task is `paused` (a drain that
+    /// exceeds the daemon's shutdown timeout is cut short: what was not
+    /// durable is read again on resume).
+    pub async fn pause(&self) -> Result<(), ControlError> {
+        self.request(Command::Pause).await
+    }
+
+    /// Resumes a paused (or failed) task from its committed position.
+    pub async fn resume(&self) -> Result<(), ControlError> {
+        self.request(Command::Resume).await
+    }
+
+    /// Stops the task as `pause` does, into `stopped`.
+    pub async fn stop(&self) -> Result<(), ControlError> {
+        self.request(Command::Stop).await
+    }
+
+    /// Changes a paused, stopped, failed or created task's filter, DDL
+    /// policy or format, validated first (see [`TaskChange`]).
+    pub async fn modify(&self, change: TaskChange) -> Result<(), ControlError> {
+        self.request(Command::Modify(Box::new(change))).await
+    }
+}

@@ -1,0 +1,249 @@
+//! A task's progress: cheap counters on the hot path, read by the
+//! control plane.
+//!
+//! The runner updates them once per group of batches (atomics, and a lock
+//! taken once per group for positions and per-table counts), never per
+//! event; the source adds its own counters ([`SourceMetrics`]). A
+//! [`ProgressSnapshot`] is a consistent-enough copy for display.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+use crate::event::{Batch, ChangeEvent, Op, Position};
+use crate::source::SourceMetrics;
+
+/// Per-table counts of events handed to the sink.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TableCounts {
+    pub inserts: u64,
+    pub updates: u64,
+    pub deletes: u64,
+    /// Truncates, DDL and snapshot reads.
+    pub other: u64,
+}
+
+impl TableCounts {
+    fn add(&mut self, op: Op, n: u64) {
+        match op {
+            Op::Create => self.inserts += n,
+            Op::Update => self.updates += n,
+            Op::Delete => self.deletes += n,
+            _ => self.other += n,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.inserts + self.updates + self.deletes + self.other
+    }
+}
+
+#[derive(Debug, Default)]
+struct Positions {
+    /// End of the last batch taken from the source.
+    read: Option<Position>,
+    /// End of the last group the sink made durable.
+    durable: Option<Position>,
+    /// Last position committed to the offset store.
+    committed: Option<Position>,
+    tables: BTreeMap<String, TableCounts>,
+    last_error: Option<String>,
+}
+
+/// The live counters of one task (shared by the runner, the source and the
+/// supervisor; survives the task's restarts).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Events taken from the source (after the source's own table
+    /// selection).
+    pub events_read: AtomicU64,
+    /// Events the stage dropped (selection, DDL policy).
+    pub events_filtered: AtomicU64,
+    /// Events durable in the sink.
+    pub events_written: AtomicU64,
+    /// Source transactions with at least one event taken.
+    pub transactions: AtomicU64,
+    /// Offset commits.
+    pub commits: AtomicU64,
+    /// Restarts after transient failures.
+    pub restarts: AtomicU64,
+    /// Bytes the sink wrote in earlier runs of the task (a run's sink
+    /// counts from zero).
+    bytes_written_before: AtomicU64,
+    /// The current run's sink's count.
+    bytes_written_run: AtomicU64,
+    /// Commit time (ms) of the last durable event; 0 before the first.
+    last_durable_commit_ms: AtomicI64,
+    /// Groups submitted and not yet durable.
+    in_flight_groups: AtomicU64,
+    pub source: Arc<SourceMetrics>,
+    positions: Mutex<Positions>,
+}
+
+/// A copy of a task's progress, for display.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProgressSnapshot {
+    pub events_read: u64,
+    pub events_filtered: u64,
+    pub events_written: u64,
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub transactions: u64,
+    pub commits: u64,
+    pub restarts: u64,
+    /// Text forms of the read, durable and committed positions.
+    pub read_position: Option<String>,
+    pub durable_position: Option<String>,
+    pub committed_position: Option<String>,
+    /// Seconds between now and the commit time of the last durable event
+    /// while events are in flight; 0 when everything read is durable.
+    /// `None` before the first event.
+    pub lag_seconds: Option<f64>,
+    /// Log bytes the server holds beyond the task's position, when the
+    /// source can tell.
+    pub lag_bytes: Option<u64>,
+    pub tables: BTreeMap<String, TableCounts>,
+    pub last_error: Option<String>,
+}
+
+impl Progress {
+    pub fn new() -> Arc<Progress> {
+        Arc::new(Progress::default())
+    }
+
+    fn positions(&self) -> std::sync::MutexGuard<'_, Positions> {
+        // Counters stay usable after a panic elsewhere.
+        self.positions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A batch arrived from the source (before the stage).
+    pub(crate) fn on_read(&self, batches: &[Batch]) {
+        let mut events = 0u64;
+        let mut txs = 0u64;
+        for b in batches {
+            events += b.events.len() as u64;
+            let mut prev: Option<&ChangeEvent> = None;
+            for ev in &b.events {
+                if prev.is_none_or(|p| !std::sync::Arc::ptr_eq(&p.tx, &ev.tx)) {
+                    txs += 1;
+                }
+                prev = Some(ev);
+            }
+        }
+        self.events_read.fetch_add(events, Relaxed);
+        self.transactions.fetch_add(txs, Relaxed);
+        if let Some(b) = batches.last() {
+            self.positions().read = Some(b.end.clone());
+        }
+    }
+
+    /// The stage kept `kept` of `read` events; these went to the sink.
+    pub(crate) fn on_submit(&self, batches: &[Batch], read: u64, bytes_written: u64) {
+        let kept: u64 = batches.iter().map(|b| b.events.len() as u64).sum();
+        self.events_filtered
+            .fetch_add(read.saturating_sub(kept), Relaxed);
+        self.bytes_written_run.store(bytes_written, Relaxed);
+        self.in_flight_groups.fetch_add(1, Relaxed);
+        // Per-table counts: runs of one table's events are counted
+        // together, so the map is touched once per run, not per event.
+        let mut p = self.positions();
+        let mut run: Option<(&ChangeEvent, u64)> = None;
+        let flush = |p: &mut Positions, ev: &ChangeEvent, n: u64| {
+            let name = match &ev.table {
+                Some(t) => t.qualified_name(),
+                None => "(no table)".to_string(),
+            };
+            p.tables.entry(name).or_default().add(ev.op, n);
+        };
+        for ev in batches.iter().flat_map(|b| &b.events) {
+            match &mut run {
+                Some((first, n))
+                    if first.op == ev.op
+                        && match (&first.table, &ev.table) {
+                            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                            (None, None) => true,
+                            _ => false,
+                        } =>
+                {
+                    *n += 1
+                }
+                _ => {
+                    if let Some((first, n)) = run.take() {
+                        flush(&mut p, first, n);
+                    }
+                    run = Some((ev, 1));
+                }
+            }
+        }
+        if let Some((first, n)) = run {
+            flush(&mut p, first, n);
+        }
+    }
+
+    /// Groups up to `end` are durable: `events` events, the last of which
+    /// committed at `commit_ms` (0: none in them).
+    pub(crate) fn on_durable(&self, end: &Position, groups: u64, events: u64, commit_ms: i64) {
+        self.events_written.fetch_add(events, Relaxed);
+        let _ = self
+            .in_flight_groups
+            .fetch_update(Relaxed, Relaxed, |g| Some(g.saturating_sub(groups)));
+        if commit_ms > 0 {
+            self.last_durable_commit_ms.store(commit_ms, Relaxed);
+        }
+        self.positions().durable = Some(end.clone());
+    }
+
+    pub(crate) fn on_commit(&self, pos: &Position) {
+        self.commits.fetch_add(1, Relaxed);
+        self.positions().committed = Some(pos.clone());
+    }
+
+    /// A run starts: the positions it resumes from, and a sink counting
+    /// its bytes from zero.
+    pub(crate) fn on_run_start(&self, committed: Option<&Position>) {
+        let run = self.bytes_written_run.swap(0, Relaxed);
+        self.bytes_written_before.fetch_add(run, Relaxed);
+        self.in_flight_groups.store(0, Relaxed);
+        let mut p = self.positions();
+        p.committed = committed.cloned();
+        p.durable = committed.cloned();
+    }
+
+    pub(crate) fn set_error(&self, error: Option<String>) {
+        self.positions().last_error = error;
+    }
+
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        let p = self.positions();
+        let last_commit = self.last_durable_commit_ms.load(Relaxed);
+        let lag_seconds = if last_commit == 0 {
+            None
+        } else if self.in_flight_groups.load(Relaxed) == 0 && p.read == p.durable {
+            Some(0.0)
+        } else {
+            Some(((crate::store::now_ms() - last_commit).max(0) as f64) / 1000.0)
+        };
+        let lag_bytes = self.source.lag_bytes.load(Relaxed);
+        ProgressSnapshot {
+            events_read: self.events_read.load(Relaxed),
+            events_filtered: self.events_filtered.load(Relaxed),
+            events_written: self.events_written.load(Relaxed),
+            bytes_read: self.source.bytes_read.load(Relaxed),
+            bytes_written: self.bytes_written_before.load(Relaxed)
+                + self.bytes_written_run.load(Relaxed),
+            transactions: self.transactions.load(Relaxed),
+            commits: self.commits.load(Relaxed),
+            restarts: self.restarts.load(Relaxed),
+            read_position: p.read.as_ref().map(|x| x.to_string()),
+            durable_position: p.durable.as_ref().map(|x| x.to_string()),
+            committed_position: p.committed.as_ref().map(|x| x.to_string()),
+            lag_seconds,
+            lag_bytes: u64::try_from(lag_bytes).ok(),
+            tables: p.tables.clone(),
+            last_error: p.last_error.clone(),
+        }
+    }
+}
