@@ -48,23 +48,33 @@ pub trait Classify {
     }
 }
 
-/// The error and its causes on one line, `outer: inner: root`. A cause
-/// whose text its parent already shows is left out, so wrappers that
-/// repeat their source don't print it twice.
+/// The error and its causes on one line, `outer: inner: root`. Each level
+/// contributes only its own words: a level whose text ends with its cause's
+/// text (a wrapper that repeats its source) is cut back to its own part,
+/// and a part equal to the one before it is dropped, so that no cause is
+/// printed twice.
 pub fn chain(e: &(dyn Error + 'static)) -> String {
-    let mut out = e.to_string();
+    let mut texts = vec![e.to_string()];
     let mut cur = e.source();
     while let Some(c) = cur {
-        let text = c.to_string();
-        if !text.is_empty() && !out.ends_with(&text) && !out.contains(&format!(": {text}")) {
-            if !out.is_empty() {
-                out.push_str(": ");
-            }
-            out.push_str(&text);
-        }
+        texts.push(c.to_string());
         cur = c.source();
     }
-    out
+    let mut parts: Vec<String> = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        let own = match texts.get(i + 1) {
+            Some(next) if !next.is_empty() => match t.strip_suffix(next.as_str()) {
+                Some(head) => head.trim_end_matches([' ', ':']).to_string(),
+                None => t.clone(),
+            },
+            _ => t.clone(),
+        };
+        if own.is_empty() || parts.last().is_some_and(|p| *p == own) {
+            continue;
+        }
+        parts.push(own);
+    }
+    parts.join(": ")
 }
 
 /// True when `e` or one of its causes is a rustls error (a TLS handshake
@@ -165,6 +175,27 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("writing out.jsonl: {0}")]
     struct Repeats(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("Input/output error: {0}")]
+    struct LibIo(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("Input/output error: {0}")]
+    struct LibOuter(#[source] LibIo);
+
+    #[test]
+    fn chain_drops_repeated_levels() {
+        let e = Outer2(LibOuter(LibIo(std::io::Error::other("Connection refused"))));
+        assert_eq!(
+            chain(&e),
+            "connecting: Input/output error: Connection refused"
+        );
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connecting")]
+    struct Outer2(#[source] LibOuter);
 
     #[test]
     fn chain_joins_causes_once() {

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 
 use tidemark::config::Config;
-use tidemark::store::{OffsetStore, SledOffsetStore};
+use tidemark::store::{OffsetStore, FileOffsetStore};
 use tidemark::task::{Supervisor, SupervisorSettings, TaskState};
 
 #[derive(Parser)]
@@ -70,7 +70,8 @@ enum SlotCommand {
 
 #[derive(Subcommand)]
 enum OffsetsCommand {
-    /// Show committed positions, human-readable.
+    /// Show committed positions, human-readable (also while the daemon
+    /// runs).
     Show {
         #[arg(long)]
         config: PathBuf,
@@ -128,8 +129,8 @@ fn validate(path: &std::path::Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_store(config: &Config) -> Result<SledOffsetStore> {
-    Ok(SledOffsetStore::open(&config.daemon.data_dir)?)
+fn open_store(config: &Config) -> Result<FileOffsetStore> {
+    Ok(FileOffsetStore::open(&config.daemon.data_dir)?)
 }
 
 /// A runtime for the offline commands' store calls.
@@ -144,7 +145,9 @@ fn offsets(command: OffsetsCommand) -> Result<ExitCode> {
     match command {
         OffsetsCommand::Show { config, task } => {
             let config = load(&config)?;
-            let store = open_store(&config)?;
+            // Reads only: works while the daemon runs (records are
+            // replaced atomically, so a read sees a whole one).
+            let store = FileOffsetStore::open_read_only(&config.daemon.data_dir)?;
             let rt = small_runtime()?;
             let ids: Vec<String> = match task {
                 Some(t) => vec![t],

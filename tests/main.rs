@@ -7,3 +7,4 @@ mod cli;
 mod kafka;
 mod mysql;
 mod postgres;
+mod runtime;

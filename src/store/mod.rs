@@ -13,18 +13,19 @@
 //!
 //! The trait is async and object-safe (boxed futures), so that a store
 //! reached over the network can implement it; the embedded store is
-//! [`SledOffsetStore`], which runs its blocking calls off the runtime.
+//! [`FileOffsetStore`], which runs its blocking calls off the runtime.
 
+mod files;
 mod lock;
+mod migrate;
 mod model;
-mod sled_store;
 
 use std::future::Future;
 use std::pin::Pin;
 
 pub use lock::DataDirLock;
 pub use model::{Committed, Ownership, SnapshotProgress, TableSnapshot};
-pub use sled_store::SledOffsetStore;
+pub use files::FileOffsetStore;
 
 use crate::error::{Classify, ErrorClass};
 use crate::event::Position;
@@ -47,19 +48,20 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
-    #[error("offset store at {path}")]
+    /// The store of an earlier version can't be opened for migration.
+    #[error("the old offset store at {path} (to migrate)")]
     Open {
         path: String,
         #[source]
         source: sled::Error,
     },
-    #[error("offset store: {what}")]
+    #[error("{what}")]
     Sled {
         what: &'static str,
         #[source]
         source: sled::Error,
     },
-    #[error("offset store: stored {what} for task {task:?} is unreadable ({text:?}): {reason}")]
+    #[error("stored {what} for task {task:?} is unreadable ({text:?}): {reason}")]
     Corrupt {
         task: String,
         what: &'static str,
@@ -67,14 +69,14 @@ pub enum StoreError {
         reason: String,
     },
     #[error(
-        "offset store at {path} has format {found}, newer than this tidemark understands ({supported}): run the tidemark version that wrote it"
+        "the offset store at {path} has format {found}, newer than this tidemark understands ({supported}): run the tidemark version that wrote it"
     )]
     Format {
         path: String,
         found: String,
         supported: u32,
     },
-    #[error("offset store: the blocking call failed: {0}")]
+    #[error("the blocking call failed: {0}")]
     Join(String),
 }
 

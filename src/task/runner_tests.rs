@@ -192,7 +192,7 @@ impl OffsetStore for MemStore {
             };
             if self.fail_at == Some(n) {
                 return Err(StoreError::Io {
-                    message: "offset store: disk full (injected)".into(),
+                    message: "disk full (injected)".into(),
                     source: std::io::Error::from_raw_os_error(libc::ENOSPC),
                 });
             }

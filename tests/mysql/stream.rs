@@ -248,6 +248,6 @@ async fn server_restart_mid_stream() {
         .map(|l| l["after"]["id"].as_i64().unwrap())
         .collect();
     assert_eq!(ids, (0..200).collect::<Vec<_>>());
-    assert!(d.log().contains("reconnecting"), "{}", d.log());
+    assert!(d.log().contains("restarting"), "{}", d.log());
     assert!(d.stop().success());
 }

@@ -198,7 +198,7 @@ async fn server_restart_mid_stream_loses_and_repeats_nothing() {
         ids.iter().zip(&want).position(|(a, b)| a != b)
     );
     wait_until(Duration::from_secs(5), "the reconnect in the log", || {
-        d.log().contains("reconnecting")
+        d.log().contains("restarting")
     });
     assert!(d.stop().success(), "{}", d.log());
     pg.stop();
