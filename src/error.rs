@@ -136,6 +136,7 @@ pub fn free_space(path: &std::path::Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled `st`.
     let st = unsafe { st.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // the field types differ between targets
     Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 

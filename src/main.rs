@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 
 use tidemark::config::Config;
-use tidemark::store::{OffsetStore, FileOffsetStore};
+use tidemark::store::{FileOffsetStore, OffsetStore};
 use tidemark::task::{Supervisor, SupervisorSettings, TaskState};
 
 #[derive(Parser)]

@@ -449,16 +449,16 @@ impl TaskConfig {
                     ));
                 }
             }
-            (SourceConfig::Postgres(a), SourceConfig::Postgres(b)) if a.slot == b.slot => {
-                if a.check().ok() == b.check().ok() {
-                    return Some((
-                        "source.slot".into(),
-                        format!(
-                            "slot {:?} is already used by task {:?} on the same database; each task needs its own slot",
-                            a.slot, other.id
-                        ),
-                    ));
-                }
+            (SourceConfig::Postgres(a), SourceConfig::Postgres(b))
+                if a.slot == b.slot && a.check().ok() == b.check().ok() =>
+            {
+                return Some((
+                    "source.slot".into(),
+                    format!(
+                        "slot {:?} is already used by task {:?} on the same database; each task needs its own slot",
+                        a.slot, other.id
+                    ),
+                ));
             }
             _ => {}
         }

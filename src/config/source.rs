@@ -239,7 +239,8 @@ impl PostgresSourceConfig {
         if self.status_interval_secs == 0 || self.status_interval_secs > 3600 {
             return Err(("status_interval_secs", "must be between 1 and 3600".into()));
         }
-        if self.server_timeout_secs <= self.status_interval_secs || self.server_timeout_secs > 86_400
+        if self.server_timeout_secs <= self.status_interval_secs
+            || self.server_timeout_secs > 86_400
         {
             return Err((
                 "server_timeout_secs",

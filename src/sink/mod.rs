@@ -94,7 +94,13 @@ pub enum SinkError {
     #[error("{0}")]
     Stopped(String),
     #[error(transparent)]
-    Kafka(#[from] kafka::KafkaSinkError),
+    Kafka(Box<kafka::KafkaSinkError>),
+}
+
+impl From<kafka::KafkaSinkError> for SinkError {
+    fn from(e: kafka::KafkaSinkError) -> Self {
+        SinkError::Kafka(Box::new(e))
+    }
 }
 
 impl SinkError {

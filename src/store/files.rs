@@ -135,7 +135,13 @@ fn check_format(root: &Path) -> Result<(), StoreError> {
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(StoreError::io("reading the offset store's format", &path, e)),
+        Err(e) => {
+            return Err(StoreError::io(
+                "reading the offset store's format",
+                &path,
+                e,
+            ));
+        }
     };
     let found = text.trim().to_string();
     if found.parse::<u32>().map_or(true, |f| f > FORMAT) {
@@ -251,7 +257,11 @@ fn decode_json<T: serde::de::DeserializeOwned>(
     })
 }
 
-fn encode_json<T: serde::Serialize>(task: &str, what: &'static str, v: &T) -> Result<Vec<u8>, StoreError> {
+fn encode_json<T: serde::Serialize>(
+    task: &str,
+    what: &'static str,
+    v: &T,
+) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(|e| StoreError::Corrupt {
         task: task.to_string(),
         what,
@@ -315,7 +325,8 @@ impl OffsetStore for FileOffsetStore {
             };
             let mut out = Vec::new();
             for entry in entries {
-                let entry = entry.map_err(|e| StoreError::io("listing the offset store", &dir, e))?;
+                let entry =
+                    entry.map_err(|e| StoreError::io("listing the offset store", &dir, e))?;
                 let task = entry.file_name().to_string_lossy().into_owned();
                 if let Some(c) = s.load_position(&task)? {
                     out.push((task, c));
@@ -344,7 +355,11 @@ impl OffsetStore for FileOffsetStore {
             };
             cur.merge(&newer);
             let dir = s.task_dir(&task)?;
-            write_atomic(&dir, "snapshot.json", &encode_json(&task, "snapshot progress", &cur)?)
+            write_atomic(
+                &dir,
+                "snapshot.json",
+                &encode_json(&task, "snapshot progress", &cur)?,
+            )
         })
     }
 

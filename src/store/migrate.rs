@@ -34,7 +34,9 @@ pub fn from_sled(data_dir: &Path, to: &FileOffsetStore) -> Result<(), StoreError
             reason: reason.to_string(),
         };
         let text = std::str::from_utf8(&v).map_err(|_| corrupt("not UTF-8"))?;
-        let (at, pos) = text.split_once(' ').ok_or_else(|| corrupt("missing timestamp"))?;
+        let (at, pos) = text
+            .split_once(' ')
+            .ok_or_else(|| corrupt("missing timestamp"))?;
         let c = Committed {
             committed_at_ms: at.parse().map_err(|_| corrupt("bad timestamp"))?,
             position: pos.parse().map_err(|_| corrupt("bad position"))?,

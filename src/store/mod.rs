@@ -23,9 +23,9 @@ mod model;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use files::FileOffsetStore;
 pub use lock::DataDirLock;
 pub use model::{Committed, Ownership, SnapshotProgress, TableSnapshot};
-pub use files::FileOffsetStore;
 
 use crate::error::{Classify, ErrorClass};
 use crate::event::Position;

@@ -41,12 +41,13 @@ pub async fn open_sink(cfg: &TaskConfig) -> Result<AnySink, TaskError> {
     match &cfg.sink {
         SinkConfig::Jsonl(j) => {
             let encoder = JsonEncoder::new(cfg.format.clone(), cfg.id.clone(), cfg.id.clone());
-            let sink = JsonlSink::open(&j.path, encoder)
-                .await
-                .map_err(|source| TaskError::Sink {
-                    what: "JSONL sink",
-                    source,
-                })?;
+            let sink =
+                JsonlSink::open(&j.path, encoder)
+                    .await
+                    .map_err(|source| TaskError::Sink {
+                        what: "JSONL sink",
+                        source,
+                    })?;
             Ok(AnySink::Jsonl(sink))
         }
         SinkConfig::Kafka(k) => {
@@ -76,16 +77,16 @@ pub fn spawn_source(
     Ok(match &cfg.source {
         SourceConfig::Mysql(m) => {
             let src = MysqlSource::new(m.clone(), cfg.id.clone(), filter);
-            LogSource::spawn(label, resume, CHANNEL_BATCHES, metrics, |ctx| {
-                src.read(ctx)
-            })
+            LogSource::spawn(label, resume, CHANNEL_BATCHES, metrics, |ctx| src.read(ctx))
         }
         SourceConfig::Postgres(p) => {
-            let src =
-                PostgresSource::new(p.clone(), cfg.id.clone(), filter, cfg.filter.include.clone());
-            LogSource::spawn(label, resume, CHANNEL_BATCHES, metrics, |ctx| {
-                src.read(ctx)
-            })
+            let src = PostgresSource::new(
+                p.clone(),
+                cfg.id.clone(),
+                filter,
+                cfg.filter.include.clone(),
+            );
+            LogSource::spawn(label, resume, CHANNEL_BATCHES, metrics, |ctx| src.read(ctx))
         }
     })
 }

@@ -7,18 +7,16 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::TaskError;
 use super::progress::Progress;
 use super::runner::{self, RunContext, RunEnd};
-use super::TaskError;
 use crate::config::DdlConfig;
 use crate::event::{Batch, LsnPosition, Position};
 use crate::select::TableFilter;
 use crate::sink::{Sink, SinkError};
 use crate::source::{Source, SourceError};
 use crate::stage::Stage;
-use crate::store::{
-    Committed, OffsetStore, Ownership, SnapshotProgress, StoreError, StoreFuture,
-};
+use crate::store::{Committed, OffsetStore, Ownership, SnapshotProgress, StoreError, StoreFuture};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Step {
@@ -249,10 +247,9 @@ fn check_order(log: &[Step]) {
         match s {
             Step::Submit(t, end) => submitted.push((*t, end.clone())),
             Step::Durable(t) => {
-                let (_, end) = submitted
-                    .iter()
-                    .find(|(st, _)| st == t)
-                    .unwrap_or_else(|| panic!("step {i}: ticket {t} durable before it was submitted: {log:?}"));
+                let (_, end) = submitted.iter().find(|(st, _)| st == t).unwrap_or_else(|| {
+                    panic!("step {i}: ticket {t} durable before it was submitted: {log:?}")
+                });
                 durable_end = Some(end.clone());
             }
             Step::Commit(p) => {
@@ -323,7 +320,11 @@ async fn everything_read_is_durable_committed_then_released_in_order() {
     assert_eq!(end, RunEnd::Finished);
     let log = log.lock().unwrap().clone();
     check_order(&log);
-    assert_eq!(last_commit(&log), Some(pos(200)), "the last position is committed");
+    assert_eq!(
+        last_commit(&log),
+        Some(pos(200)),
+        "the last position is committed"
+    );
     assert!(
         log.iter().any(|s| matches!(s, Step::Release(_))),
         "positions are released as they are committed: {log:?}"
@@ -371,10 +372,16 @@ async fn a_failed_commit_stops_the_run_at_once_and_releases_nothing_more() {
     check_order(&log);
     let commits = log.iter().filter(|s| matches!(s, Step::Commit(_))).count();
     assert_eq!(commits, 2, "{log:?}");
-    let releases: Vec<&Step> = log.iter().filter(|s| matches!(s, Step::Release(_))).collect();
+    let releases: Vec<&Step> = log
+        .iter()
+        .filter(|s| matches!(s, Step::Release(_)))
+        .collect();
     assert!(releases.len() <= 2, "{log:?}");
     // The run did not go on reading after the failure.
-    assert!(source.taken < 10_000, "read everything despite failing commits");
+    assert!(
+        source.taken < 10_000,
+        "read everything despite failing commits"
+    );
 }
 
 #[tokio::test]
@@ -400,7 +407,9 @@ async fn stop_drains_everything_submitted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         s.cancel();
     });
-    let end = run_with(&mut source, &mut sink, &store, stop).await.unwrap();
+    let end = run_with(&mut source, &mut sink, &store, stop)
+        .await
+        .unwrap();
     assert_eq!(end, RunEnd::Stopped);
     let log = log.lock().unwrap().clone();
     check_order(&log);
@@ -412,7 +421,11 @@ async fn stop_drains_everything_submitted() {
             _ => None,
         })
         .unwrap();
-    assert_eq!(last_commit(&log), Some(last_submitted), "drained to the last write");
+    assert_eq!(
+        last_commit(&log),
+        Some(last_submitted),
+        "drained to the last write"
+    );
     assert!(source.closed);
     assert!(source.taken < 100_000);
 }

@@ -283,11 +283,12 @@ impl TaskLoop {
     fn modify(&mut self, change: &super::TaskChange) -> Result<(), ControlError> {
         let mut new = change.apply_to(&self.cfg);
         new.resolve(&self.settings.data_dir);
-        new.validate().map_err(|(key, message)| ControlError::Invalid {
-            task: self.cfg.id.clone(),
-            key,
-            message,
-        })?;
+        new.validate()
+            .map_err(|(key, message)| ControlError::Invalid {
+                task: self.cfg.id.clone(),
+                key,
+                message,
+            })?;
         let mut what = Vec::new();
         if change.filter.is_some() {
             what.push("filter");
@@ -330,12 +331,20 @@ impl TaskLoop {
                     } else {
                         TaskState::Stopped
                     };
-                    let error = self.status.borrow().retry.as_ref().map(|r| r.last_error.clone());
+                    let error = self
+                        .status
+                        .borrow()
+                        .retry
+                        .as_ref()
+                        .map(|r| r.last_error.clone());
                     self.status.send_modify(|s| {
                         s.retry = None;
                         s.error = error;
                     });
-                    self.set(target, Some(format!("{} requested while retrying", cmd.name())));
+                    self.set(
+                        target,
+                        Some(format!("{} requested while retrying", cmd.name())),
+                    );
                     let _ = reply.send(Ok(()));
                     return Next::Idle;
                 }
@@ -359,7 +368,10 @@ impl TaskLoop {
             stop.clone(),
         ));
         let started = tokio::time::Instant::now();
-        let commits_at_start = self.progress.commits.load(std::sync::atomic::Ordering::Relaxed);
+        let commits_at_start = self
+            .progress
+            .commits
+            .load(std::sync::atomic::Ordering::Relaxed);
         let mut stopping: Option<Stopping> = None;
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         let mut health_check = tokio::time::interval(Duration::from_secs(1));
@@ -413,13 +425,11 @@ impl TaskLoop {
                                 }
                             }
                         }
-                        Command::Start | Command::Resume if stopping.is_none() => {
-                            let _ = reply.send(Ok(()));
-                        }
                         cmd => {
                             let allowed = match cmd {
                                 Command::Modify(_) => "created, paused, stopped or failed",
-                                _ => "paused, stopped or failed",
+                                Command::Resume => "paused or failed (or running while a failure is retried: it retries at once)",
+                                _ => "created, paused, stopped, completed or failed",
                             };
                             let _ = reply.send(Err(self.refuse(&cmd, allowed)));
                         }
@@ -469,12 +479,22 @@ impl TaskLoop {
         let text = chain_of(e);
         self.progress.set_error(Some(text.clone()));
         let now = now_ms();
-        let series_since = self.status.borrow().retry.as_ref().map_or(now, |r| r.since_ms);
+        let series_since = self
+            .status
+            .borrow()
+            .retry
+            .as_ref()
+            .map_or(now, |r| r.since_ms);
         let persisted = Duration::from_millis((now - series_since).max(0) as u64);
         let gave_up = e.give_up_after().is_some_and(|d| persisted >= d);
         if e.is_transient() && !gave_up {
             let delay = backoff.next_delay();
-            let attempt = self.status.borrow().retry.as_ref().map_or(1, |r| r.attempt + 1);
+            let attempt = self
+                .status
+                .borrow()
+                .retry
+                .as_ref()
+                .map_or(1, |r| r.attempt + 1);
             warn!(task = %self.cfg.id, error = %text, attempt, retry_in_ms = delay.as_millis() as u64, "task interrupted; restarting");
             self.progress
                 .restarts

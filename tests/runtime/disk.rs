@@ -116,7 +116,11 @@ async fn a_full_disk_under_the_sink_file_is_named_and_recovered_from_exactly() {
         err.contains(&out.display().to_string()) && err.contains("is full") && err.contains("free"),
         "{err}"
     );
-    assert_eq!(s.state, TaskState::Running, "a full disk is retried, not a failure");
+    assert_eq!(
+        s.state,
+        TaskState::Running,
+        "a full disk is retried, not a failure"
+    );
     assert!(read_lines(&out).len() < expected.len());
 
     std::fs::remove_file(&filler).unwrap();
@@ -159,7 +163,10 @@ async fn a_full_data_dir_is_named_and_recovered_from_exactly() {
     let err = s.retry.unwrap().last_error;
     eprintln!("the task says: {err}");
     assert!(err.contains("offset store"), "{err}");
-    assert!(err.contains(&data.display().to_string()) || err.contains("No space"), "{err}");
+    assert!(
+        err.contains(&data.display().to_string()) || err.contains("No space"),
+        "{err}"
+    );
 
     std::fs::remove_file(&filler).unwrap();
     t.wait_for(Duration::from_secs(90), |s| s.retry.is_none())

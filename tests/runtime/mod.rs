@@ -1,6 +1,7 @@
 //! The task runtime through its Rust API, in process, against the real
 //! MariaDB: pause/resume under load, failing offset commits, a full disk.
 
+mod control;
 mod disk;
 
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use tidemark::config::Config;
 use tidemark::event::Position;
 use tidemark::store::{
-    Committed, OffsetStore, Ownership, FileOffsetStore, SnapshotProgress, StoreError, StoreFuture,
+    Committed, FileOffsetStore, OffsetStore, Ownership, SnapshotProgress, StoreError, StoreFuture,
 };
 use tidemark::task::{Supervisor, SupervisorSettings, TaskHandle, TaskState};
 
@@ -19,7 +20,13 @@ use crate::support::workload::{Workload, assert_exact, observed};
 use crate::support::{mariadb, read_lines, scratch, server_id};
 
 /// A MySQL → JSONL task `id` over database `db`, writing `out`.
-pub fn mysql_task(id: &str, url: &str, db: &str, out: &Path, data_dir: &Path) -> tidemark::config::TaskConfig {
+pub fn mysql_task(
+    id: &str,
+    url: &str,
+    db: &str,
+    out: &Path,
+    data_dir: &Path,
+) -> tidemark::config::TaskConfig {
     let toml = format!(
         r#"[daemon]
 data_dir = "{data}"
@@ -42,10 +49,7 @@ path = "{out}"
         sid = server_id(id),
         out = out.display(),
     );
-    Config::parse(&toml, "test config")
-        .unwrap()
-        .tasks
-        .remove(0)
+    Config::parse(&toml, "test config").unwrap().tasks.remove(0)
 }
 
 pub fn settings(data_dir: &Path) -> SupervisorSettings {
@@ -71,7 +75,12 @@ pub async fn wait_streaming(t: &TaskHandle) {
 }
 
 /// Waits until `out` has at least `n` complete lines.
-pub async fn wait_lines(out: &Path, n: usize, t: &TaskHandle, timeout: Duration) -> Vec<serde_json::Value> {
+pub async fn wait_lines(
+    out: &Path,
+    n: usize,
+    t: &TaskHandle,
+    timeout: Duration,
+) -> Vec<serde_json::Value> {
     let deadline = Instant::now() + timeout;
     loop {
         let lines = read_lines(out);
@@ -120,7 +129,11 @@ async fn pause_and_resume_under_load_lose_and_repeat_nothing() {
         // Paused: nothing more is written.
         let n = read_lines(&out).len();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(read_lines(&out).len(), n, "round {round}: written while paused");
+        assert_eq!(
+            read_lines(&out).len(),
+            n,
+            "round {round}: written while paused"
+        );
         // Everything written was committed by the pause.
         let p = t.progress();
         assert_eq!(p.committed_position, p.durable_position, "round {round}");

@@ -71,7 +71,7 @@ pub enum KafkaSinkError {
         topic: String,
         position: String,
         #[source]
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
     #[error(transparent)]
     Resume(#[from] resume::ResumeError),
@@ -85,9 +85,8 @@ impl crate::error::Classify for KafkaSinkError {
     fn class(&self) -> crate::error::ErrorClass {
         use crate::error::ErrorClass::{Definite, Transient};
         match self {
-            KafkaSinkError::Kafka { source, .. } | KafkaSinkError::Delivery { source, .. } => {
-                kafka_class(source)
-            }
+            KafkaSinkError::Kafka { source, .. } => kafka_class(source),
+            KafkaSinkError::Delivery { source, .. } => kafka_class(source),
             KafkaSinkError::Resume(resume::ResumeError::Kafka { source, .. }) => {
                 kafka_class(source)
             }

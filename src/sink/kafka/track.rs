@@ -181,7 +181,7 @@ impl Tracker {
             KafkaSinkError::Delivery {
                 topic: f.topic,
                 position: f.position,
-                source: f.error,
+                source: Box::new(f.error),
             }
         })
     }

@@ -93,7 +93,7 @@ impl MysqlSource {
 
     async fn connect(&self) -> Result<Conn, SourceError> {
         let opts = self.opts()?;
-        super::resolve(&opts.ip_or_hostname(), opts.tcp_port()).await?;
+        super::resolve(opts.ip_or_hostname(), opts.tcp_port()).await?;
         match tokio::time::timeout(Duration::from_secs(15), Conn::new(opts)).await {
             Err(_) => Err(SourceError::transient(format!(
                 "connecting to {}: timed out after 15 s",
@@ -114,9 +114,7 @@ impl MysqlSource {
             .await
             .map_err(|e| classify("reading server settings", e))?;
         let Some((log_bin, format, image, version)) = row else {
-            return Err(SourceError::definite(
-                "the server returned no settings",
-            ));
+            return Err(SourceError::definite("the server returned no settings"));
         };
         let connector = if version.to_ascii_lowercase().contains("mariadb") {
             Connector::Mariadb
@@ -235,9 +233,10 @@ impl MysqlSource {
                     Start::File { file, pos }
                 }
                 StartPosition::Named(NamedStart::Earliest) => {
-                    let (file, _) = logs.first().cloned().ok_or_else(|| {
-                        SourceError::definite("the server lists no binary logs")
-                    })?;
+                    let (file, _) = logs
+                        .first()
+                        .cloned()
+                        .ok_or_else(|| SourceError::definite("the server lists no binary logs"))?;
                     Start::File { file, pos: 4 }
                 }
                 StartPosition::File { file, pos } => {

@@ -32,9 +32,7 @@ pub(super) async fn master_status(
     let pos: Option<u64> = row.get(1);
     match (file, pos) {
         (Some(f), Some(p)) => Ok((f, p)),
-        _ => Err(SourceError::definite(
-            "unreadable SHOW MASTER STATUS row",
-        )),
+        _ => Err(SourceError::definite("unreadable SHOW MASTER STATUS row")),
     }
 }
 

@@ -159,7 +159,7 @@ impl PostgresSource {
                     "the server did not start replication within 30 s",
                 ));
             }
-            Ok(Err(e)) if e.to_string().contains("SQLSTATE 55006") => {
+            Ok(Err(e)) if e.sqlstate() == Some("55006") => {
                 let pid = active_pid(&client, &self.cfg.slot).await.unwrap_or(0);
                 return Err(setup::slot_in_use(&client, &self.cfg.slot, pid, &self.task).await);
             }
@@ -367,13 +367,17 @@ impl Session<'_> {
                 return self.spill.stop().map_err(|e| spill_err(&self.spill.dir, e));
             }
             let subxid = pgoutput::streamed_xid(&data).map_err(|e| malformed(lsn, e))?;
-            return self.spill.append(subxid, lsn, &data).map_err(|e| spill_err(&self.spill.dir, e));
+            return self
+                .spill
+                .append(subxid, lsn, &data)
+                .map_err(|e| spill_err(&self.spill.dir, e));
         }
         let msg = pgoutput::decode(&data, false).map_err(|e| malformed(lsn, e))?;
         match msg {
-            LogicalMessage::StreamStart(s) => {
-                self.spill.start(s.xid, s.first_segment).map_err(|e| spill_err(&self.spill.dir, e))
-            }
+            LogicalMessage::StreamStart(s) => self
+                .spill
+                .start(s.xid, s.first_segment)
+                .map_err(|e| spill_err(&self.spill.dir, e)),
             LogicalMessage::StreamStop => Ok(()),
             LogicalMessage::StreamCommit(c) => self.replay(c).await,
             LogicalMessage::StreamAbort(a) => {
@@ -386,7 +390,9 @@ impl Session<'_> {
                         "streamed subtransaction aborted"
                     );
                 }
-                self.spill.abort(a.xid, a.subxid).map_err(|e| spill_err(&self.spill.dir, e))
+                self.spill
+                    .abort(a.xid, a.subxid)
+                    .map_err(|e| spill_err(&self.spill.dir, e))
             }
             LogicalMessage::Begin(b) => {
                 self.decoder
@@ -410,7 +416,11 @@ impl Session<'_> {
             .begin(c.xid, c.commit_lsn, c.commit_ts_us)
             .map_err(definite)?;
         self.ack.begin();
-        if let Some(mut reader) = self.spill.read(c.xid).map_err(|e| spill_err(&self.spill.dir, e))? {
+        if let Some(mut reader) = self
+            .spill
+            .read(c.xid)
+            .map_err(|e| spill_err(&self.spill.dir, e))?
+        {
             info!(
                 task = %self.task,
                 xid = c.xid,
@@ -418,7 +428,10 @@ impl Session<'_> {
                 spilled_records = reader.records,
                 "replaying a streamed transaction from its spill file"
             );
-            while let Some(rec) = reader.next_record().map_err(|e| spill_err(&self.spill.dir, e))? {
+            while let Some(rec) = reader
+                .next_record()
+                .map_err(|e| spill_err(&self.spill.dir, e))?
+            {
                 let msg = pgoutput::decode(&rec.data, true).map_err(|e| malformed(rec.lsn, e))?;
                 self.apply(&msg, rec.lsn).await?;
                 if self.decoder.pending_events() >= self.max_batch {
@@ -428,7 +441,9 @@ impl Session<'_> {
         }
         self.decoder.commit(c.commit_lsn).map_err(definite)?;
         self.ack.commit(c.commit_lsn, c.end_lsn);
-        self.spill.remove(c.xid).map_err(|e| spill_err(&self.spill.dir, e))
+        self.spill
+            .remove(c.xid)
+            .map_err(|e| spill_err(&self.spill.dir, e))
     }
 
     /// Hands a message to the decoder, loading catalog entries it asks for.
@@ -476,9 +491,7 @@ impl Session<'_> {
             let end = match &batch.end {
                 Position::Lsn(l) => *l,
                 Position::Binlog(_) => {
-                    return Err(SourceError::definite(
-                        "binlog position in a WAL batch",
-                    ));
+                    return Err(SourceError::definite("binlog position in a WAL batch"));
                 }
             };
             tracing::trace!(events = batch.events.len(), end = %batch.end, "batch");
