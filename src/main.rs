@@ -86,6 +86,22 @@ enum OffsetsCommand {
         #[arg(long)]
         task: String,
     },
+    /// Skip the statement-logged changes of one transaction that stopped a
+    /// task ("statement-based DML ... on a table this task captures"): the
+    /// binlog holds no rows for them. Give the transaction as the error
+    /// printed it. Recorded and logged. Stop the daemon first.
+    Skip {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        task: String,
+        /// The transaction's position, e.g. `binlog:mysql-bin.000001:65447:*`.
+        #[arg(long)]
+        transaction: String,
+        /// Why, for the record.
+        #[arg(long, default_value = "skipped with `tidemark offsets skip`")]
+        reason: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -165,6 +181,12 @@ fn offsets(command: OffsetsCommand) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        OffsetsCommand::Skip {
+            config,
+            task,
+            transaction,
+            reason,
+        } => skip(&config, &task, &transaction, &reason),
         OffsetsCommand::Reset { config, task } => {
             let config = load(&config)?;
             if !config.tasks.iter().any(|t| t.id == task) {
@@ -176,6 +198,29 @@ fn offsets(command: OffsetsCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn skip(config: &std::path::Path, task: &str, transaction: &str, reason: &str) -> Result<ExitCode> {
+    let config = load(config)?;
+    if !config.tasks.iter().any(|t| t.id == task) {
+        anyhow::bail!("no task {task:?} in the config");
+    }
+    let position: tidemark::event::Position = transaction.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "--transaction {transaction:?} is not a position ({e}): give it as the error printed it, e.g. binlog:mysql-bin.000001:65447:*"
+        )
+    })?;
+    let store = open_store(&config)?;
+    let skip = tidemark::store::Skip {
+        position: position.to_string(),
+        at_ms: tidemark::store::now_ms(),
+        reason: reason.to_string(),
+    };
+    small_runtime()?.block_on(store.add_skip(task, &skip))?;
+    println!(
+        "{task}: the statement-logged changes of transaction {position} will be skipped at the next start"
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn slot(command: SlotCommand) -> Result<ExitCode> {

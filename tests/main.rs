@@ -6,5 +6,6 @@ mod support;
 mod cli;
 mod kafka;
 mod mysql;
+mod operator;
 mod postgres;
 mod runtime;

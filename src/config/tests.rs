@@ -245,3 +245,28 @@ fn redacts_passwords() {
     );
     assert_eq!(redact_url("mysql://repl@h"), "mysql://repl@h");
 }
+
+#[test]
+fn two_spellings_of_one_sink_file_conflict() {
+    let second = ISSUE_EXAMPLE[ISSUE_EXAMPLE.find("[[tasks]]").unwrap()..]
+        .replace("id = \"shop\"", "id = \"shop2\"")
+        .replace("server_id = 5401", "server_id = 5402")
+        .replace(
+            "/var/lib/tidemark/shop.jsonl",
+            "/var/lib/./tidemark/x/../shop.jsonl",
+        );
+    let e = err(&format!("{ISSUE_EXAMPLE}\n{second}"));
+    assert!(e.contains("tasks[1].sink.path"), "{e}");
+    assert!(e.contains("already the sink of task \"shop\""), "{e}");
+}
+
+#[test]
+fn one_task_validates_on_its_own_with_key_paths() {
+    let c = parse_with(ISSUE_EXAMPLE, &[("MYSQL_PASSWORD", "pw")]).unwrap();
+    let mut t = c.tasks[0].clone();
+    assert!(t.validate().is_ok());
+    t.filter.exclude = vec!["nodot".into()];
+    let (key, msg) = t.validate().unwrap_err();
+    assert_eq!(key, "filter.exclude[0]");
+    assert!(msg.contains("db.table"), "{msg}");
+}

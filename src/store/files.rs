@@ -9,6 +9,7 @@
 //! <data_dir>/state/tasks/<task>/reset      present between a reset and the next commit
 //! <data_dir>/state/tasks/<task>/snapshot.json
 //! <data_dir>/state/tasks/<task>/owner.json
+//! <data_dir>/state/tasks/<task>/skips.json
 //! ```
 //!
 //! Why files rather than an embedded database: a record is a few hundred
@@ -30,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::{
-    Committed, DataDirLock, OffsetStore, Ownership, SnapshotProgress, StoreError, StoreFuture,
+    Committed, DataDirLock, OffsetStore, Ownership, Skip, SnapshotProgress, StoreError, StoreFuture,
 };
 use crate::event::Position;
 
@@ -334,6 +335,31 @@ impl OffsetStore for FileOffsetStore {
             }
             out.sort_by(|a, b| a.0.cmp(&b.0));
             Ok(out)
+        })
+    }
+
+    fn skips(&self, task: &str) -> StoreFuture<'_, Vec<Skip>> {
+        let task = task.to_string();
+        self.blocking(move |s| match s.read(&task, "skips.json")? {
+            Some(b) => decode_json(&task, "skips", &b),
+            None => Ok(Vec::new()),
+        })
+    }
+
+    fn add_skip(&self, task: &str, skip: &Skip) -> StoreFuture<'_, ()> {
+        let task = task.to_string();
+        let skip = skip.clone();
+        self.blocking(move |s| {
+            let mut all: Vec<Skip> = match s.read(&task, "skips.json")? {
+                Some(b) => decode_json(&task, "skips", &b)?,
+                None => Vec::new(),
+            };
+            if all.iter().any(|k| k.position == skip.position) {
+                return Ok(());
+            }
+            all.push(skip);
+            let dir = s.task_dir(&task)?;
+            write_atomic(&dir, "skips.json", &encode_json(&task, "skips", &all)?)
         })
     }
 

@@ -25,7 +25,7 @@ use std::pin::Pin;
 
 pub use files::FileOffsetStore;
 pub use lock::DataDirLock;
-pub use model::{Committed, Ownership, SnapshotProgress, TableSnapshot};
+pub use model::{Committed, Ownership, Skip, SnapshotProgress, TableSnapshot};
 
 use crate::error::{Classify, ErrorClass};
 use crate::event::Position;
@@ -138,6 +138,11 @@ pub trait OffsetStore: Send + Sync {
     fn was_reset(&self, task: &str) -> StoreFuture<'_, bool>;
     /// Every task with a stored position.
     fn list(&self) -> StoreFuture<'_, Vec<(String, Committed)>>;
+
+    /// Transactions the operator chose to skip (see [`Skip`]), oldest first.
+    fn skips(&self, task: &str) -> StoreFuture<'_, Vec<Skip>>;
+    /// Records a skip, durably; a position already recorded is kept once.
+    fn add_skip(&self, task: &str, skip: &Skip) -> StoreFuture<'_, ()>;
 
     /// The task's snapshot progress, if a snapshot started.
     fn snapshot(&self, task: &str) -> StoreFuture<'_, Option<SnapshotProgress>>;

@@ -52,6 +52,18 @@ impl SnapshotProgress {
     }
 }
 
+/// A transaction the operator chose to skip: its statement-logged changes
+/// (which the binlog holds no rows for) are not captured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skip {
+    /// The transaction's position (text form, as the error printed it).
+    pub position: String,
+    /// When it was recorded (ms since the epoch).
+    pub at_ms: i64,
+    /// Why, as the operator or the command put it.
+    pub reason: String,
+}
+
 /// Who runs a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ownership {

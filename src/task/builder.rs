@@ -66,17 +66,19 @@ pub async fn open_sink(cfg: &TaskConfig) -> Result<AnySink, TaskError> {
     }
 }
 
-/// Starts the task's source reading after `resume`.
+/// Starts the task's source reading after `resume`; `skips`: transactions
+/// whose statement-logged DML the operator chose to skip.
 pub fn spawn_source(
     cfg: &TaskConfig,
     resume: Option<Position>,
+    skips: Vec<Position>,
     metrics: Arc<SourceMetrics>,
 ) -> Result<LogSource, TaskError> {
     let filter = filter(cfg)?;
     let label = source_label(cfg);
     Ok(match &cfg.source {
         SourceConfig::Mysql(m) => {
-            let src = MysqlSource::new(m.clone(), cfg.id.clone(), filter);
+            let src = MysqlSource::new(m.clone(), cfg.id.clone(), filter).with_skips(skips);
             LogSource::spawn(label, resume, CHANNEL_BATCHES, metrics, |ctx| src.read(ctx))
         }
         SourceConfig::Postgres(p) => {

@@ -19,6 +19,7 @@ pub(crate) enum Command {
     Resume,
     Stop,
     Modify(Box<TaskChange>),
+    Skip(crate::store::Skip),
 }
 
 impl Command {
@@ -29,6 +30,7 @@ impl Command {
             Command::Resume => "resume",
             Command::Stop => "stop",
             Command::Modify(_) => "modify",
+            Command::Skip(_) => "skip",
         }
     }
 }
@@ -172,6 +174,20 @@ impl TaskHandle {
     /// Stops the task as `pause` does, into `stopped`.
     pub async fn stop(&self) -> Result<(), ControlError> {
         self.request(Command::Stop).await
+    }
+
+    /// Skips the statement-logged changes of the transaction at `position`
+    /// (as a "statement-based DML" error printed it), which the binlog holds
+    /// no rows for: recorded in the store and the task's history. A failed
+    /// task is started again at once; otherwise the skip applies from the
+    /// next start. Allowed while created, paused, stopped or failed.
+    pub async fn skip_transaction(&self, position: &str, reason: &str) -> Result<(), ControlError> {
+        let skip = crate::store::Skip {
+            position: position.to_string(),
+            at_ms: crate::store::now_ms(),
+            reason: reason.to_string(),
+        };
+        self.request(Command::Skip(skip)).await
     }
 
     /// Changes a paused, stopped, failed or created task's filter, DDL

@@ -16,7 +16,9 @@ use crate::select::TableFilter;
 use crate::sink::{Sink, SinkError};
 use crate::source::{Source, SourceError};
 use crate::stage::Stage;
-use crate::store::{Committed, OffsetStore, Ownership, SnapshotProgress, StoreError, StoreFuture};
+use crate::store::{
+    Committed, OffsetStore, Ownership, Skip, SnapshotProgress, StoreError, StoreFuture,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 enum Step {
@@ -209,6 +211,14 @@ impl OffsetStore for MemStore {
 
     fn list(&self) -> StoreFuture<'_, Vec<(String, Committed)>> {
         Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn skips(&self, _: &str) -> StoreFuture<'_, Vec<Skip>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn add_skip(&self, _: &str, _: &Skip) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
     }
 
     fn snapshot(&self, _: &str) -> StoreFuture<'_, Option<SnapshotProgress>> {

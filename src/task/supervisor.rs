@@ -63,6 +63,8 @@ pub struct Supervisor {
     tasks: Mutex<BTreeMap<String, TaskHandle>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// Tasks whose drain was abandoned at shutdown (a stalled sink).
+    abandoned: Arc<Mutex<Vec<String>>>,
 }
 
 impl Supervisor {
@@ -73,6 +75,7 @@ impl Supervisor {
             tasks: Mutex::new(BTreeMap::new()),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            abandoned: Arc::default(),
         }
     }
 
@@ -128,6 +131,7 @@ impl Supervisor {
             progress,
             commands: control_rx,
             shutdown: self.shutdown.clone(),
+            abandoned: self.abandoned.clone(),
         };
         self.tracker.spawn(task_loop.run(start));
         tasks.insert(handle.id().to_string(), handle.clone());
@@ -143,22 +147,32 @@ impl Supervisor {
     }
 
     /// Stops every task (draining, each within the drain timeout) and waits
-    /// up to `deadline` for their loops to end. Returns the tasks that had
-    /// not stopped by then.
+    /// up to `deadline` for their loops to end. Returns the tasks that did
+    /// not drain: abandoned after the drain timeout, or still running.
     pub async fn shutdown(&self, deadline: Duration) -> Vec<String> {
         self.shutdown.cancel();
         self.tracker.close();
-        if tokio::time::timeout(deadline, self.tracker.wait())
+        let done = tokio::time::timeout(deadline, self.tracker.wait())
             .await
-            .is_ok()
-        {
-            return Vec::new();
+            .is_ok();
+        let mut out: Vec<String> = self
+            .abandoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|id| format!("{id} (stopping)"))
+            .collect();
+        if !done {
+            out.extend(
+                self.tasks()
+                    .into_iter()
+                    .filter(|t| !t.state().is_idle())
+                    .map(|t| format!("{} ({})", t.id(), t.state())),
+            );
         }
-        self.tasks()
-            .into_iter()
-            .filter(|t| !t.state().is_idle())
-            .map(|t| format!("{} ({})", t.id(), t.state()))
-            .collect()
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Resolves once no task is starting, running or stopping (for `run
@@ -182,6 +196,7 @@ struct TaskLoop {
     progress: Arc<Progress>,
     commands: mpsc::Receiver<(Command, Reply)>,
     shutdown: CancellationToken,
+    abandoned: Arc<Mutex<Vec<String>>>,
 }
 
 /// What the loop does next.
@@ -261,6 +276,15 @@ impl TaskLoop {
             };
             let state = self.state();
             let r = match (&cmd, state) {
+                (Command::Skip(skip), _) => {
+                    let r = self.skip(skip).await;
+                    if r.is_ok() && state == TaskState::Failed {
+                        // The failure was most likely that transaction: try again.
+                        let _ = reply.send(r);
+                        return Next::Run;
+                    }
+                    r
+                }
                 (Command::Start, _) | (Command::Resume, TaskState::Paused | TaskState::Failed) => {
                     self.status.send_modify(|s| s.retry = None);
                     let _ = reply.send(Ok(()));
@@ -278,6 +302,34 @@ impl TaskLoop {
             };
             let _ = reply.send(r);
         }
+    }
+
+    /// Records a skipped transaction (see `TaskHandle::skip_transaction`).
+    async fn skip(&mut self, skip: &crate::store::Skip) -> Result<(), ControlError> {
+        if skip.position.parse::<crate::event::Position>().is_err() {
+            return Err(ControlError::Invalid {
+                task: self.cfg.id.clone(),
+                key: "transaction".into(),
+                message: format!(
+                    "{:?} is not a position: give it as the error printed it, e.g. binlog:mysql-bin.000001:65447:*",
+                    skip.position
+                ),
+            });
+        }
+        self.store
+            .add_skip(&self.cfg.id, skip)
+            .await
+            .map_err(|e| ControlError::Conflict {
+                task: self.cfg.id.clone(),
+                message: format!("recording the skip failed: {}", chain(&e)),
+            })?;
+        let note = format!(
+            "transaction {} skipped on request: {}",
+            skip.position, skip.reason
+        );
+        warn!(task = %self.cfg.id, %note, "skip recorded");
+        self.status.send_modify(|s| s.note(note));
+        Ok(())
     }
 
     fn modify(&mut self, change: &super::TaskChange) -> Result<(), ControlError> {
@@ -348,7 +400,9 @@ impl TaskLoop {
                     let _ = reply.send(Ok(()));
                     return Next::Idle;
                 }
-                Command::Modify(_) => Err(self.refuse(&cmd, "created, paused, stopped or failed")),
+                Command::Modify(_) | Command::Skip(_) => {
+                    Err(self.refuse(&cmd, "created, paused, stopped or failed"))
+                }
             };
             let _ = reply.send(r);
         }
@@ -427,7 +481,7 @@ impl TaskLoop {
                         }
                         cmd => {
                             let allowed = match cmd {
-                                Command::Modify(_) => "created, paused, stopped or failed",
+                                Command::Modify(_) | Command::Skip(_) => "created, paused, stopped or failed",
                                 Command::Resume => "paused or failed (or running while a failure is retried: it retries at once)",
                                 _ => "created, paused, stopped, completed or failed",
                             };
@@ -442,6 +496,12 @@ impl TaskLoop {
                 Some(Ok(_)) => format!("{}: drained", s.note),
                 Some(Err(e)) => format!("{}: the drain failed: {}", s.note, chain_of(e)),
                 None => {
+                    if self.shutdown.is_cancelled() {
+                        self.abandoned
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(self.cfg.id.clone());
+                    }
                     let committed = self.progress.snapshot().committed_position;
                     warn!(task = %self.cfg.id, timeout_secs = self.settings.drain_timeout.as_secs(), "the drain did not finish in time: abandoned (what was not durable is read again next time)");
                     format!(
@@ -560,7 +620,12 @@ async fn run_task(
     progress.on_run_start(stored_position.as_ref());
     let resume = later(stored_position, sink_position).map_err(TaskError::Config)?;
     info!(task = %id, resume = %resume.as_ref().map_or("(new task)".to_string(), |p| p.to_string()), "starting");
-    let mut source = builder::spawn_source(&cfg, resume, progress.source.clone())?;
+    let skips = store.skips(&id).await.map_err(TaskError::Store)?;
+    let skip_positions = skips
+        .iter()
+        .filter_map(|k| k.position.parse().ok())
+        .collect();
+    let mut source = builder::spawn_source(&cfg, resume, skip_positions, progress.source.clone())?;
     if status.borrow().state != TaskState::Running {
         status.send_modify(|s| s.enter(TaskState::Running, None));
         info!(task = %id, state = "running", "task state");

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use tidemark::config::Config;
 use tidemark::event::Position;
 use tidemark::store::{
-    Committed, FileOffsetStore, OffsetStore, Ownership, SnapshotProgress, StoreError, StoreFuture,
+    Committed, FileOffsetStore, OffsetStore, Ownership, Skip, SnapshotProgress, StoreError,
+    StoreFuture,
 };
 use tidemark::task::{Supervisor, SupervisorSettings, TaskHandle, TaskState};
 
@@ -190,6 +191,12 @@ impl OffsetStore for FlakyStore {
     }
     fn list(&self) -> StoreFuture<'_, Vec<(String, Committed)>> {
         self.inner.list()
+    }
+    fn skips(&self, task: &str) -> StoreFuture<'_, Vec<Skip>> {
+        self.inner.skips(task)
+    }
+    fn add_skip(&self, task: &str, skip: &Skip) -> StoreFuture<'_, ()> {
+        self.inner.add_skip(task, skip)
     }
     fn snapshot(&self, task: &str) -> StoreFuture<'_, Option<SnapshotProgress>> {
         self.inner.snapshot(task)

@@ -19,8 +19,13 @@ pub enum Statement {
         db: Option<String>,
         table: Option<String>,
     },
-    /// DML logged as a statement (binlog_format is not ROW for it).
-    Dml,
+    /// DML logged as a statement (binlog_format is not ROW for it), with
+    /// the tables it writes as `[db.]table` when the statement's form makes
+    /// them certain (INSERT/REPLACE/LOAD DATA into one table, single-table
+    /// UPDATE/DELETE); `None` when it doesn't (multi-table forms).
+    Dml {
+        tables: Option<Vec<(Option<String>, String)>>,
+    },
     /// Anything else (GRANT, FLUSH, SET, account management...): no data change.
     Other,
 }
@@ -42,7 +47,60 @@ pub fn classify(sql: &str) -> Statement {
                 Statement::Rollback
             }
         }
-        "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD" => Statement::Dml,
+        "INSERT" | "REPLACE" => {
+            lx.skip_words(&["LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE", "INTO"]);
+            Statement::Dml {
+                tables: lx.name().map(|n| vec![n]),
+            }
+        }
+        "UPDATE" => {
+            lx.skip_words(&["LOW_PRIORITY", "IGNORE"]);
+            let name = lx.name();
+            // Single-table form: `UPDATE t [[AS] alias] SET ...`.
+            if lx.peek_word().as_deref() == Some("AS") {
+                lx.word();
+                lx.ident();
+            } else if lx.peek_word().as_deref() != Some("SET") {
+                lx.ident();
+            }
+            let single = lx.word().as_deref() == Some("SET");
+            Statement::Dml {
+                tables: name.filter(|_| single).map(|n| vec![n]),
+            }
+        }
+        "DELETE" => {
+            lx.skip_words(&["LOW_PRIORITY", "QUICK", "IGNORE"]);
+            // Single-table form: `DELETE FROM t [WHERE|ORDER|LIMIT|RETURNING ...]`.
+            let single = if lx.word().as_deref() == Some("FROM") {
+                let name = lx.name();
+                let next = lx.peek_word();
+                name.filter(|_| {
+                    matches!(
+                        next.as_deref(),
+                        None | Some("WHERE" | "ORDER" | "LIMIT" | "RETURNING" | "PARTITION" | ";")
+                    )
+                })
+            } else {
+                None
+            };
+            Statement::Dml {
+                tables: single.map(|n| vec![n]),
+            }
+        }
+        "LOAD" => {
+            // LOAD DATA|XML ... INFILE 'file' [REPLACE|IGNORE] INTO TABLE t
+            let mut tables = None;
+            loop {
+                lx.skip_string();
+                let Some(w) = lx.word() else { break };
+                if w == "INTO" && lx.peek_word().as_deref() == Some("TABLE") {
+                    lx.word();
+                    tables = lx.name().map(|n| vec![n]);
+                    break;
+                }
+            }
+            Statement::Dml { tables }
+        }
         "TRUNCATE" => {
             if lx.peek_word().as_deref() == Some("TABLE") {
                 lx.word();
@@ -169,6 +227,39 @@ impl<'a> Lexer<'a> {
         let w = self.s[..end].to_ascii_uppercase();
         self.s = &self.s[end..];
         Some(w)
+    }
+
+    /// Skips a quoted string literal at the front ('…' or "…", with
+    /// doubled quotes and backslash escapes), if there is one.
+    fn skip_string(&mut self) {
+        self.skip_space();
+        let Some(q) = self.s.chars().next().filter(|c| *c == '\'' || *c == '"') else {
+            return;
+        };
+        let mut chars = self.s.char_indices().skip(1);
+        while let Some((i, c)) = chars.next() {
+            if c == '\\' {
+                chars.next();
+            } else if c == q {
+                if self.s[i + 1..].starts_with(q) {
+                    chars.next();
+                } else {
+                    self.s = &self.s[i + 1..];
+                    return;
+                }
+            }
+        }
+        self.s = "";
+    }
+
+    /// Skips any of `words` (upper case) at the front.
+    fn skip_words(&mut self, words: &[&str]) {
+        while self
+            .peek_word()
+            .is_some_and(|w| words.contains(&w.as_str()))
+        {
+            self.word();
+        }
     }
 
     fn peek_word(&self) -> Option<String> {
@@ -300,7 +391,56 @@ mod tests {
         assert_eq!(classify("COMMIT"), Statement::Commit);
         assert_eq!(classify("ROLLBACK"), Statement::Rollback);
         assert_eq!(classify("ROLLBACK TO SAVEPOINT s"), Statement::Other);
-        assert_eq!(classify("insert into t values (1)"), Statement::Dml);
+        let dml = |tables: Option<Vec<(Option<&str>, &str)>>| Statement::Dml {
+            tables: tables.map(|v| {
+                v.into_iter()
+                    .map(|(d, t)| (d.map(String::from), t.to_string()))
+                    .collect()
+            }),
+        };
+        assert_eq!(
+            classify("insert into t values (1)"),
+            dml(Some(vec![(None, "t")]))
+        );
+        assert_eq!(
+            classify("INSERT LOW_PRIORITY IGNORE INTO `other`.`x` VALUES (3),(4)"),
+            dml(Some(vec![(Some("other"), "x")]))
+        );
+        assert_eq!(
+            classify("replace into a.b select * from c.d"),
+            dml(Some(vec![(Some("a"), "b")]))
+        );
+        assert_eq!(
+            classify("UPDATE shop.t SET v = 1 WHERE id = 2"),
+            dml(Some(vec![(Some("shop"), "t")]))
+        );
+        assert_eq!(
+            classify("update t AS x set v = 1"),
+            dml(Some(vec![(None, "t")]))
+        );
+        assert_eq!(
+            classify("UPDATE a JOIN b ON a.id = b.id SET a.v = b.v"),
+            dml(None)
+        );
+        assert_eq!(
+            classify("DELETE FROM other.x WHERE id = 3"),
+            dml(Some(vec![(Some("other"), "x")]))
+        );
+        assert_eq!(classify("delete from x"), dml(Some(vec![(None, "x")])));
+        assert_eq!(
+            classify("DELETE a, b FROM a JOIN b ON a.id = b.id"),
+            dml(None)
+        );
+        assert_eq!(
+            classify("DELETE FROM a USING a JOIN b ON a.id = b.id"),
+            dml(None)
+        );
+        assert_eq!(
+            classify(
+                "LOAD DATA INFILE '/tmp/x.csv' IGNORE INTO TABLE db1.t1 FIELDS TERMINATED BY ','"
+            ),
+            dml(Some(vec![(Some("db1"), "t1")]))
+        );
         assert_eq!(classify("GRANT ALL ON *.* TO x"), Statement::Other);
         assert_eq!(classify("CREATE USER x"), Statement::Other);
         assert_eq!(

@@ -37,6 +37,8 @@ pub struct MysqlSource {
     cfg: MysqlSourceConfig,
     task: String,
     filter: TableFilter,
+    /// Transactions whose statement-based DML the operator skipped.
+    skips: Vec<Position>,
 }
 
 /// What the server is and how it is set up for change capture.
@@ -58,7 +60,18 @@ enum Start {
 
 impl MysqlSource {
     pub fn new(cfg: MysqlSourceConfig, task: String, filter: TableFilter) -> Self {
-        MysqlSource { cfg, task, filter }
+        MysqlSource {
+            cfg,
+            task,
+            filter,
+            skips: Vec::new(),
+        }
+    }
+
+    /// Transactions whose statement-based DML is skipped (`offsets skip`).
+    pub fn with_skips(mut self, skips: Vec<Position>) -> Self {
+        self.skips = skips;
+        self
     }
 
     fn opts(&self) -> Result<Opts, SourceError> {
@@ -317,6 +330,7 @@ impl MysqlSource {
         );
         decoder.set_file(&file_name);
         decoder.set_checksum(info.checksum);
+        decoder.set_skips(&self.skips);
         let mut catalog_conn: Option<Conn> = None;
         let idle = Duration::from_secs(self.cfg.heartbeat_secs * 3);
         let read_pos = Arc::new(Mutex::new((file_name.clone(), pos)));
@@ -384,6 +398,12 @@ impl MysqlSource {
                             let cat = load_catalog(c, &db, &table).await?;
                             decoder.add_catalog(db, table, cat);
                         }
+                    }
+                    Err(StreamError::StatementDml { file, pos, tx, sql }) => {
+                        return Err(SourceError::definite(format!(
+                            "statement-based DML on a table this task captures, in the binlog at {file}:{pos} ({sql:.120}): its rows are not in the binlog, so tidemark can't capture this change. Set binlog_format=ROW on the server (SET GLOBAL binlog_format='ROW', and in its config file) so that it doesn't happen again. To go past this one transaction without its statement-logged changes: stop tidemark, run `tidemark offsets skip --config FILE --task {} --transaction {tx}`, and start it again (the skip is recorded and logged)",
+                            self.task
+                        )));
                     }
                     Err(e) => return Err(SourceError::definite("reading the binlog").caused_by(e)),
                 }

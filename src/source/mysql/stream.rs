@@ -40,6 +40,16 @@ pub enum StreamError {
     },
     #[error("{0}")]
     Definite(String),
+    /// Statement-based DML on a table the task selects (or that can't be
+    /// told apart): its rows are not in the binlog.
+    #[error("statement-based DML in the binlog at {file}:{pos} (transaction {tx}): {sql:.120}")]
+    StatementDml {
+        file: String,
+        pos: u64,
+        /// The transaction's position, as `offsets skip` takes it.
+        tx: Position,
+        sql: String,
+    },
     /// The table map has no column names: the driver must load
     /// `db.table` from information_schema and feed the event again.
     #[error("need the catalog of {db}.{table}")]
@@ -61,6 +71,12 @@ struct CachedTable {
 
 pub struct BinlogDecoder {
     connector: Connector,
+    /// Transactions (`file`, start) whose statement-based DML the operator
+    /// chose to skip (`tidemark offsets skip`).
+    skips: Vec<(String, u64)>,
+    /// Statement-based DML events skipped: outside the selection, or in a
+    /// skipped transaction.
+    pub statements_skipped: u64,
     filter: TableFilter,
     collations: Collations,
     catalog: HashMap<(String, String), Arc<CatalogTable>>,
@@ -84,6 +100,8 @@ impl BinlogDecoder {
     ) -> Self {
         BinlogDecoder {
             connector,
+            skips: Vec::new(),
+            statements_skipped: 0,
             filter,
             collations,
             catalog: HashMap::new(),
@@ -110,6 +128,17 @@ impl BinlogDecoder {
 
     pub fn add_catalog(&mut self, db: String, table: String, cat: CatalogTable) {
         self.catalog.insert((db, table), Arc::new(cat));
+    }
+
+    /// Transactions whose statement-based DML is skipped, by position.
+    pub fn set_skips(&mut self, skips: &[Position]) {
+        self.skips = skips
+            .iter()
+            .filter_map(|p| match p {
+                Position::Binlog(b) => Some((b.file.to_string(), b.tx_pos)),
+                Position::Lsn(_) => None,
+            })
+            .collect();
     }
 
     /// The binlog file being read.
@@ -272,12 +301,37 @@ impl BinlogDecoder {
             // A rolled-back transaction in the binlog held only
             // non-transactional changes that were kept: nothing to undo here.
             Statement::Rollback => self.commit(),
-            Statement::Dml => {
-                if !self.covered(&self.tx_end_at(start)) {
-                    return Err(StreamError::Definite(format!(
-                        "statement-based DML in the binlog at {}:{start} ({:.80}): tidemark reads row events only. Set binlog_format=ROW on the server (SET GLOBAL binlog_format='ROW', and in its config file) and restart tidemark",
-                        self.file, q.sql
-                    )));
+            Statement::Dml { tables } => {
+                let tx = self.tx_end_at(start);
+                if self.covered(&tx) {
+                    return Ok(());
+                }
+                // Writes only tables the task doesn't select: not its data.
+                let outside = tables.as_ref().is_some_and(|ts| {
+                    !ts.is_empty()
+                        && ts.iter().all(|(db, t)| {
+                            let db = db.as_deref().unwrap_or(&q.db);
+                            !db.is_empty() && !self.filter.selects(db, t)
+                        })
+                });
+                let tx_pos = self.tx.as_ref().map_or(start, |t| t.tx_pos);
+                if outside {
+                    self.statements_skipped += 1;
+                    tracing::debug!(file = %self.file, pos = start, sql = %format!("{:.120}", q.sql), "statement-based DML outside the selection: skipped");
+                } else if self
+                    .skips
+                    .iter()
+                    .any(|(f, p)| *f == *self.file && *p == tx_pos)
+                {
+                    self.statements_skipped += 1;
+                    tracing::warn!(file = %self.file, pos = start, transaction = %tx, "statement-based DML skipped as requested (offsets skip): its changes are not captured");
+                } else {
+                    return Err(StreamError::StatementDml {
+                        file: self.file.to_string(),
+                        pos: start,
+                        tx,
+                        sql: q.sql,
+                    });
                 }
             }
             Statement::Other => {
@@ -304,7 +358,7 @@ impl BinlogDecoder {
             file: self.file.clone(),
             tx_pos: self.tx.as_ref().map_or(start, |t| t.tx_pos),
             event_pos: Position::END,
-            row: 0,
+            row: u32::MAX,
         })
     }
 

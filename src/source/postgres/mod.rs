@@ -163,7 +163,9 @@ impl PostgresSource {
                 let pid = active_pid(&client, &self.cfg.slot).await.unwrap_or(0);
                 return Err(setup::slot_in_use(&client, &self.cfg.slot, pid, &self.task).await);
             }
-            Ok(r) => r.map_err(|e| setup::classify_stream(&e))?,
+            Ok(r) => r.map_err(|e| {
+                setup::stream_error(&e, &self.task, &self.cfg.slot, &self.cfg.publication)
+            })?,
         }
         ack.reset_session();
         ack.start_at(slot.confirmed_flush);
@@ -179,6 +181,8 @@ impl PostgresSource {
         );
         let mut s = Session {
             task: &self.task,
+            slot: &self.cfg.slot,
+            publication: &self.cfg.publication,
             max_batch: self.cfg.max_batch_events,
             client,
             repl,
@@ -213,6 +217,8 @@ async fn active_pid(client: &tokio_postgres::Client, slot: &str) -> Option<i32> 
 /// One replication session's state.
 struct Session<'a> {
     task: &'a str,
+    slot: &'a str,
+    publication: &'a str,
     max_batch: usize,
     client: tokio_postgres::Client,
     repl: ReplicationClient,
@@ -293,7 +299,7 @@ impl Session<'_> {
                 }
             };
             let event = received
-                .map_err(|e| setup::classify_stream(&e))?
+                .map_err(|e| self.stream_error(e))?
                 .ok_or_else(|| SourceError::transient("the server ended the replication stream"))?;
             self.last_heard = tokio::time::Instant::now();
             self.on_event(event).await?;
@@ -317,6 +323,10 @@ impl Session<'_> {
             // loop flushes what is pending before waiting.
             ready = self.repl.recv().now_or_never();
         }
+    }
+
+    fn stream_error(&self, e: pgwire_replication::PgWireError) -> SourceError {
+        setup::stream_error(&e, self.task, self.slot, self.publication)
     }
 
     async fn on_event(&mut self, event: ReplicationEvent) -> Result<(), SourceError> {

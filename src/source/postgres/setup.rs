@@ -430,6 +430,25 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
+/// A replication-stream error in a task's session: as [`classify_stream`],
+/// with the recovery for a publication the slot can't see.
+pub fn stream_error(
+    e: &pgwire_replication::PgWireError,
+    task: &str,
+    slot: &str,
+    publication: &str,
+) -> SourceError {
+    if e.sqlstate() == Some("42704") {
+        // The walsender decodes each change with the catalog as of that
+        // change: a publication created after it doesn't exist there.
+        return SourceError::definite(format!(
+            "the slot {slot} can't decode with publication {publication}, which was created (or dropped and re-created) after the slot's position: PostgreSQL reads publications as of each change it decodes, so this slot never sees it. Re-create the slot at the current position: stop tidemark, run `tidemark slot drop --config FILE --task {task}` and `tidemark offsets reset --config FILE --task {task}`, and start it again; changes between the slot's position and now are not captured (copy the affected tables again)"
+        ))
+        .caused_by(e.clone());
+    }
+    classify_stream(e)
+}
+
 /// Classes a replication-stream error by its SQLSTATE (kept apart from
 /// the text by the patched pgwire-replication; see vendor/PATCHES.md).
 pub fn classify_stream(e: &pgwire_replication::PgWireError) -> SourceError {
