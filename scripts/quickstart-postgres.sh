@@ -11,6 +11,15 @@
 #     -c "INSERT INTO items VALUES (1, 'hello'); UPDATE items SET name='world' WHERE id=1"
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+command -v cargo >/dev/null || {
+  echo "error: cargo is not on PATH: install the Rust toolchain (https://rustup.rs), then run $0 again." >&2
+  exit 1
+}
+# The compiler and libraries the build links, and the server.
+scripts/deps.sh build postgres
+require_disk . 3072 "the release build"
 
 tests/servers/postgres.sh start target/servers/postgres 15432
 export PGPASSWORD=tidemark

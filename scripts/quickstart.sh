@@ -10,6 +10,15 @@
 #     -e "INSERT INTO items VALUES (1, 'hello'); UPDATE items SET name='world' WHERE id=1"
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+command -v cargo >/dev/null || {
+  echo "error: cargo is not on PATH: install the Rust toolchain (https://rustup.rs), then run $0 again." >&2
+  exit 1
+}
+# The compiler and libraries the build links, and the server.
+scripts/deps.sh build mariadb
+require_disk . 3072 "the release build"
 
 tests/servers/mariadb.sh start target/servers/mariadb 13306
 mariadb -h127.0.0.1 -P13306 -utidemark -ptidemark -e \

@@ -44,6 +44,18 @@ enum Command {
         #[command(subcommand)]
         command: OffsetsCommand,
     },
+    /// Every task's state, retry, error and progress, as the running
+    /// daemon reports them (`<data_dir>/status.json`, rewritten every
+    /// second).
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        task: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// PostgreSQL replication slots.
     Slot {
         #[command(subcommand)]
@@ -120,6 +132,7 @@ fn main() -> ExitCode {
         Command::Validate { config } => validate(&config),
         Command::Offsets { command } => offsets(command),
         Command::Slot { command } => slot(command),
+        Command::Status { config, task, json } => status(&config, task.as_deref(), json),
     };
     match result {
         Ok(code) => code,
@@ -223,6 +236,67 @@ fn skip(config: &std::path::Path, task: &str, transaction: &str, reason: &str) -
     Ok(ExitCode::SUCCESS)
 }
 
+fn status(path: &std::path::Path, task: Option<&str>, json: bool) -> Result<ExitCode> {
+    use tidemark::task::report;
+    let config = load(path)?;
+    let r = report::read(&config.daemon.data_dir).with_context(|| {
+        format!(
+            "reading {} (is the daemon running with this config?)",
+            report::path(&config.daemon.data_dir).display()
+        )
+    })?;
+    let age_s = (tidemark::store::now_ms() - r.written_at_ms).max(0) / 1000;
+    let running = std::path::Path::new(&format!("/proc/{}", r.pid)).exists();
+    if json {
+        let tasks: Vec<&report::TaskReport> = r
+            .tasks
+            .iter()
+            .filter(|t| task.is_none_or(|id| t.id == id))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "written_at_ms": r.written_at_ms,
+                "pid": r.pid,
+                "daemon_running": running,
+                "tasks": tasks,
+            }))?
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !running || age_s > 10 {
+        println!(
+            "(written {age_s} s ago by pid {}, which {})",
+            r.pid,
+            if running { "still runs" } else { "is no longer running" }
+        );
+    }
+    for t in r.tasks.iter().filter(|t| task.is_none_or(|id| t.id == id)) {
+        let p = &t.progress;
+        let n = |k: &str| p.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        println!("{}: {}", t.id, t.summary);
+        println!(
+            "  events read {}, written {}, filtered {}; transactions {}; restarts {}",
+            n("events_read"),
+            n("events_written"),
+            n("events_filtered"),
+            n("transactions"),
+            n("restarts")
+        );
+        println!(
+            "  committed {}; lag {}",
+            p.get("committed_position")
+                .and_then(|v| v.as_str())
+                .unwrap_or("(none)"),
+            match p.get("lag_seconds").and_then(|v| v.as_f64()) {
+                Some(s) => format!("{s:.1} s"),
+                None => "unknown".into(),
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn slot(command: SlotCommand) -> Result<ExitCode> {
     let SlotCommand::Drop {
         config,
@@ -288,10 +362,16 @@ fn run(path: &std::path::Path, once: bool) -> Result<ExitCode> {
             data_dir: config.daemon.data_dir.clone(),
             ..SupervisorSettings::default()
         };
-        let supervisor = Supervisor::new(store, settings);
+        let supervisor = Arc::new(Supervisor::new(store, settings));
         for task in config.tasks.clone() {
             supervisor.add(task, true)?;
         }
+        let report_stop = tokio_util::sync::CancellationToken::new();
+        let reporter = tokio::spawn(tidemark::task::report::run(
+            supervisor.clone(),
+            config.daemon.data_dir.clone(),
+            report_stop.clone(),
+        ));
         info!(tasks = config.tasks.len(), "tidemark running");
         let signal = shutdown_signal();
         tokio::pin!(signal);
@@ -308,6 +388,10 @@ fn run(path: &std::path::Path, once: bool) -> Result<ExitCode> {
         // The tasks' own drain timeout is the same: a little more here
         // lets them record how their drain ended.
         let undrained = supervisor.shutdown(deadline + Duration::from_secs(2)).await;
+        report_stop.cancel();
+        let _ = reporter.await;
+        // The final states (stopped, failed), for `tidemark status` after exit.
+        let _ = tidemark::task::report::write(&supervisor, &config.daemon.data_dir);
         if !undrained.is_empty() {
             error!(
                 timeout_secs = deadline.as_secs(),

@@ -9,11 +9,13 @@
 //! - [`runner`]: one run of a task, the only place that sequences
 //!   write → durable → commit → release;
 //! - [`builder`]: opens a task's sink and spawns its source from its config;
-//! - [`state`], [`progress`]: what a task publishes.
+//! - [`state`], [`progress`]: what a task publishes; [`report`]: the
+//!   daemon's status file with all of it.
 
 pub mod builder;
 pub mod handle;
 pub mod progress;
+pub mod report;
 pub mod runner;
 pub mod state;
 pub mod supervisor;

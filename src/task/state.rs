@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 use serde::Serialize;
 
 /// The lifecycle state of a task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskState {
     /// Registered, never started.

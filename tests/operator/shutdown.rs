@@ -35,12 +35,14 @@ async fn sigterm_with_a_blocked_stdout_exits_within_the_timeout() {
     std::fs::write(&d.config, text).unwrap();
     // stdout is a pipe nobody reads: once its buffer is full, writes block.
     let log = std::fs::File::create(d.dir.join("daemon.log")).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["run", "--config", d.config.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["run", "--config", d.config.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     let read_log = || std::fs::read_to_string(d.dir.join("daemon.log")).unwrap_or_default();
     wait_until(Duration::from_secs(30), "reading binlog", || {
         read_log().contains("reading binlog")
@@ -52,9 +54,9 @@ async fn sigterm_with_a_blocked_stdout_exits_within_the_timeout() {
     // The pipe (64 KiB) fills with a few hundred lines; then the writer blocks.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let asked = Instant::now();
-    kill("-TERM", child.id());
+    kill("-TERM", child.0.id());
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
         assert!(
@@ -72,7 +74,17 @@ async fn sigterm_with_a_blocked_stdout_exits_within_the_timeout() {
     assert!(log.contains("t (stopping)"), "names the task: {log}");
     eprintln!("exited {took:?} after SIGTERM with a blocked stdout");
     let mut sink = String::new();
-    let _ = child.stdout.take().unwrap().read_to_string(&mut sink);
+    let _ = child.0.stdout.take().unwrap().read_to_string(&mut sink);
+}
+
+/// A child process killed if the test ends early.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

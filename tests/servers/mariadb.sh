@@ -22,15 +22,13 @@ mkdir -p "$dir" "$dir/tmp"
 dir=$(cd "$dir" && pwd)
 sock="$dir/mysqld.sock"
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../../scripts/lib.sh
+. "$here/../../scripts/lib.sh"
+
 ensure_installed() {
   if ! command -v mariadbd >/dev/null && ! [ -x /usr/sbin/mariadbd ]; then
-    echo "installing mariadb-server (Debian package)..." >&2
-    export DEBIAN_FRONTEND=noninteractive
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
-    # Parallel test processes may get here together: one apt at a time.
-    mkdir -p "$(dirname "$dir")"
-    flock "$(dirname "$dir")/.apt.lock" sh -c "command -v mariadbd >/dev/null || { $sudo apt-get update -q && $sudo apt-get install -y -q mariadb-server mariadb-client; }" >&2
+    "$here/../../scripts/deps.sh" mariadb
   fi
 }
 
@@ -58,6 +56,8 @@ case "$cmd" in
   start)
     ensure_installed
     if running; then exit 0; fi
+    require_free_port "$port" "MariaDB ($dir)"
+    require_disk "$dir" 1024 "MariaDB's data directory"
     if [ ! -d "$dir/data/mysql" ]; then
       mkdir -p "$dir/data" "$dir/tmp"
       # Bootstraps share temporary table names in /tmp: one at a time, each

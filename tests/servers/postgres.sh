@@ -39,17 +39,13 @@ if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$dir" 2>/dev/null; th
 fi
 data="$srv/data"
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../../scripts/lib.sh
+. "$here/../../scripts/lib.sh"
+
 ensure_installed() {
-  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
-    echo "installing postgresql (Debian package)..." >&2
-    export DEBIAN_FRONTEND=noninteractive
-    ${SUDO:-} apt-get update -q >&2
-    ${SUDO:-} apt-get install -y -q postgresql postgresql-contrib >&2
-  fi
-  if ! command -v openssl >/dev/null; then
-    export DEBIAN_FRONTEND=noninteractive
-    ${SUDO:-} apt-get update -q >&2
-    ${SUDO:-} apt-get install -y -q openssl >&2
+  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || ! command -v openssl >/dev/null; then
+    "$here/../../scripts/deps.sh" postgres
   fi
   # The newest installed major version.
   bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
@@ -131,6 +127,8 @@ HBA
 start() {
   ensure_installed
   if running; then exit 0; fi
+  require_free_port "$port" "PostgreSQL ($dir)"
+  require_disk "$srv" 1024 "PostgreSQL's data directory"
   if [ "$(id -u)" = 0 ]; then
     chown postgres: "$srv"
   fi

@@ -44,11 +44,16 @@ running() {
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
 }
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=../../scripts/lib.sh
+. "$here/../../scripts/lib.sh"
+
 case "$cmd" in
   start)
     ensure_installed
     if running; then exit 0; fi
-    if p=$(pid) && kill -0 "$p" 2>/dev/null; then kill "$p" || true; sleep 0.5; fi
+    if p=$(pid) && kill -0 "$p" 2>/dev/null; then kill -CONT "$p" 2>/dev/null || true; kill "$p" || true; sleep 0.5; fi
+    require_free_port "$port" "the tansu broker ($dir)"
     echo "$port" >"$dir/port"
     # setsid: the broker outlives the shell (and the test) that started it.
     setsid tansu broker \
