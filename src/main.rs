@@ -268,7 +268,11 @@ fn status(path: &std::path::Path, task: Option<&str>, json: bool) -> Result<Exit
         println!(
             "(written {age_s} s ago by pid {}, which {})",
             r.pid,
-            if running { "still runs" } else { "is no longer running" }
+            if running {
+                "still runs"
+            } else {
+                "is no longer running"
+            }
         );
     }
     for t in r.tasks.iter().filter(|t| task.is_none_or(|id| t.id == id)) {

@@ -51,8 +51,9 @@ async fn sigterm_with_a_blocked_stdout_exits_within_the_timeout() {
         "INSERT INTO {db}.t SELECT seq, REPEAT('x', 200) FROM {db}.seq_1_to_2000"
     ))
     .await;
-    // The pipe (64 KiB) fills with a few hundred lines; then the writer blocks.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The pipe (64 KiB) fills with a few hundred lines; then the writer
+    // blocks with the rest in flight.
+    d.wait_in_flight(Duration::from_secs(30));
     let asked = Instant::now();
     kill("-TERM", child.0.id());
     let status = loop {
@@ -109,7 +110,7 @@ async fn sigterm_with_a_hung_broker_exits_within_the_timeout_and_loses_nothing()
     let mut expected = load.run(100).await;
     b.pause();
     expected.extend(load.run(100).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.wait_in_flight(Duration::from_secs(30));
     let asked = Instant::now();
     let status = d.stop();
     let took = asked.elapsed();

@@ -134,6 +134,9 @@ async fn kill_9_under_load_resumes_exactly() {
         kills += 1;
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..200))).await;
         d.start();
+        // Each start reaches the stream before the next kill (on a slow
+        // machine connecting can take longer than the pause).
+        d.wait_log("reading WAL", Duration::from_secs(60));
         if kills >= 12 {
             break;
         }
@@ -160,6 +163,15 @@ async fn server_restart_mid_stream_loses_and_repeats_nothing() {
         .await;
     let mut d = Daemon::postgres("pg_restart", &pg.url(db), &[], "");
     source_option(&d, "max_batch_events = 200");
+    // The sink holds everything while the gate exists: the restart comes
+    // mid-stream however fast the machine (the daemon has read part of the
+    // backlog and written none of it).
+    let gate = d.dir.join("stall");
+    d.env.push((
+        "TIDEMARK_FAILPOINT_SINK_STALL".into(),
+        gate.display().to_string(),
+    ));
+    std::fs::write(&gate, "").unwrap();
     d.start();
     wait_streaming(&d);
 
@@ -175,12 +187,28 @@ async fn server_restart_mid_stream_loses_and_repeats_nothing() {
         .unwrap();
     }
     drop(c);
-    let before = d.lines().len();
-    pg.restart();
-    assert!(
-        before < 100_000,
-        "the daemon finished before the restart ({before} lines)"
-    );
+    assert_eq!(d.lines().len(), 0, "the stalled sink wrote nothing");
+    // The server shuts down while the daemon holds the backlog. A logical
+    // walsender sends everything before the server stops, so the gate opens
+    // once the shutdown has begun (new connections refused).
+    std::thread::scope(|scope| {
+        let restart = scope.spawn(|| pg.restart());
+        let url = pg.url(db);
+        let gate = &gate;
+        let opener = scope.spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            wait_until(Duration::from_secs(60), "the shutdown to begin", || {
+                rt.block_on(tokio_postgres::connect(&url, tokio_postgres::NoTls))
+                    .is_err()
+            });
+            std::fs::remove_file(gate).unwrap();
+        });
+        opener.join().unwrap();
+        restart.join().unwrap();
+    });
     let c = pg.client(db).await;
     c.batch_execute("INSERT INTO r SELECT g, 'after' FROM generate_series(100001, 101000) g")
         .await

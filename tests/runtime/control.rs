@@ -178,8 +178,12 @@ topic_creation = {{ partitions = 3 }}
 
     b.pause();
     expected.extend(load.run(200).await);
-    // Let the sink take events the broker can't acknowledge.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The sink holds events the broker can't acknowledge.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while t.progress().events_read <= t.progress().events_written {
+        assert!(Instant::now() < deadline, "{:?}", t.progress());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let asked = Instant::now();
     t.pause().await.unwrap();
     let took = asked.elapsed();

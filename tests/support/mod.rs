@@ -514,6 +514,29 @@ path = "{out}"
         }
     }
 
+    /// Task `t`'s progress from the daemon's status file (rewritten every
+    /// second), once there is one.
+    pub fn progress(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.join("data/status.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["tasks"]
+            .as_array()?
+            .iter()
+            .find(|t| t["id"] == "t")
+            .map(|t| t["progress"].clone())
+    }
+
+    /// Waits until task `t` has events read but not yet durable: the sink
+    /// holds them (blocked, stalled) — what a test that stops a stuck sink
+    /// needs before it acts.
+    pub fn wait_in_flight(&self, timeout: Duration) {
+        wait_until(timeout, "events in flight (read, not durable)", || {
+            self.progress().is_some_and(|p| {
+                p["events_read"].as_u64().unwrap_or(0) > p["events_written"].as_u64().unwrap_or(0)
+            })
+        });
+    }
+
     /// Runs `tidemark <args> --config <config>` to completion.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         let mut all: Vec<&str> = args.to_vec();

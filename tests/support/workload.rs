@@ -44,10 +44,22 @@ impl Workload {
     /// Runs `txs` random transactions (1–11 changes each); returns their
     /// changes in commit order.
     pub async fn run(&mut self, txs: usize) -> Vec<Change> {
+        self.run_paced(txs, None).await
+    }
+
+    /// As [`Workload::run`], at most `per_sec` transactions a second: the
+    /// load lasts at least `txs / per_sec` seconds however fast the machine
+    /// is (tests that must act while it runs).
+    pub async fn run_paced(&mut self, txs: usize, per_sec: Option<u32>) -> Vec<Change> {
+        let started = tokio::time::Instant::now();
         let db = self.db.clone();
         let tables = ["a", "b"];
         let mut expected = Vec::new();
-        for _ in 0..txs {
+        for i in 0..txs {
+            if let Some(rate) = per_sec {
+                let due = started + std::time::Duration::from_secs_f64(i as f64 / f64::from(rate));
+                tokio::time::sleep_until(due).await;
+            }
             let mut stmts = Vec::new();
             let mut changes = Vec::new();
             for _ in 0..self.rng.random_range(1..12) {
