@@ -46,10 +46,27 @@ path = "-"
 TOML
 
 cat >&2 <<MSG
-tidemark is streaming changes of database 'demo' to stdout (Ctrl-C to stop).
+
+tidemark is streaming every change of PostgreSQL database 'demo'
+(127.0.0.1:15432) to stdout through a logical replication slot, one JSON line
+per row change, in Debezium's envelope: "op" (c insert, u update, d delete),
+"before" and "after" (the row), "source" (the LSN it came from) and "position"
+(where tidemark resumes after a restart). Ctrl-C stops it; run this script
+again and it continues where it stopped.
+
 Try, in another terminal:
-  PGPASSWORD=tidemark psql -h127.0.0.1 -p15432 -Utidemark demo -c "INSERT INTO items VALUES (1, 'hello')"
+  PGPASSWORD=tidemark psql -h127.0.0.1 -p15432 -Utidemark demo \
+    -c "INSERT INTO items VALUES (1, 'hello'); UPDATE items SET name = 'world' WHERE id = 1; DELETE FROM items WHERE id = 1"
+  target/release/tidemark status --config target/quickstart-postgres/tidemark.toml    # state, progress, lag
+
 When done for good, drop the replication slot so the server can recycle WAL:
   DEMO_PASSWORD=tidemark target/release/tidemark slot drop --config target/quickstart-postgres/tidemark.toml --task demo
+
+Next:
+  scripts/quickstart.sh                   the same from MariaDB (binlog)
+  config/postgres-kafka.toml              to Kafka topics (protobuf), as Debezium's consumers expect
+  config/postgres-jsonl.toml              to a file, exactly once across restarts and kill -9
+  README.md, docs/runtime.md              tasks, states, pause/resume, failures and recovery
+
 MSG
 DEMO_PASSWORD=tidemark exec target/release/tidemark run --config target/quickstart-postgres/tidemark.toml

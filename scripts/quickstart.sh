@@ -44,8 +44,24 @@ path = "-"
 TOML
 
 cat >&2 <<MSG
-tidemark is streaming changes of database 'demo' to stdout (Ctrl-C to stop).
+
+tidemark is streaming every change of MariaDB database 'demo' (127.0.0.1:13306)
+to stdout, one JSON line per row change, in Debezium's envelope: "op" (c
+insert, u update, d delete), "before" and "after" (the row), "source" (where in
+the binlog it came from) and "position" (where tidemark resumes after a
+restart). Ctrl-C stops it; run this script again and it continues where it
+stopped.
+
 Try, in another terminal:
-  mariadb -h127.0.0.1 -P13306 -utidemark -ptidemark demo -e "INSERT INTO items VALUES (1, 'hello')"
+  mariadb -h127.0.0.1 -P13306 -utidemark -ptidemark demo \
+    -e "INSERT INTO items VALUES (1, 'hello'); UPDATE items SET name = 'world' WHERE id = 1; DELETE FROM items WHERE id = 1"
+  target/release/tidemark status --config target/quickstart/tidemark.toml    # state, progress, lag
+
+Next:
+  scripts/quickstart-postgres.sh          the same from PostgreSQL (logical replication)
+  config/mysql-kafka.toml                 to Kafka topics, as Debezium writes them (README: Kafka sink)
+  config/mysql-jsonl.toml                 to a file, exactly once across restarts and kill -9
+  README.md, docs/runtime.md              tasks, states, pause/resume, failures and recovery
+
 MSG
 DEMO_PASSWORD=tidemark exec target/release/tidemark run --config target/quickstart/tidemark.toml

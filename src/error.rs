@@ -69,7 +69,9 @@ pub fn chain(e: &(dyn Error + 'static)) -> String {
             },
             _ => t.clone(),
         };
-        if own.is_empty() || parts.last().is_some_and(|p| *p == own) {
+        // Empty, or already shown by the level above (a wrapper that
+        // quotes its source): left out.
+        if own.is_empty() || parts.last().is_some_and(|p| p.contains(own.as_str())) {
             continue;
         }
         parts.push(own);
@@ -197,6 +199,16 @@ mod tests {
     #[derive(Debug, thiserror::Error)]
     #[error("connecting")]
     struct Outer2(#[source] LibOuter);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("Server error: `{0}'")]
+    struct Quotes(#[source] std::io::Error);
+
+    #[test]
+    fn chain_skips_a_cause_its_parent_quotes() {
+        let e = Quotes(std::io::Error::other("ERROR 1045: Access denied"));
+        assert_eq!(chain(&e), "Server error: `ERROR 1045: Access denied'");
+    }
 
     #[test]
     fn chain_joins_causes_once() {

@@ -410,14 +410,16 @@ fn run(path: &std::path::Path, once: bool) -> Result<ExitCode> {
             .filter(|t| t.state() == TaskState::Failed)
             .map(|t| format!("{}: {}", t.id(), t.status().error.unwrap_or_default()))
             .collect();
-        if failed.is_empty() {
-            Ok(ExitCode::SUCCESS)
-        } else {
-            for f in &failed {
-                error!(task = %f, "task failed");
-            }
-            Ok(ExitCode::FAILURE)
+        for f in &failed {
+            error!(task = %f, "task failed");
         }
+        // A service stopped on request exits 0 (its failed tasks were
+        // reported as they failed); `--once` reports them in its status.
+        Ok(if once && !failed.is_empty() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
     })?;
     // Threads stuck on a blocked sink (a full pipe, a frozen file system)
     // must not keep the process alive: leave without waiting for them.

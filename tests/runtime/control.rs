@@ -34,11 +34,13 @@ async fn a_paused_task_takes_a_new_filter_and_format_from_its_position() {
     );
     let t = sup.add(cfg, true).unwrap();
     wait_streaming(&t).await;
+    // b's changes before a(9) are before the position the pause commits
+    // (the task delivered a(9), after them).
     m.exec(&format!(
-        "INSERT INTO {db}.a VALUES (1); INSERT INTO {db}.b VALUES (1); INSERT INTO {db}.a VALUES (2); INSERT INTO {db}.b VALUES (2);"
+        "INSERT INTO {db}.a VALUES (1); INSERT INTO {db}.b VALUES (1); INSERT INTO {db}.a VALUES (2); INSERT INTO {db}.b VALUES (2); INSERT INTO {db}.a VALUES (9);"
     ))
     .await;
-    wait_lines(&out, 2, &t, Duration::from_secs(30)).await;
+    wait_lines(&out, 3, &t, Duration::from_secs(30)).await;
 
     let change = TaskChange {
         filter: Some(FilterConfig {
@@ -85,7 +87,7 @@ async fn a_paused_task_takes_a_new_filter_and_format_from_its_position() {
     .await;
     t.resume().await.unwrap();
     m.exec(&format!("INSERT INTO {db}.b VALUES (4);")).await;
-    let lines = wait_lines(&out, 5, &t, Duration::from_secs(30)).await;
+    let lines = wait_lines(&out, 6, &t, Duration::from_secs(30)).await;
     let got: Vec<(String, i64, bool)> = lines
         .iter()
         .map(|l| {
@@ -101,6 +103,7 @@ async fn a_paused_task_takes_a_new_filter_and_format_from_its_position() {
         vec![
             ("a".into(), 1, true),
             ("a".into(), 2, true),
+            ("a".into(), 9, true),
             ("a".into(), 3, false),
             ("b".into(), 3, false),
             ("b".into(), 4, false),

@@ -179,3 +179,51 @@ async fn a_full_data_dir_is_named_and_recovered_from_exactly() {
     assert!(sup.shutdown(Duration::from_secs(20)).await.is_empty());
     drop(fs);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_spill_dir_is_named_and_recovered_from_exactly() {
+    let db = "rt_spillfull";
+    let pg = crate::support::postgres();
+    pg.fresh_db(db).await;
+    pg.exec(db, "CREATE TABLE r (id bigint PRIMARY KEY, pad text)")
+        .await;
+    // A role whose transactions stream from 64 kB on: they go to the spill.
+    let url = crate::postgres::streaming_url(pg, db).await;
+    let mut d = crate::support::Daemon::postgres(db, &url, &[], "");
+    let fs = Tmpfs::mount(&d.dir.join("spill"), "2m");
+    crate::postgres::source_option(&d, &format!("spill_dir = \"{}\"", fs.0.display()));
+    d.once = false;
+    d.start();
+    crate::postgres::wait_streaming(&d);
+    // One transaction of about 5 MB: more than the spill directory holds.
+    pg.exec(
+        db,
+        "INSERT INTO r SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g",
+    )
+    .await;
+    d.wait_log("is full", Duration::from_secs(60));
+    let log = d.current_log();
+    assert!(
+        log.contains(&format!("spill directory {}", fs.0.display())) && log.contains("free"),
+        "{log}"
+    );
+    assert!(log.contains("restarting"), "retried, not failed: {log}");
+    // Space comes back.
+    let st = Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&fs.0)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let lines = d.wait_lines(20_000, Duration::from_secs(120));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ids: Vec<i64> = d
+        .lines()
+        .iter()
+        .map(|l| l["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), lines.len(), "extra events");
+    assert_eq!(ids, (1..=20_000).collect::<Vec<_>>());
+    assert!(d.stop().success(), "{}", d.log());
+    drop(fs);
+}

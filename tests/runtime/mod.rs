@@ -153,8 +153,19 @@ async fn pause_and_resume_under_load_lose_and_repeat_nothing() {
         .filter(|h| h.state == TaskState::Paused)
         .count();
     assert_eq!(paused, 4, "{:?}", status.history);
+    // The source measures how far behind the server's binlog end it is.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while t.progress().lag_bytes.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no lag_bytes: {:?}",
+            t.progress()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let p = t.progress();
     assert_eq!(p.events_written as usize, expected.len(), "{p:?}");
+    assert_eq!(p.lag_seconds, Some(0.0), "caught up: {p:?}");
     assert!(p.bytes_read > 0 && p.bytes_written > 0, "{p:?}");
     let table_total: u64 = p.tables.values().map(|c| c.total()).sum();
     assert_eq!(table_total as usize, expected.len(), "{p:?}");
@@ -282,4 +293,57 @@ async fn failing_offset_commits_change_the_state_at_once_and_recover_without_los
         t.status().history
     );
     assert!(sup.shutdown(Duration::from_secs(20)).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_task_leaves_the_others_and_the_daemon_running() {
+    let db = "rt_isolated";
+    let m = mariadb();
+    m.fresh_db(db).await;
+    m.exec(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY)"))
+        .await;
+    let mut d = crate::support::Daemon::mysql(db, &m.url(), &[&format!("{db}.*")], "");
+    // A second task whose credentials are wrong: a definite error.
+    let bad_url = m.url().replace("tidemark:tidemark@", "tidemark:wrong@");
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        format!(
+            "{text}\n[[tasks]]\nid = \"bad\"\n[tasks.source]\ntype = \"mysql\"\nurl = \"{bad_url}\"\nserver_id = {}\n[tasks.sink]\ntype = \"jsonl\"\npath = \"{}\"\n",
+            server_id("rt_isolated_bad"),
+            d.dir.join("bad.jsonl").display()
+        ),
+    )
+    .unwrap();
+    d.once = false;
+    d.start();
+    crate::mysql::stream::wait_streaming(&d);
+    m.exec(&format!("INSERT INTO {db}.t VALUES (1), (2)")).await;
+    d.wait_lines(2, Duration::from_secs(30));
+    // The bad task failed, saying why; the good one and the daemon run on.
+    let status = d.dir.join("data/status.json");
+    crate::support::wait_until(Duration::from_secs(30), "task bad failed", || {
+        std::fs::read_to_string(&status).is_ok_and(|s| s.contains("\"failed\""))
+    });
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&status).unwrap()).unwrap();
+    let bad = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == "bad")
+        .unwrap();
+    assert_eq!(bad["status"]["state"], "failed");
+    let error = bad["status"]["error"].as_str().unwrap();
+    assert!(error.contains("access denied"), "{error}");
+    assert!(d.is_running());
+    m.exec(&format!("INSERT INTO {db}.t VALUES (3)")).await;
+    d.wait_lines(3, Duration::from_secs(30));
+    let out = d.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("bad: failed") && text.contains("t: running"),
+        "{text}"
+    );
+    assert!(d.stop().success(), "{}", d.log());
 }

@@ -165,6 +165,8 @@ pub struct KafkaSink {
     commit: Option<(u64, tokio::task::JoinHandle<Result<(), KafkaError>>)>,
     scratch: Vec<Msg>,
     bytes: u64,
+    /// Messages the broker refused as too large, awaiting their dead letter.
+    rejected: Vec<(u64, Msg, String)>,
 }
 
 impl Drop for KafkaSink {
@@ -292,6 +294,7 @@ impl KafkaSink {
             commit: None,
             scratch: Vec::new(),
             bytes: 0,
+            rejected: Vec::new(),
         })
     }
 
@@ -509,11 +512,18 @@ impl KafkaSink {
 
     /// Messages the broker refused as too large (idempotent mode): dead
     /// letters in their place, or the task's error.
+    ///
+    /// Cancel-safe (the runner selects on `durable`): a refused message
+    /// leaves `self.rejected` only once its dead letter was handed to the
+    /// producer and its ticket settled, with no await in between, so a
+    /// dropped call neither loses it nor sends it twice.
     async fn retry_rejected(&mut self) -> Result<(), KafkaSinkError> {
-        for (ticket, m, detail) in self.tracker.take_rejected() {
+        self.rejected.extend(self.tracker.take_rejected());
+        while let Some((ticket, m, detail)) = self.rejected.first().cloned() {
             self.oversized(m, ticket, &detail).await?;
             // The refused message is settled by its replacement.
             self.tracker.settle(ticket);
+            self.rejected.remove(0);
         }
         Ok(())
     }
