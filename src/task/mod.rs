@@ -2,8 +2,9 @@
 //! control.
 //!
 //! - [`supervisor`]: the registry of tasks; each task runs in a loop of its
-//!   own that owns the retry policy (transient errors restart the task with
-//!   backoff, definite ones fail it) and obeys its control channel;
+//!   own (`lifecycle.rs`) that owns the retry policy (transient errors
+//!   restart the task with backoff, definite ones fail it) and obeys its
+//!   control channel;
 //! - [`handle`]: what callers hold: state, progress, and pause / resume /
 //!   stop / modify;
 //! - [`runner`]: one run of a task, the only place that sequences
@@ -14,6 +15,7 @@
 
 pub mod builder;
 pub mod handle;
+mod lifecycle;
 pub mod progress;
 pub mod report;
 pub mod runner;

@@ -15,10 +15,12 @@
 //! durable once committed.
 
 pub mod config;
+mod error;
 pub mod format;
 pub mod resume;
 pub mod route;
 pub mod schema;
+mod topics;
 mod track;
 
 use std::collections::HashMap;
@@ -26,15 +28,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tracing::{info, warn};
 
 pub use config::KafkaSinkConfig;
-use config::{KafkaDelivery, OnOversized, TopicCreationMode};
+use config::{KafkaDelivery, OnOversized};
+pub use error::KafkaSinkError;
+use error::{kafka, retriable};
 use format::{Formatter, Msg, TxTracker};
 use resume::Mark;
 use route::Router;
@@ -43,100 +45,8 @@ use track::{Ctx, Tracker};
 use crate::event::json::JsonOptions;
 use crate::event::{Batch, Connector, Position};
 
-/// Kafka sink errors; each names what to fix.
-#[derive(Debug, thiserror::Error)]
-pub enum KafkaSinkError {
-    #[error("kafka: {what}")]
-    Kafka {
-        what: String,
-        #[source]
-        source: KafkaError,
-    },
-    #[error(
-        "kafka: topic {topic} does not exist and topic_creation.mode is \"require_existing\": create it, or set topic_creation.mode = \"auto\""
-    )]
-    MissingTopic { topic: String },
-    #[error(
-        "kafka: a {size}-byte message for topic {topic} ({position}) is over the limit of {limit} bytes{detail}: raise max_message_bytes (and the broker's message.max.bytes / the topic's max.message.bytes), or set on_oversized = \"dead_letter\""
-    )]
-    Oversized {
-        topic: String,
-        size: usize,
-        limit: u64,
-        position: String,
-        detail: String,
-    },
-    #[error("kafka: delivery to topic {topic} failed ({position})")]
-    Delivery {
-        topic: String,
-        position: String,
-        #[source]
-        source: Box<KafkaError>,
-    },
-    #[error(transparent)]
-    Resume(#[from] resume::ResumeError),
-    #[error("kafka: topic {topic}: {message}")]
-    Foreign { topic: String, message: String },
-    #[error("kafka: {0}")]
-    Config(String),
-}
-
-impl crate::error::Classify for KafkaSinkError {
-    fn class(&self) -> crate::error::ErrorClass {
-        use crate::error::ErrorClass::{Definite, Transient};
-        match self {
-            KafkaSinkError::Kafka { source, .. } => kafka_class(source),
-            KafkaSinkError::Delivery { source, .. } => kafka_class(source),
-            KafkaSinkError::Resume(resume::ResumeError::Kafka { source, .. }) => {
-                kafka_class(source)
-            }
-            KafkaSinkError::Resume(resume::ResumeError::Timeout { .. }) => Transient,
-            KafkaSinkError::Resume(_) => Definite,
-            KafkaSinkError::MissingTopic { .. }
-            | KafkaSinkError::Oversized { .. }
-            | KafkaSinkError::Foreign { .. }
-            | KafkaSinkError::Config(_) => Definite,
-        }
-    }
-}
-
-/// Kafka errors that retrying can't fix: configuration, authorization, a
-/// topic setting the broker refuses, a producer fenced by another instance
-/// of the task. Everything else (brokers away, timeouts, leader changes)
-/// is transient.
-fn kafka_class(e: &KafkaError) -> crate::error::ErrorClass {
-    use crate::error::ErrorClass::{Definite, Transient};
-    use RDKafkaErrorCode as C;
-    match e {
-        KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_) => Definite,
-        _ => match e.rdkafka_error_code() {
-            Some(
-                C::TopicAuthorizationFailed
-                | C::ClusterAuthorizationFailed
-                | C::GroupAuthorizationFailed
-                | C::TransactionalIdAuthorizationFailed
-                | C::SaslAuthenticationFailed
-                | C::Authentication
-                | C::InvalidConfig
-                | C::InvalidReplicationFactor
-                | C::InvalidPartitions
-                | C::PolicyViolation
-                | C::Fenced
-                | C::ProducerFenced
-                | C::InvalidTransactionalState,
-            ) => Definite,
-            _ => Transient,
-        },
-    }
-}
-
-fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> KafkaSinkError {
-    let what = what.into();
-    move |source| KafkaSinkError::Kafka { what, source }
-}
-
 /// What the sink knows of a topic it writes.
-struct TopicInfo {
+pub(super) struct TopicInfo {
     partitions: i32,
     /// Per partition, the last mark a previous run wrote; cleared once this
     /// run writes past it.
@@ -144,7 +54,7 @@ struct TopicInfo {
 }
 
 /// Time allowed for metadata and admin requests before retrying.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct KafkaSink {
     cfg: KafkaSinkConfig,
@@ -527,123 +437,6 @@ impl KafkaSink {
         }
         Ok(())
     }
-
-    /// Looks a topic up, creates it when allowed, and reads the last mark
-    /// of each partition.
-    async fn prepare_topic(&self, topic: &str) -> Result<TopicInfo, KafkaSinkError> {
-        let mut created = false;
-        let mut backoff = crate::retry::Backoff::default();
-        let partitions = loop {
-            let p = self.producer.clone();
-            let t = topic.to_string();
-            let md = tokio::task::spawn_blocking(move || {
-                p.client()
-                    .fetch_metadata(Some(&t), REQUEST_TIMEOUT)
-                    .map(|md| {
-                        md.topics()
-                            .iter()
-                            .find(|x| x.name() == t)
-                            .map(|x| (x.error(), x.partitions().len() as i32))
-                    })
-            })
-            .await
-            .map_err(|e| KafkaSinkError::Config(format!("metadata task failed: {e}")))?;
-            match md {
-                Ok(Some((None, n))) if n > 0 => break n,
-                Ok(_) if !created => {
-                    if self.cfg.topic_creation.mode == TopicCreationMode::RequireExisting {
-                        return Err(KafkaSinkError::MissingTopic {
-                            topic: topic.to_string(),
-                        });
-                    }
-                    self.create_topic(topic).await?;
-                    created = true;
-                }
-                Ok(_) => {
-                    // Created; waiting for the metadata to show it.
-                    tokio::time::sleep(backoff.next_delay().min(Duration::from_secs(2))).await;
-                }
-                Err(e) if retriable(&e) => {
-                    warn!(task = %self.task, topic, error = %e, "kafka: metadata unavailable, retrying");
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-                Err(e) => return Err(kafka(format!("looking up topic {topic}"))(e)),
-            }
-        };
-        let base = self.base.clone();
-        let t = topic.to_string();
-        let read_committed = self.cfg.delivery == KafkaDelivery::Transactional;
-        let last = tokio::task::spawn_blocking(move || {
-            resume::read_last(
-                &base,
-                &t,
-                partitions,
-                read_committed,
-                Duration::from_secs(60),
-            )
-        })
-        .await
-        .map_err(|e| KafkaSinkError::Config(format!("resume task failed: {e}")))??;
-        let written = last.iter().filter(|l| l.is_some()).count();
-        info!(task = %self.task, topic, partitions, partitions_with_data = written, "kafka: topic ready");
-        Ok(TopicInfo { partitions, last })
-    }
-
-    async fn create_topic(&self, topic: &str) -> Result<(), KafkaSinkError> {
-        let admin: AdminClient<DefaultClientContext> = self
-            .base
-            .create()
-            .map_err(kafka("creating the admin client"))?;
-        let tc = &self.cfg.topic_creation;
-        let retention = tc.retention_ms.map(|r| r.to_string());
-        let mut nt = NewTopic::new(
-            topic,
-            tc.partitions,
-            TopicReplication::Fixed(tc.replication_factor),
-        );
-        if let Some(r) = &retention {
-            nt = nt.set("retention.ms", r);
-        }
-        if let Some(c) = &tc.cleanup_policy {
-            nt = nt.set("cleanup.policy", c);
-        }
-        let opts = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-        let results = admin
-            .create_topics([&nt], &opts)
-            .await
-            .map_err(kafka(format!("creating topic {topic}")))?;
-        for r in results {
-            match r {
-                Ok(_) => {
-                    info!(task = %self.task, topic, partitions = tc.partitions, "kafka: topic created")
-                }
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => {
-                    return Err(kafka(format!("creating topic {topic}"))(
-                        KafkaError::AdminOp(code),
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Errors that go away when the broker comes back.
-fn retriable(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::BrokerTransportFailure
-                | RDKafkaErrorCode::AllBrokersDown
-                | RDKafkaErrorCode::OperationTimedOut
-                | RDKafkaErrorCode::RequestTimedOut
-                | RDKafkaErrorCode::LeaderNotAvailable
-                | RDKafkaErrorCode::NotCoordinator
-                | RDKafkaErrorCode::CoordinatorNotAvailable
-                | RDKafkaErrorCode::CoordinatorLoadInProgress
-        )
-    )
 }
 
 fn headers(task: &str, m: &Msg) -> OwnedHeaders {
