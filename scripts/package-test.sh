@@ -31,7 +31,7 @@ cleanup() {
 trap cleanup EXIT
 
 DEBIAN_FRONTEND=noninteractive apt-get install -y -q "./$deb" >/dev/null
-for f in /usr/bin/tidemark /lib/systemd/system/tidemark.service /etc/tidemark/tidemark.toml \
+for f in /usr/bin/tidemark /usr/lib/systemd/system/tidemark.service /etc/tidemark/tidemark.toml \
   /usr/share/doc/tidemark/README.md; do
   [ -e "$f" ] || { echo "error: the package did not install $f" >&2; exit 1; }
 done
@@ -59,7 +59,7 @@ echo "PKG_PASSWORD=tidemark" >/etc/tidemark/env
 chgrp tidemark /etc/tidemark/env
 chmod 0640 /etc/tidemark/env
 
-unit=/lib/systemd/system/tidemark.service
+unit=/usr/lib/systemd/system/tidemark.service
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload
   systemctl start tidemark
@@ -70,10 +70,13 @@ else
   pre=$(sed -n 's/^ExecStartPre=//p' "$unit")
   start=$(sed -n 's/^ExecStart=//p' "$unit")
   set -a; . /etc/tidemark/env; set +a
+  # setpriv execs the command itself (runuser would stay in between and
+  # turn SIGTERM into its own exit status).
+  as_unit_user=(setpriv --reuid=tidemark --regid=tidemark --init-groups --reset-env)
   # shellcheck disable=SC2086
-  runuser -u tidemark -- $pre
+  "${as_unit_user[@]}" env PKG_PASSWORD="$PKG_PASSWORD" $pre
   # shellcheck disable=SC2086
-  runuser -u tidemark -- env PKG_PASSWORD="$PKG_PASSWORD" $start 2>target/package-daemon.log &
+  "${as_unit_user[@]}" env PKG_PASSWORD="$PKG_PASSWORD" $start 2>target/package-daemon.log &
   pid=$!
   how="the unit's ExecStart ($start) as user tidemark"
 fi
