@@ -20,6 +20,12 @@ async fn a_silent_walsender_is_detected_and_the_task_reconnects_exactly() {
     wait_streaming(&d);
     pg.exec(db, "INSERT INTO t VALUES (1)").await;
     d.wait_lines(1, Duration::from_secs(30));
+    // The keepalives carry the server's WAL end: the lag in bytes shows.
+    wait_until(
+        Duration::from_secs(30),
+        "lag_bytes in the status file",
+        || d.progress().is_some_and(|p| p["lag_bytes"].is_u64()),
+    );
     let c = pg.client("postgres").await;
     let pid: i32 = c
         .query_one(
