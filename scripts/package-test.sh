@@ -16,7 +16,7 @@ fi
 deb=$(scripts/package.sh)
 echo "package: $deb ($(du -h "$deb" | cut -f1))"
 
-port=${TIDEMARK_PACKAGE_TEST_PORT:-13330}
+port=$((13330 + ${TIDEMARK_TEST_PORT_OFFSET:-0}))
 srv=$PWD/target/servers/mariadb-package
 tests/servers/mariadb.sh start "$srv" "$port"
 mysql=(mariadb -h127.0.0.1 -P"$port" -utidemark -ptidemark)
