@@ -21,6 +21,6 @@ require_disk . 6144 "the test build and servers"
 offset=${TIDEMARK_TEST_PORT_OFFSET:-0}
 tests/servers/mariadb.sh start target/servers/mariadb $((13306 + offset))
 tests/servers/postgres.sh start target/servers/postgres $((15432 + offset))
-# The Kafka-protocol broker; installs tansu with cargo (~15 min) when missing.
+# The Kafka-protocol broker; installs tansu with cargo (~9 min on 2 cores, once) when missing.
 tests/servers/tansu.sh start target/servers/tansu $((19092 + offset))
 cargo test --locked "$@"

@@ -10,7 +10,7 @@
 # DIR defaults to target/servers/tansu, PORT to 19092. When `tansu` is not on
 # PATH (nor in ~/.cargo/bin), installs it once with
 # `cargo install tansu --version 0.6.0 --features dynostore --locked`
-# (about 13-15 minutes on 2 cores; its default build has no storage engine,
+# (about 9 minutes on 2 idle cores; its default build has no storage engine,
 # `dynostore` brings `memory://`). Data lives in the broker's memory: a
 # restart starts empty.
 set -euo pipefail
@@ -26,7 +26,7 @@ ensure_installed() {
   if command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q '0\.6\.0'; then
     return
   fi
-  echo "installing tansu 0.6.0 with the memory storage engine (cargo install, ~15 min)..." >&2
+  echo "installing tansu 0.6.0 with the memory storage engine (cargo install, about 9 minutes on 2 cores, once per machine)..." >&2
   # Parallel test processes may get here together: one install at a time.
   mkdir -p "$(dirname "$dir")"
   flock "$(dirname "$dir")/.tansu-install.lock" sh -c \
