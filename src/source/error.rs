@@ -49,11 +49,6 @@ impl SourceError {
         self.give_up_after = Some(d);
         self
     }
-
-    /// The message without the causes.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
 }
 
 impl Classify for SourceError {

@@ -210,11 +210,6 @@ impl LogSource {
             .caused_by(e)),
         }
     }
-
-    /// True once the reader ended.
-    pub fn has_ended(&self) -> bool {
-        self.ended
-    }
 }
 
 impl Source for LogSource {

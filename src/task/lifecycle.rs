@@ -329,7 +329,7 @@ impl TaskLoop {
         if let Some(s) = stopping {
             let note = match &outcome {
                 Some(Ok(_)) => format!("{}: drained", s.note),
-                Some(Err(e)) => format!("{}: the drain failed: {}", s.note, chain_of(e)),
+                Some(Err(e)) => format!("{}: the drain failed: {}", s.note, chain(e)),
                 None => {
                     if self.shutdown.is_cancelled() {
                         self.abandoned
@@ -371,7 +371,7 @@ impl TaskLoop {
 
     /// A run ended with `e`: retry or fail.
     fn failed_run(&mut self, e: &TaskError, backoff: &mut Backoff) -> Next {
-        let text = chain_of(e);
+        let text = chain(e);
         self.progress.set_error(Some(text.clone()));
         let now = now_ms();
         let series_since = self
@@ -425,10 +425,6 @@ impl TaskLoop {
         self.set(TaskState::Failed, Some(message));
         Next::Idle
     }
-}
-
-fn chain_of(e: &TaskError) -> String {
-    chain(e)
 }
 
 /// One run: opens the sink, works out where to resume, spawns the source,

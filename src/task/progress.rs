@@ -151,12 +151,23 @@ impl Progress {
         // together, so the map is touched once per run, not per event.
         let mut p = self.positions();
         let mut run: Option<(&ChangeEvent, u64)> = None;
-        let flush = |p: &mut Positions, ev: &ChangeEvent, n: u64| {
-            let name = match &ev.table {
-                Some(t) => t.qualified_name(),
-                None => "(no table)".to_string(),
-            };
-            p.tables.entry(name).or_default().add(ev.op, n);
+        // The table's name is built in a reused buffer; the map allocates
+        // only for a table it hasn't seen.
+        let mut name = String::new();
+        let mut flush = |p: &mut Positions, ev: &ChangeEvent, n: u64| {
+            name.clear();
+            match &ev.table {
+                Some(t) => {
+                    name.push_str(t.schema.as_deref().unwrap_or(&t.db));
+                    name.push('.');
+                    name.push_str(&t.name);
+                }
+                None => name.push_str("(no table)"),
+            }
+            match p.tables.get_mut(name.as_str()) {
+                Some(c) => c.add(ev.op, n),
+                None => p.tables.entry(name.clone()).or_default().add(ev.op, n),
+            }
         };
         for ev in batches.iter().flat_map(|b| &b.events) {
             match &mut run {

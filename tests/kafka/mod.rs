@@ -160,6 +160,21 @@ pub fn consume(brokers: &str, topics: &[&str], expected: usize, timeout: Duratio
     }
 }
 
+/// [`consume`] from async code (on a blocking thread).
+pub async fn consume_owned(
+    brokers: String,
+    topics: Vec<String>,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<Record> {
+    tokio::task::spawn_blocking(move || {
+        let t: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consume(&brokers, &t, expected, timeout)
+    })
+    .await
+    .unwrap()
+}
+
 /// Changes per key in topic order: key → [(op, value)], from Debezium JSON
 /// records without schema (tombstones left out).
 pub fn per_key(records: &[Record], field: &str) -> BTreeMap<String, Vec<(String, Value)>> {

@@ -120,15 +120,9 @@ async fn sigterm_with_a_hung_broker_exits_within_the_timeout_and_loses_nothing()
     b.resume();
     d.start();
     expected.extend(load.run(50).await);
-    let topics = [format!("{p}.{db}.a"), format!("{p}.{db}.b")];
-    let brokers = b.addr();
+    let topics = vec![format!("{p}.{db}.a"), format!("{p}.{db}.b")];
     let total = expected.len();
-    let recs = tokio::task::spawn_blocking(move || {
-        let t: Vec<&str> = topics.iter().map(String::as_str).collect();
-        crate::kafka::consume(&brokers, &t, total, Duration::from_secs(120))
-    })
-    .await
-    .unwrap();
+    let recs = crate::kafka::consume_owned(b.addr(), topics, total, Duration::from_secs(120)).await;
     let values: Vec<_> = recs.iter().filter(|r| r.value.is_some()).collect();
     assert_eq!(values.len(), expected.len(), "duplicates or losses");
     assert!(d.stop().success(), "{}", d.log());

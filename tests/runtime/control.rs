@@ -207,15 +207,9 @@ topic_creation = {{ partitions = 3 }}
     b.resume();
     t.resume().await.unwrap();
     expected.extend(load.run(100).await);
-    let topics = [format!("{p}.{db}.a"), format!("{p}.{db}.b")];
-    let brokers = b.addr();
+    let topics = vec![format!("{p}.{db}.a"), format!("{p}.{db}.b")];
     let total = expected.len();
-    let recs = tokio::task::spawn_blocking(move || {
-        let t: Vec<&str> = topics.iter().map(String::as_str).collect();
-        crate::kafka::consume(&brokers, &t, total, Duration::from_secs(120))
-    })
-    .await
-    .unwrap();
+    let recs = crate::kafka::consume_owned(b.addr(), topics, total, Duration::from_secs(120)).await;
     // Per key, the exact sequence of changes; no duplicates anywhere.
     let mut got: BTreeMap<(String, i64), Vec<(String, i64)>> = BTreeMap::new();
     let mut values = 0;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use tidemark::store::FileOffsetStore;
 use tidemark::task::{Supervisor, TaskState};
 
-use super::{mysql_task, settings, wait_lines, wait_streaming};
-use crate::support::workload::{Workload, assert_exact, observed};
+use super::{mysql_task, recovers_exactly, settings, wait_lines, wait_streaming};
+use crate::support::workload::Workload;
 use crate::support::{mariadb, read_lines, scratch};
 
 /// A tmpfs of `size` mounted at `dir` until dropped.
@@ -124,13 +124,7 @@ async fn a_full_disk_under_the_sink_file_is_named_and_recovered_from_exactly() {
     assert!(read_lines(&out).len() < expected.len());
 
     std::fs::remove_file(&filler).unwrap();
-    t.wait_for(Duration::from_secs(90), |s| s.retry.is_none())
-        .await
-        .unwrap_or_else(|s| panic!("did not recover once space was back: {s:?}"));
-    let lines = wait_lines(&out, expected.len(), &t, Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(read_lines(&out).len(), lines.len(), "extra events");
-    assert_exact(&observed(&lines), &expected, "after the disk was full");
+    recovers_exactly(&t, &out, &expected, "after the disk was full").await;
     assert!(sup.shutdown(Duration::from_secs(20)).await.is_empty());
     drop(fs);
 }
@@ -169,13 +163,7 @@ async fn a_full_data_dir_is_named_and_recovered_from_exactly() {
     );
 
     std::fs::remove_file(&filler).unwrap();
-    t.wait_for(Duration::from_secs(90), |s| s.retry.is_none())
-        .await
-        .unwrap_or_else(|s| panic!("did not recover once space was back: {s:?}"));
-    let lines = wait_lines(&out, expected.len(), &t, Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(read_lines(&out).len(), lines.len(), "extra events");
-    assert_exact(&observed(&lines), &expected, "after the data dir was full");
+    recovers_exactly(&t, &out, &expected, "after the data dir was full").await;
     assert!(sup.shutdown(Duration::from_secs(20)).await.is_empty());
     drop(fs);
 }

@@ -98,6 +98,27 @@ pub async fn wait_lines(
     }
 }
 
+/// Waits until the task recovered from its retry series, then until `out`
+/// holds `expected`, nothing more, exactly.
+pub async fn recovers_exactly(
+    t: &TaskHandle,
+    out: &Path,
+    expected: &[crate::support::workload::Change],
+    context: &str,
+) {
+    t.wait_for(Duration::from_secs(90), |s| s.retry.is_none())
+        .await
+        .unwrap_or_else(|s| panic!("{context}: did not recover: {s:?}"));
+    let lines = wait_lines(out, expected.len(), t, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        read_lines(out).len(),
+        lines.len(),
+        "{context}: extra events"
+    );
+    assert_exact(&observed(&lines), expected, context);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pause_and_resume_under_load_lose_and_repeat_nothing() {
     let db = "rt_pause";
@@ -277,13 +298,7 @@ async fn failing_offset_commits_change_the_state_at_once_and_recover_without_los
 
     store.fail.store(false, Ordering::SeqCst);
     expected.extend(load.run(100).await);
-    t.wait_for(Duration::from_secs(60), |s| s.retry.is_none())
-        .await
-        .unwrap_or_else(|s| panic!("did not recover: {s:?}"));
-    let lines = wait_lines(&out, expected.len(), &t, Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(read_lines(&out).len(), lines.len(), "extra events");
-    assert_exact(&observed(&lines), &expected, "after failing commits");
+    recovers_exactly(&t, &out, &expected, "after failing commits").await;
     assert!(
         t.status()
             .history
