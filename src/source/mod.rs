@@ -16,6 +16,7 @@ mod error;
 pub mod ledger;
 pub mod mysql;
 pub mod postgres;
+pub mod snapshot;
 
 use std::future::Future;
 use std::sync::Arc;

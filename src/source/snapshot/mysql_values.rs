@@ -1,0 +1,1 @@
+//! MySQL/MariaDB snapshot rows → the values streaming gives for the same row.
