@@ -346,6 +346,14 @@ fn describe(p: &tidemark::event::Position) -> String {
             tidemark::event::position::format_lsn(l.commit_lsn),
             l.index
         ),
+        Position::Snapshot(s) if p.is_tx_end() => format!(
+            "snapshot chunk {} copied at {} (text form {p})",
+            s.seq, s.at
+        ),
+        Position::Snapshot(s) => format!(
+            "snapshot chunk {} copied at {}, through row {} (text form {p})",
+            s.seq, s.at, s.row
+        ),
     }
 }
 

@@ -7,7 +7,7 @@ pub mod value;
 
 use std::sync::Arc;
 
-pub use position::{BinlogPosition, LsnPosition, Position};
+pub use position::{BinlogPosition, LsnPosition, Position, SnapshotPosition};
 pub use value::Value;
 
 /// What happened to the row.
@@ -121,6 +121,33 @@ pub struct TxMeta {
     pub commit_ts_ms: i64,
     /// PostgreSQL transaction id.
     pub xid: Option<u64>,
+    /// Set on snapshot rows: Debezium's `source.snapshot`.
+    pub snapshot: Option<SnapshotMark>,
+}
+
+/// Which snapshot row an event is, as Debezium's `source.snapshot` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotMark {
+    /// The first row of a task's initial snapshot.
+    First,
+    /// A row of the initial snapshot.
+    True,
+    /// The last row of the initial snapshot.
+    Last,
+    /// A row of a snapshot taken while streaming (re-snapshot, or a table
+    /// added to the selection).
+    Incremental,
+}
+
+impl SnapshotMark {
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotMark::First => "first",
+            SnapshotMark::True => "true",
+            SnapshotMark::Last => "last",
+            SnapshotMark::Incremental => "incremental",
+        }
+    }
 }
 
 /// A DDL statement seen in the log.

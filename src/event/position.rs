@@ -15,6 +15,21 @@ use std::sync::Arc;
 pub enum Position {
     Binlog(BinlogPosition),
     Lsn(LsnPosition),
+    /// A snapshot row, placed in the stream just before the transaction
+    /// that starts (MySQL) or commits (PostgreSQL) at `at`.
+    Snapshot(SnapshotPosition),
+}
+
+/// Where a snapshot row sits among the stream's events: chunk `seq` of
+/// the rows copied at stream point `at` (a start-of-transaction position:
+/// [`BinlogPosition::start_of`], or an LSN position with index 0), row
+/// `row` of it. Every event of the transaction at `at` sorts after it,
+/// every event of an earlier transaction before it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SnapshotPosition {
+    pub at: Arc<Position>,
+    pub seq: u64,
+    pub row: u64,
 }
 
 /// MySQL/MariaDB: the transaction starts at (`file`, `tx_pos`); the event is
@@ -39,9 +54,15 @@ impl Position {
     /// Event part of a position that covers its whole transaction.
     pub const END: u64 = u64::MAX;
 
-    /// The position that covers every event of this event's transaction.
+    /// The position that covers every event of this event's transaction
+    /// (of a snapshot row: every row of its chunk).
     pub fn tx_end(&self) -> Position {
         match self {
+            Position::Snapshot(s) => Position::Snapshot(SnapshotPosition {
+                at: s.at.clone(),
+                seq: s.seq,
+                row: Self::END,
+            }),
             Position::Binlog(b) => Position::Binlog(BinlogPosition {
                 file: b.file.clone(),
                 tx_pos: b.tx_pos,
@@ -58,8 +79,20 @@ impl Position {
     /// True when this position covers its whole transaction.
     pub fn is_tx_end(&self) -> bool {
         match self {
+            Position::Snapshot(s) => s.row == Self::END,
             Position::Binlog(b) => b.event_pos == Self::END,
             Position::Lsn(l) => l.index == Self::END,
+        }
+    }
+}
+
+impl Position {
+    /// Where the stream resumes to deliver everything after `self`: the
+    /// position itself, or for a snapshot row the stream point it sits at.
+    pub fn stream_position(&self) -> &Position {
+        match self {
+            Position::Snapshot(s) => s.at.stream_position(),
+            p => p,
         }
     }
 }
@@ -102,11 +135,21 @@ impl PartialOrd for BinlogPosition {
 }
 
 impl PartialOrd for Position {
-    /// Positions of different source kinds are not comparable.
+    /// Positions of different source kinds are not comparable. A snapshot
+    /// row sorts right after its stream point `at` and before every event
+    /// past it (see [`SnapshotPosition`]).
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         match (self, other) {
             (Position::Binlog(a), Position::Binlog(b)) => Some(a.cmp(b)),
             (Position::Lsn(a), Position::Lsn(b)) => Some(a.cmp(b)),
+            (Position::Snapshot(a), Position::Snapshot(b)) => {
+                Some(a.at.partial_cmp(&b.at)?.then(a.seq.cmp(&b.seq)).then(a.row.cmp(&b.row)))
+            }
+            (Position::Snapshot(a), b) => match a.at.as_ref().partial_cmp(b)? {
+                Ordering::Less => Some(Ordering::Less),
+                Ordering::Equal | Ordering::Greater => Some(Ordering::Greater),
+            },
+            (a, Position::Snapshot(_)) => other.partial_cmp(a).map(Ordering::reverse),
             _ => None,
         }
     }
@@ -148,6 +191,10 @@ impl fmt::Display for Position {
                 write!(f, "lsn:{}:*", format_lsn(l.commit_lsn))
             }
             Position::Lsn(l) => write!(f, "lsn:{}:{}", format_lsn(l.commit_lsn), l.index),
+            Position::Snapshot(s) if s.row == Self::END => {
+                write!(f, "snapshot:{}:{}:*", s.at, s.seq)
+            }
+            Position::Snapshot(s) => write!(f, "snapshot:{}:{}:{}", s.at, s.seq, s.row),
         }
     }
 }
@@ -167,6 +214,23 @@ impl FromStr for Position {
         let err = || ParsePositionError {
             text: s.to_string(),
         };
+        if let Some(rest) = s.strip_prefix("snapshot:") {
+            let mut parts = rest.rsplitn(3, ':');
+            let row = match parts.next().ok_or_else(err)? {
+                "*" => Self::END,
+                r => r.parse().map_err(|_| err())?,
+            };
+            let seq = parts.next().and_then(|x| x.parse().ok()).ok_or_else(err)?;
+            let at: Position = parts.next().ok_or_else(err)?.parse()?;
+            if matches!(at, Position::Snapshot(_)) {
+                return Err(err());
+            }
+            return Ok(Position::Snapshot(SnapshotPosition {
+                at: Arc::new(at),
+                seq,
+                row,
+            }));
+        }
         if let Some(rest) = s.strip_prefix("binlog:") {
             // The file name may itself contain ':'; split from the right.
             if let Some(head) = rest.strip_suffix(":*") {
@@ -229,6 +293,32 @@ mod tests {
         assert!(b("bin.999999", 4, 5, 0) < b("bin.1000000", 4, 5, 0));
     }
 
+    fn snap(at: Position, seq: u64, row: u64) -> Position {
+        Position::Snapshot(SnapshotPosition {
+            at: Arc::new(at),
+            seq,
+            row,
+        })
+    }
+
+    #[test]
+    fn snapshot_rows_sit_between_the_transactions_around_their_point() {
+        let at = Position::Binlog(BinlogPosition::start_of("bin.000010", 300));
+        let r = snap(at.clone(), 2, 5);
+        assert!(b("bin.000010", 4, 20, 0).tx_end() < r);
+        assert!(at < r, "after the stream point itself");
+        assert!(r < b("bin.000010", 300, 310, 0), "before the transaction at the point");
+        assert!(r > b("bin.000010", 300, 0, 0));
+        assert!(snap(at.clone(), 2, 4) < r && r < snap(at.clone(), 3, 0));
+        assert!(r < r.tx_end() && r.tx_end() < snap(at.clone(), 3, 0));
+        assert!(r.tx_end().is_tx_end() && !r.is_tx_end());
+        let lsn = |c, i| Position::Lsn(LsnPosition { commit_lsn: c, index: i });
+        let s = snap(lsn(100, 0), 0, 1);
+        assert!(lsn(99, Position::END) < s && s < lsn(100, 1));
+        assert!(s.partial_cmp(&b("f.1", 1, 1, 1)).is_none());
+        assert_eq!(s.stream_position(), &lsn(100, 0));
+    }
+
     #[test]
     fn different_kinds_are_not_comparable() {
         let l = Position::Lsn(LsnPosition {
@@ -253,6 +343,16 @@ mod tests {
                 index: 0,
             })
             .tx_end(),
+            snap(b("odd:name.000001", 4, 0, 0), 7, 9),
+            snap(b("odd:name.000001", 4, 0, 0), 7, 9).tx_end(),
+            snap(
+                Position::Lsn(LsnPosition {
+                    commit_lsn: 5,
+                    index: 0,
+                }),
+                0,
+                0,
+            ),
         ] {
             let s = p.to_string();
             assert_eq!(s.parse::<Position>().unwrap(), p, "{s}");
@@ -268,6 +368,8 @@ mod tests {
             "lsn:zz:1",
             "lsn:1/2",
             "other:1",
+            "snapshot:lsn:0/5:0",
+            "snapshot:snapshot:lsn:0/5:0:1:1:1",
         ] {
             assert!(bad.parse::<Position>().is_err(), "{bad}");
         }

@@ -35,9 +35,12 @@ pub fn to_proto(ev: &ChangeEvent, now_ms: i64) -> pb::ChangeEvent {
                 .unwrap_or_default(),
         })
     };
-    let (file, pos, lsn) = match &ev.position {
-        Position::Binlog(b) => (b.file.to_string(), b.tx_pos, 0),
-        Position::Lsn(_) => (String::new(), 0, ev.source_offset),
+    let (file, pos, lsn) = match (&ev.position, ev.position.stream_position()) {
+        (Position::Snapshot(_), Position::Binlog(b)) => (b.file.to_string(), b.tx_pos, 0),
+        (Position::Snapshot(_), Position::Lsn(l)) => (String::new(), 0, l.commit_lsn),
+        (_, Position::Binlog(b)) => (b.file.to_string(), b.tx_pos, 0),
+        (_, Position::Lsn(_)) => (String::new(), 0, ev.source_offset),
+        (_, Position::Snapshot(_)) => (String::new(), 0, 0),
     };
     pb::ChangeEvent {
         op: match ev.op {
@@ -102,6 +105,11 @@ pub fn position(p: &Position) -> pb::Position {
                 commit_lsn: l.commit_lsn,
                 index: l.index,
             }),
+            Position::Snapshot(s) => pb::position::Kind::Snapshot(Box::new(pb::SnapshotPosition {
+                at: Some(Box::new(position(&s.at))),
+                seq: s.seq,
+                row: s.row,
+            })),
         }),
     }
 }
@@ -241,7 +249,7 @@ mod tests {
             tx: Arc::new(TxMeta {
                 gtid: Some("0-1-5".into()),
                 ..Default::default()
-            }),
+}),
             table: Some(table),
             before: None,
             after: Some(vec![Value::UInt(u64::MAX)]),

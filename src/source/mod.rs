@@ -134,6 +134,10 @@ pub struct ReaderContext {
     pub cancel: CancellationToken,
     /// Positions the runner released (see [`Source::release`]).
     pub released: watch::Receiver<Option<Position>>,
+    /// How far the reader has read: every transaction before this stream
+    /// position was sent (a snapshot places its chunks by it while the
+    /// log is quiet). Published only while nothing read is held back.
+    pub read_to: watch::Sender<Option<Position>>,
     pub metrics: Arc<SourceMetrics>,
 }
 
@@ -154,6 +158,7 @@ pub struct LogSource {
     rx: mpsc::Receiver<Batch>,
     released: watch::Sender<Option<Position>>,
     cancel: CancellationToken,
+    read_to: watch::Receiver<Option<Position>>,
     reader: Option<JoinHandle<Result<(), SourceError>>>,
     /// The reader ended and its outcome was returned (once).
     ended: bool,
@@ -175,11 +180,13 @@ impl LogSource {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let (released_tx, released_rx) = watch::channel(None);
         let cancel = CancellationToken::new();
+        let (read_to_tx, read_to) = watch::channel(None);
         let ctx = ReaderContext {
             resume,
             out: tx,
             cancel: cancel.clone(),
             released: released_rx,
+            read_to: read_to_tx,
             metrics,
         };
         LogSource {
@@ -187,9 +194,15 @@ impl LogSource {
             rx,
             released: released_tx,
             cancel,
+            read_to,
             reader: Some(tokio::spawn(reader(ctx))),
             ended: false,
         }
+    }
+
+    /// How far the reader has read (see [`ReaderContext::read_to`]).
+    pub fn read_to(&self) -> watch::Receiver<Option<Position>> {
+        self.read_to.clone()
     }
 
     /// Waits for the reader task and returns its outcome, once; cancel-safe

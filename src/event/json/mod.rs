@@ -193,7 +193,7 @@ impl<'a> Serialize for Envelope<'a> {
         m.serialize_entry("before", &row(&ev.before))?;
         m.serialize_entry("after", &row(&ev.after))?;
         m.serialize_entry("source", &SourceJson(self))?;
-        if self.enc.transaction_metadata() {
+        if self.enc.transaction_metadata() && ev.tx.snapshot.is_none() {
             m.serialize_entry("transaction", &TransactionJson(ev))?;
         } else {
             m.serialize_entry("transaction", &None::<()>)?;
@@ -220,9 +220,10 @@ pub fn transaction_id(ev: &ChangeEvent) -> String {
     if let Some(g) = &ev.tx.gtid {
         return g.clone();
     }
-    match &ev.position {
+    match ev.position.stream_position() {
         Position::Binlog(b) => format!("{}:{}", b.file, b.tx_pos),
         Position::Lsn(l) => format!("{}:{}", ev.tx.xid.unwrap_or_default(), l.commit_lsn),
+        Position::Snapshot(_) => String::new(),
     }
 }
 
@@ -255,9 +256,15 @@ impl Serialize for SourceJson<'_> {
         m.serialize_entry("connector", ev.connector.name())?;
         m.serialize_entry("name", &env.enc.name)?;
         m.serialize_entry("ts_ms", &ts_ms)?;
-        m.serialize_entry("snapshot", if ev.op == Op::Read { "true" } else { "false" })?;
+        let snapshot = match ev.tx.snapshot {
+            Some(mark) => mark.name(),
+            None if ev.op == Op::Read => "true",
+            None => "false",
+        };
+        m.serialize_entry("snapshot", snapshot)?;
         m.serialize_entry("db", &ev.db())?;
-        match &ev.position {
+        let snapshot_row = matches!(ev.position, Position::Snapshot(_));
+        match ev.position.stream_position() {
             Position::Binlog(b) => {
                 m.serialize_entry("sequence", &None::<()>)?;
                 m.serialize_entry("ts_us", &(ts_ms * 1000))?;
@@ -267,7 +274,7 @@ impl Serialize for SourceJson<'_> {
                 m.serialize_entry("gtid", &ev.tx.gtid)?;
                 m.serialize_entry("file", &*b.file)?;
                 m.serialize_entry("pos", &b.tx_pos)?;
-                m.serialize_entry("row", &ev.source_offset)?;
+                m.serialize_entry("row", &if snapshot_row { 0 } else { ev.source_offset })?;
                 m.serialize_entry("thread", &None::<()>)?;
                 m.serialize_entry("query", &None::<()>)?;
             }
@@ -278,12 +285,17 @@ impl Serialize for SourceJson<'_> {
                 m.serialize_entry("schema", &table.and_then(|t| t.schema.as_deref()))?;
                 m.serialize_entry("table", &table_name)?;
                 m.serialize_entry("txId", &ev.tx.xid)?;
-                m.serialize_entry("lsn", &ev.source_offset)?;
-                m.serialize_entry("commit_lsn", &l.commit_lsn)?;
+                if snapshot_row {
+                    m.serialize_entry("lsn", &l.commit_lsn)?;
+                } else {
+                    m.serialize_entry("lsn", &ev.source_offset)?;
+                    m.serialize_entry("commit_lsn", &l.commit_lsn)?;
+                }
                 m.serialize_entry("xmin", &None::<()>)?;
                 m.serialize_entry("origin", &None::<()>)?;
                 m.serialize_entry("origin_lsn", &None::<()>)?;
             }
+            Position::Snapshot(_) => {}
         }
         m.serialize_entry("task", &env.enc.task)?;
         m.end()

@@ -400,6 +400,11 @@ pub fn tx_start(p: &Position) -> Position {
             commit_lsn: l.commit_lsn,
             index: 0,
         }),
+        Position::Snapshot(s) => Position::Snapshot(crate::event::SnapshotPosition {
+            at: s.at.clone(),
+            seq: s.seq,
+            row: 0,
+        }),
     }
 }
 

@@ -45,6 +45,7 @@ fn ev(op: Op, tx_pos: u64, row: u32) -> ChangeEvent {
             server_id: 1,
             commit_ts_ms: 1000,
             xid: None,
+            snapshot: None,
         }),
         table: Some(table()),
         before: if op == Op::Create {

@@ -218,7 +218,7 @@ impl MysqlSource {
             .await
             .map_err(|e| classify("listing binary logs", e))?;
 
-        let start = match resume.as_ref() {
+        let start = match resume.as_ref().map(Position::stream_position) {
             Some(Position::Binlog(b)) => {
                 if !logs.iter().any(|(f, _)| **f == *b.file) {
                     return Err(SourceError::definite(format!(
@@ -234,7 +234,7 @@ impl MysqlSource {
                     pos: b.tx_pos,
                 }
             }
-            Some(Position::Lsn(_)) => {
+            Some(Position::Lsn(_) | Position::Snapshot(_)) => {
                 return Err(SourceError::definite(format!(
                     "the stored position of task {} is a PostgreSQL LSN, but its source is MySQL/MariaDB: the task id was reused for a different source; reset it with `tidemark offsets reset`",
                     self.task
@@ -342,6 +342,9 @@ impl MysqlSource {
                 Some(item) => item,
                 None => {
                     flush(&mut decoder, resume, out).await?;
+                    if let Some(p) = decoder.read_to() {
+                        ctx.read_to.send_replace(Some(p));
+                    }
                     if let Ok(mut p) = read_pos.lock() {
                         p.0.clear();
                         p.0.push_str(decoder.file());

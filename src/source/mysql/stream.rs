@@ -89,6 +89,8 @@ pub struct BinlogDecoder {
     /// Length of the checksum the server appends to events (CRC32: 4).
     checksum_len: usize,
     seen_format: bool,
+    /// Position in `file` of the next event to read.
+    next_pos: u64,
 }
 
 impl BinlogDecoder {
@@ -113,6 +115,7 @@ impl BinlogDecoder {
             max_event_bytes: 1 << 30,
             checksum_len: 4,
             seen_format: false,
+            next_pos: 0,
         }
     }
 
@@ -136,12 +139,25 @@ impl BinlogDecoder {
             .iter()
             .filter_map(|p| match p {
                 Position::Binlog(b) => Some((b.file.to_string(), b.tx_pos)),
-                Position::Lsn(_) => None,
+                Position::Lsn(_) | Position::Snapshot(_) => None,
             })
             .collect();
     }
 
     /// The binlog file being read.
+    /// Every transaction starting before this position was decoded (and
+    /// is in a batch once the pending events are taken); `None` inside a
+    /// transaction or before the first event.
+    pub fn read_to(&self) -> Option<Position> {
+        if self.tx.is_some() || self.next_pos == 0 || self.file.is_empty() {
+            return None;
+        }
+        Some(Position::Binlog(BinlogPosition::start_of(
+            &self.file,
+            self.next_pos,
+        )))
+    }
+
     pub fn file(&self) -> &str {
         &self.file
     }
@@ -187,7 +203,8 @@ impl BinlogDecoder {
                 server_id: h.server_id,
                 commit_ts_ms: i64::from(h.timestamp) * 1000,
                 xid: None,
-            }),
+                snapshot: None,
+}),
             standalone,
         });
     }
@@ -208,6 +225,9 @@ impl BinlogDecoder {
     /// catalog and call again with the same event.
     pub fn on_event(&mut self, h: &Header, data: &[u8]) -> Result<(), StreamError> {
         let start = h.log_pos.saturating_sub(h.event_size);
+        if h.log_pos != 0 && h.event_type != events::ROTATE {
+            self.next_pos = h.log_pos;
+        }
         match h.event_type {
             events::FORMAT_DESCRIPTION => self.seen_format = true,
             events::ROTATE => {
@@ -217,11 +237,12 @@ impl BinlogDecoder {
                     n if !self.seen_format && data.len() >= 8 + n => &data[..data.len() - n],
                     _ => data,
                 };
-                let (file, _) =
+                let (file, pos) =
                     events::parse_rotate(data).map_err(self.decode_err("rotate", start))?;
                 if !file.is_empty() {
                     self.file = file.into();
                 }
+                self.next_pos = pos;
                 // Table ids are per file; a new file starts a new map.
                 self.tables.clear();
             }

@@ -73,7 +73,9 @@ impl AckTracker {
 
     /// The offset store committed `pos`.
     pub fn committed(&mut self, pos: &Position) {
-        let Position::Lsn(p) = pos else { return };
+        let Position::Lsn(p) = pos.stream_position() else {
+            return;
+        };
         if self.durable.is_none_or(|d| *p > d) {
             self.durable = Some(*p);
         }

@@ -86,10 +86,10 @@ impl PostgresSource {
     /// released. Returns the first error: the supervisor decides whether
     /// to restart.
     pub async fn read(self, mut ctx: ReaderContext) -> Result<(), SourceError> {
-        let mut resume = match ctx.resume.clone() {
+        let mut resume = match ctx.resume.as_ref().map(Position::stream_position) {
             None => None,
-            Some(Position::Lsn(l)) => Some(l),
-            Some(p @ Position::Binlog(_)) => {
+            Some(Position::Lsn(l)) => Some(*l),
+            Some(p) => {
                 return Err(SourceError::definite(format!(
                     "the stored position of task {} is a binlog position ({p}), but its source is PostgreSQL: the task id was reused for a different source; reset it with `tidemark offsets reset`",
                     self.task
@@ -146,7 +146,10 @@ impl PostgresSource {
         .with_start_lsn(Lsn(0))
         .with_ack_lsn(Lsn(slot.confirmed_flush))
         .with_status_interval(status)
-        .with_wakeup_interval(status)
+        // Idle, the client asks for a keepalive at every wakeup: a snapshot
+        // chunk waits for the stream to have read up to its point, which
+        // a quiet stream only tells through keepalives.
+        .with_wakeup_interval(status.min(Duration::from_secs(1)))
         .with_buffer_size(1024)
         .with_application_name(app);
         let mut repl = ReplicationClient::connect_gated(rcfg)
@@ -195,6 +198,7 @@ impl PostgresSource {
             batch_started: None,
             server_timeout: Duration::from_secs(self.cfg.server_timeout_secs),
             last_heard: tokio::time::Instant::now(),
+            seen_to: 0,
         };
         let r = s.run(committed).await;
         s.repl.stop();
@@ -237,6 +241,9 @@ struct Session<'a> {
     server_timeout: Duration,
     /// When the server last sent anything.
     last_heard: tokio::time::Instant,
+    /// Every transaction committing before this LSN was read: the end of
+    /// the last commit record, or the WAL position of the last keepalive.
+    seen_to: u64,
 }
 
 /// Longest a change waits for more to fill its batch: bounds the latency
@@ -273,6 +280,20 @@ impl Session<'_> {
                 None => {
                     self.flush().await?;
                     self.confirm();
+                    if self.seen_to > 0
+                        && self.decoder.is_drained()
+                        && !self.decoder.in_transaction()
+                    {
+                        self.ctx.read_to.send_if_modified(|p| {
+                            let next = Position::Lsn(LsnPosition {
+                                commit_lsn: self.seen_to,
+                                index: 0,
+                            });
+                            let moved = p.as_ref() != Some(&next);
+                            *p = Some(next);
+                            moved
+                        });
+                    }
                     let silent_until = self.last_heard + self.server_timeout;
                     tokio::select! {
                         biased;
@@ -337,6 +358,7 @@ impl Session<'_> {
                     .set_lag_bytes(wal_end.0.saturating_sub(self.confirmed_sent));
                 let drained = self.decoder.is_drained() && !self.decoder.in_transaction();
                 self.ack.keepalive(wal_end.0, drained);
+                self.seen_to = self.seen_to.max(wal_end.0);
             }
             ReplicationEvent::Begin {
                 final_lsn,
@@ -350,6 +372,7 @@ impl Session<'_> {
             ReplicationEvent::Commit { lsn, end_lsn, .. } => {
                 self.decoder.commit(lsn.0).map_err(definite)?;
                 self.ack.commit(lsn.0, end_lsn.0);
+                self.seen_to = self.seen_to.max(end_lsn.0);
             }
             ReplicationEvent::XLogData {
                 wal_start,
@@ -414,6 +437,7 @@ impl Session<'_> {
             LogicalMessage::Commit(c) => {
                 self.decoder.commit(c.commit_lsn).map_err(definite)?;
                 self.ack.commit(c.commit_lsn, c.end_lsn);
+                self.seen_to = self.seen_to.max(c.end_lsn);
                 Ok(())
             }
             other => self.apply(&other, lsn).await,
@@ -451,6 +475,7 @@ impl Session<'_> {
         }
         self.decoder.commit(c.commit_lsn).map_err(definite)?;
         self.ack.commit(c.commit_lsn, c.end_lsn);
+        self.seen_to = self.seen_to.max(c.end_lsn);
         self.spill
             .remove(c.xid)
             .map_err(|e| spill_err(&self.spill.dir, e))
@@ -500,8 +525,8 @@ impl Session<'_> {
         if let Some(batch) = self.decoder.take_batch() {
             let end = match &batch.end {
                 Position::Lsn(l) => *l,
-                Position::Binlog(_) => {
-                    return Err(SourceError::definite("binlog position in a WAL batch"));
+                Position::Binlog(_) | Position::Snapshot(_) => {
+                    return Err(SourceError::definite("a non-WAL position in a WAL batch"));
                 }
             };
             tracing::trace!(events = batch.events.len(), end = %batch.end, "batch");

@@ -162,7 +162,8 @@ impl WalDecoder {
                 server_id: 0,
                 commit_ts_ms: commit_ts_us.div_euclid(1000),
                 xid: Some(u64::from(xid)),
-            }),
+                snapshot: None,
+}),
             index: 0,
         });
         Ok(())
