@@ -9,3 +9,4 @@ mod mysql;
 mod operator;
 mod postgres;
 mod runtime;
+mod snapshot;

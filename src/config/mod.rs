@@ -65,6 +65,68 @@ pub struct TaskConfig {
     #[serde(default)]
     pub format: JsonOptions,
     pub sink: SinkConfig,
+    /// `"stream"` (default): changes from the start position on;
+    /// `"snapshot+stream"`: first copy the rows the selected tables hold,
+    /// then go on with their changes; `"snapshot"`: copy the rows and
+    /// complete (a one-shot copy or export).
+    #[serde(default)]
+    pub mode: TaskMode,
+    /// How tables are copied (`snapshot` modes, re-snapshots).
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+}
+
+/// What a task does (`mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub enum TaskMode {
+    #[default]
+    #[serde(rename = "stream")]
+    Stream,
+    #[serde(rename = "snapshot+stream")]
+    SnapshotStream,
+    #[serde(rename = "snapshot")]
+    Snapshot,
+}
+
+impl TaskMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskMode::Stream => "stream",
+            TaskMode::SnapshotStream => "snapshot+stream",
+            TaskMode::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// `[tasks.snapshot]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// Rows per chunk: each chunk is read in one snapshot and held in
+    /// memory until its place in the stream comes. Default 8192.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: u64,
+    /// Chunks read at once, each on its own connection, across tables and
+    /// across the chunks of one table. Default 4.
+    #[serde(default = "default_snapshot_workers")]
+    pub workers: usize,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            chunk_rows: default_chunk_rows(),
+            workers: default_snapshot_workers(),
+        }
+    }
+}
+
+fn default_chunk_rows() -> u64 {
+    8192
+}
+
+fn default_snapshot_workers() -> usize {
+    4
 }
 
 /// `[tasks.source]`, chosen by its `type` key.
@@ -334,6 +396,24 @@ impl TaskConfig {
     /// checks and messages as a config file.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let key = |k: &str| k.to_string();
+        if !(1..=1_000_000).contains(&self.snapshot.chunk_rows) {
+            return Err((
+                key("snapshot.chunk_rows"),
+                format!(
+                    "{} is out of range: use 1 to 1000000 rows (a chunk is held in memory)",
+                    self.snapshot.chunk_rows
+                ),
+            ));
+        }
+        if !(1..=64).contains(&self.snapshot.workers) {
+            return Err((
+                key("snapshot.workers"),
+                format!(
+                    "{} is out of range: use 1 to 64 (each worker holds a connection to the source)",
+                    self.snapshot.workers
+                ),
+            ));
+        }
         if self.id.is_empty()
             || !self
                 .id

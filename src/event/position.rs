@@ -142,9 +142,11 @@ impl PartialOrd for Position {
         match (self, other) {
             (Position::Binlog(a), Position::Binlog(b)) => Some(a.cmp(b)),
             (Position::Lsn(a), Position::Lsn(b)) => Some(a.cmp(b)),
-            (Position::Snapshot(a), Position::Snapshot(b)) => {
-                Some(a.at.partial_cmp(&b.at)?.then(a.seq.cmp(&b.seq)).then(a.row.cmp(&b.row)))
-            }
+            (Position::Snapshot(a), Position::Snapshot(b)) => Some(
+                a.at.partial_cmp(&b.at)?
+                    .then(a.seq.cmp(&b.seq))
+                    .then(a.row.cmp(&b.row)),
+            ),
             (Position::Snapshot(a), b) => match a.at.as_ref().partial_cmp(b)? {
                 Ordering::Less => Some(Ordering::Less),
                 Ordering::Equal | Ordering::Greater => Some(Ordering::Greater),
@@ -307,12 +309,20 @@ mod tests {
         let r = snap(at.clone(), 2, 5);
         assert!(b("bin.000010", 4, 20, 0).tx_end() < r);
         assert!(at < r, "after the stream point itself");
-        assert!(r < b("bin.000010", 300, 310, 0), "before the transaction at the point");
+        assert!(
+            r < b("bin.000010", 300, 310, 0),
+            "before the transaction at the point"
+        );
         assert!(r > b("bin.000010", 300, 0, 0));
         assert!(snap(at.clone(), 2, 4) < r && r < snap(at.clone(), 3, 0));
         assert!(r < r.tx_end() && r.tx_end() < snap(at.clone(), 3, 0));
         assert!(r.tx_end().is_tx_end() && !r.is_tx_end());
-        let lsn = |c, i| Position::Lsn(LsnPosition { commit_lsn: c, index: i });
+        let lsn = |c, i| {
+            Position::Lsn(LsnPosition {
+                commit_lsn: c,
+                index: i,
+            })
+        };
         let s = snap(lsn(100, 0), 0, 1);
         assert!(lsn(99, Position::END) < s && s < lsn(100, 1));
         assert!(s.partial_cmp(&b("f.1", 1, 1, 1)).is_none());

@@ -249,7 +249,7 @@ mod tests {
             tx: Arc::new(TxMeta {
                 gtid: Some("0-1-5".into()),
                 ..Default::default()
-}),
+            }),
             table: Some(table),
             before: None,
             after: Some(vec![Value::UInt(u64::MAX)]),

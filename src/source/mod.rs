@@ -200,6 +200,12 @@ impl LogSource {
         }
     }
 
+    /// The next batch if one is queued, without waiting; `None` when none
+    /// is (or the reader ended: [`Source::next`] tells how).
+    pub fn try_next(&mut self) -> Option<Result<Option<Batch>, SourceError>> {
+        self.rx.try_recv().ok().map(|b| Ok(Some(b)))
+    }
+
     /// How far the reader has read (see [`ReaderContext::read_to`]).
     pub fn read_to(&self) -> watch::Receiver<Option<Position>> {
         self.read_to.clone()

@@ -373,13 +373,8 @@ impl OffsetStore for FileOffsetStore {
 
     fn save_snapshot(&self, task: &str, progress: &SnapshotProgress) -> StoreFuture<'_, ()> {
         let task = task.to_string();
-        let newer = progress.clone();
+        let cur = progress.clone();
         self.blocking(move |s| {
-            let mut cur: SnapshotProgress = match s.read(&task, "snapshot.json")? {
-                Some(b) => decode_json(&task, "snapshot progress", &b)?,
-                None => SnapshotProgress::default(),
-            };
-            cur.merge(&newer);
             let dir = s.task_dir(&task)?;
             write_atomic(
                 &dir,

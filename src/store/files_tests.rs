@@ -102,10 +102,14 @@ async fn snapshot_progress_and_claims() {
         },
     );
     s.save_snapshot("t", &p).await.unwrap();
-    p.tables.get_mut("shop.orders").unwrap().chunks_done = 2;
-    s.save_snapshot("t", &p).await.unwrap();
     let got = s.snapshot("t").await.unwrap().unwrap();
     assert_eq!(got.tables["shop.orders"].chunks_done, 3);
+    // A re-snapshot starts a table over: the record is replaced.
+    p.tables
+        .insert("shop.orders".into(), TableSnapshot::default());
+    s.save_snapshot("t", &p).await.unwrap();
+    let got = s.snapshot("t").await.unwrap().unwrap();
+    assert_eq!(got.tables["shop.orders"].chunks_done, 0);
     s.clear_snapshot("t").await.unwrap();
     assert_eq!(s.snapshot("t").await.unwrap(), None);
 

@@ -123,7 +123,7 @@ impl Classify for StoreError {
 /// What tidemark keeps per task (see the module docs).
 ///
 /// Contract: every write is durable before its future resolves; positions
-/// never move backward; snapshot chunk counts never move backward.
+/// never move backward.
 pub trait OffsetStore: Send + Sync {
     /// The task's committed stream position.
     fn load(&self, task: &str) -> StoreFuture<'_, Option<Committed>>;
@@ -146,8 +146,9 @@ pub trait OffsetStore: Send + Sync {
 
     /// The task's snapshot progress, if a snapshot started.
     fn snapshot(&self, task: &str) -> StoreFuture<'_, Option<SnapshotProgress>>;
-    /// Records snapshot progress: the handoff position, and tables' chunks
-    /// as they complete. A table's chunk count never moves backward.
+    /// Records snapshot progress, replacing what was stored: the task's
+    /// source is its only writer, and moves a table back only to copy it
+    /// again (a re-snapshot).
     fn save_snapshot(&self, task: &str, progress: &SnapshotProgress) -> StoreFuture<'_, ()>;
     /// Forgets the snapshot progress (a re-snapshot starts over).
     fn clear_snapshot(&self, task: &str) -> StoreFuture<'_, ()>;

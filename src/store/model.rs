@@ -21,6 +21,9 @@ pub struct SnapshotProgress {
     pub handoff: Option<String>,
     /// Per `db.table` (`schema.table`), its chunks so far.
     pub tables: BTreeMap<String, TableSnapshot>,
+    /// The task's initial snapshot copied every table.
+    #[serde(default)]
+    pub initial_complete: bool,
 }
 
 /// One table's snapshot progress.
@@ -35,21 +38,6 @@ pub struct TableSnapshot {
     pub last_key: Option<Vec<serde_json::Value>>,
     /// Every row of the table is copied.
     pub done: bool,
-}
-
-impl SnapshotProgress {
-    /// Merges `newer` into `self`, never moving a table backward.
-    pub fn merge(&mut self, newer: &SnapshotProgress) {
-        if newer.handoff.is_some() {
-            self.handoff.clone_from(&newer.handoff);
-        }
-        for (table, t) in &newer.tables {
-            let cur = self.tables.entry(table.clone()).or_default();
-            if t.chunks_done >= cur.chunks_done || t.done {
-                *cur = t.clone();
-            }
-        }
-    }
 }
 
 /// A transaction the operator chose to skip: its statement-logged changes
@@ -74,29 +62,4 @@ pub struct Ownership {
     pub epoch: u64,
     /// The claim lapses at this time (ms since the epoch) unless renewed.
     pub expires_at_ms: i64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn merge_never_moves_a_table_back() {
-        let mut p = SnapshotProgress::default();
-        let t = |chunks, done| TableSnapshot {
-            chunks_done: chunks,
-            rows: chunks * 10,
-            last_key: Some(vec![serde_json::json!(chunks)]),
-            done,
-        };
-        let mut n = SnapshotProgress::default();
-        n.tables.insert("a.t".into(), t(5, false));
-        p.merge(&n);
-        n.tables.insert("a.t".into(), t(3, false));
-        p.merge(&n);
-        assert_eq!(p.tables["a.t"].chunks_done, 5);
-        n.tables.insert("a.t".into(), t(6, true));
-        p.merge(&n);
-        assert!(p.tables["a.t"].done);
-    }
 }

@@ -12,6 +12,7 @@ use crate::select::TableFilter;
 use crate::sink::{AnySink, JsonlSink, KafkaSink};
 use crate::source::mysql::MysqlSource;
 use crate::source::postgres::PostgresSource;
+use crate::source::snapshot::SnapshotSource;
 use crate::source::{LogSource, SourceMetrics};
 use crate::stage::Stage;
 
@@ -28,7 +29,7 @@ pub fn source_label(cfg: &TaskConfig) -> &'static str {
     }
 }
 
-fn filter(cfg: &TaskConfig) -> Result<TableFilter, TaskError> {
+pub fn filter(cfg: &TaskConfig) -> Result<TableFilter, TaskError> {
     TableFilter::new(&cfg.filter.include, &cfg.filter.exclude).map_err(TaskError::Config)
 }
 
@@ -91,4 +92,46 @@ pub fn spawn_source(
             LogSource::spawn(label, resume, CHANNEL_BATCHES, metrics, |ctx| src.read(ctx))
         }
     })
+}
+
+/// Wraps the task's log reader with its snapshot: the tables its mode
+/// copies, the re-snapshots asked for (`requests`), in one order with the
+/// stream.
+pub async fn snapshot_source(
+    cfg: &TaskConfig,
+    stream: LogSource,
+    resume: Option<Position>,
+    store: Arc<dyn crate::store::OffsetStore>,
+    stats: Arc<crate::source::snapshot::SnapshotStats>,
+    requests: tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
+) -> Result<SnapshotSource, TaskError> {
+    use crate::config::TaskMode;
+    use crate::source::snapshot::{Engine, Plan, Settings, mysql::MysqlEngine, postgres::PgEngine};
+    let filter = filter(cfg)?;
+    let engine = match &cfg.source {
+        SourceConfig::Mysql(m) => Engine::Mysql(MysqlEngine::new(
+            Arc::new(MysqlSource::new(m.clone(), cfg.id.clone(), filter.clone())),
+            filter,
+        )),
+        SourceConfig::Postgres(p) => Engine::Postgres(PgEngine::new(p, &cfg.id, filter)),
+    };
+    let plan = Plan {
+        engine,
+        settings: Settings {
+            chunk_rows: cfg.snapshot.chunk_rows,
+            workers: cfg.snapshot.workers,
+        },
+        initial: cfg.mode != TaskMode::Stream,
+        complete: cfg.mode == TaskMode::Snapshot,
+        task: cfg.id.clone(),
+        store,
+        stats,
+        requests: Some(requests),
+    };
+    SnapshotSource::start(stream, resume, plan)
+        .await
+        .map_err(|source| TaskError::Source {
+            what: source_label(cfg),
+            source,
+        })
 }

@@ -20,6 +20,7 @@ pub(crate) enum Command {
     Stop,
     Modify(Box<TaskChange>),
     Skip(crate::store::Skip),
+    Snapshot(Vec<String>),
 }
 
 impl Command {
@@ -31,6 +32,7 @@ impl Command {
             Command::Stop => "stop",
             Command::Modify(_) => "modify",
             Command::Skip(_) => "skip",
+            Command::Snapshot(_) => "snapshot",
         }
     }
 }
@@ -188,6 +190,15 @@ impl TaskHandle {
             reason: reason.to_string(),
         };
         self.request(Command::Skip(skip)).await
+    }
+
+    /// Copies `tables` (`db.table` / `schema.table`, selected by the task's
+    /// filter) again while the task streams: an incremental snapshot, whose
+    /// rows are `op = "r"` events with `source.snapshot = "incremental"`,
+    /// placed exactly among the changes. A task that isn't running records
+    /// the request and copies the tables when it next runs.
+    pub async fn snapshot_tables(&self, tables: Vec<String>) -> Result<(), ControlError> {
+        self.request(Command::Snapshot(tables)).await
     }
 
     /// Changes a paused, stopped, failed or created task's filter, DDL

@@ -134,9 +134,68 @@ impl TaskLoop {
                     Ok(())
                 }
                 (Command::Modify(change), _) => self.modify(change),
+                (Command::Snapshot(tables), _) => self.record_snapshot(tables).await,
             };
             let _ = reply.send(r);
         }
+    }
+
+    /// Checks that a re-snapshot names tables the task selects.
+    fn check_snapshot(&self, tables: &[String]) -> Result<(), ControlError> {
+        let filter = builder::filter(&self.cfg).map_err(|e| ControlError::Invalid {
+            task: self.cfg.id.clone(),
+            key: "filter".into(),
+            message: e.to_string(),
+        })?;
+        let invalid = |message: String| ControlError::Invalid {
+            task: self.cfg.id.clone(),
+            key: "tables".into(),
+            message,
+        };
+        if tables.is_empty() {
+            return Err(invalid("name at least one table".into()));
+        }
+        for t in tables {
+            let Some((db, name)) = t.split_once('.') else {
+                return Err(invalid(format!(
+                    "{t:?} is not a table name: use db.table (MySQL/MariaDB) or schema.table (PostgreSQL)"
+                )));
+            };
+            if !filter.selects(db, name) {
+                return Err(invalid(format!(
+                    "{t} is not selected by the task's filter: include it first (modify the filter)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a re-snapshot for a task that isn't running: its tables are
+    /// copied when it next runs.
+    async fn record_snapshot(&mut self, tables: &[String]) -> Result<(), ControlError> {
+        self.check_snapshot(tables)?;
+        let store_err = |e: crate::store::StoreError| ControlError::Invalid {
+            task: self.cfg.id.clone(),
+            key: "store".into(),
+            message: chain(&e),
+        };
+        let mut p = self
+            .store
+            .snapshot(&self.cfg.id)
+            .await
+            .map_err(store_err)?
+            .unwrap_or_default();
+        for t in tables {
+            p.tables
+                .insert(t.clone(), crate::store::TableSnapshot::default());
+        }
+        self.store
+            .save_snapshot(&self.cfg.id, &p)
+            .await
+            .map_err(store_err)?;
+        self.status
+            .send_modify(|s| s.note(format!("snapshot of {} requested", tables.join(", "))));
+        Ok(())
     }
 
     /// Records a skipped transaction (see `TaskHandle::skip_transaction`).
@@ -238,6 +297,7 @@ impl TaskLoop {
                 Command::Modify(_) | Command::Skip(_) => {
                     Err(self.refuse(&cmd, "created, paused, stopped or failed"))
                 }
+                Command::Snapshot(tables) => self.record_snapshot(tables).await,
             };
             let _ = reply.send(r);
         }
@@ -249,12 +309,14 @@ impl TaskLoop {
             self.set(TaskState::Starting, None);
         }
         let stop = CancellationToken::new();
+        let (snapshots, requests) = crate::source::snapshot::SnapshotControl::new();
         let mut run: JoinHandle<Result<RunEnd, TaskError>> = tokio::spawn(run_task(
             self.cfg.clone(),
             self.store.clone(),
             self.progress.clone(),
             self.status.clone(),
             stop.clone(),
+            requests,
         ));
         let started = tokio::time::Instant::now();
         let commits_at_start = self
@@ -313,6 +375,15 @@ impl TaskLoop {
                                     stopping = Some(Stopping { target, replies: vec![reply], note });
                                 }
                             }
+                        }
+                        Command::Snapshot(tables) => {
+                            let r = self.check_snapshot(&tables).map(|()| {
+                                if !snapshots.request(tables.clone()) {
+                                    warn!(task = %self.cfg.id, "the run ended before the snapshot request reached it");
+                                }
+                                self.status.send_modify(|s| s.note(format!("snapshot of {} requested", tables.join(", "))));
+                            });
+                            let _ = reply.send(r);
                         }
                         cmd => {
                             let allowed = match cmd {
@@ -435,6 +506,7 @@ async fn run_task(
     progress: Arc<Progress>,
     status: watch::Sender<TaskStatus>,
     stop: CancellationToken,
+    requests: tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
 ) -> Result<RunEnd, TaskError> {
     let id = cfg.id.clone();
     let mut stage = builder::stage(&cfg)?;
@@ -456,7 +528,21 @@ async fn run_task(
         .iter()
         .filter_map(|k| k.position.parse().ok())
         .collect();
-    let mut source = builder::spawn_source(&cfg, resume, skip_positions, progress.source.clone())?;
+    let stream = builder::spawn_source(
+        &cfg,
+        resume.clone(),
+        skip_positions,
+        progress.source.clone(),
+    )?;
+    let mut source = builder::snapshot_source(
+        &cfg,
+        stream,
+        resume,
+        store.clone(),
+        progress.snapshot.clone(),
+        requests,
+    )
+    .await?;
     if status.borrow().state != TaskState::Running {
         status.send_modify(|s| s.enter(TaskState::Running, None));
         info!(task = %id, state = "running", "task state");

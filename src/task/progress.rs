@@ -80,6 +80,8 @@ pub struct Progress {
     /// Groups submitted and not yet durable.
     in_flight_groups: AtomicU64,
     pub source: Arc<SourceMetrics>,
+    /// Per-table snapshot progress.
+    pub snapshot: Arc<crate::source::snapshot::SnapshotStats>,
     positions: Mutex<Positions>,
 }
 
@@ -107,6 +109,9 @@ pub struct ProgressSnapshot {
     pub lag_bytes: Option<u64>,
     pub tables: BTreeMap<String, TableCounts>,
     pub last_error: Option<String>,
+    /// Tables being or having been copied by a snapshot in this process.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub snapshot: BTreeMap<String, crate::source::snapshot::TableView>,
 }
 
 impl Progress {
@@ -255,6 +260,7 @@ impl Progress {
             lag_bytes: u64::try_from(lag_bytes).ok(),
             tables: p.tables.clone(),
             last_error: p.last_error.clone(),
+            snapshot: self.snapshot.view(),
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::event::Connector;
 use crate::source::SourceError;
 
-pub(super) fn grant_hint(connector: Connector) -> &'static str {
+pub(crate) fn grant_hint(connector: Connector) -> &'static str {
     match connector {
         Connector::Mariadb => "REPLICATION SLAVE, BINLOG MONITOR, SELECT",
         _ => "REPLICATION SLAVE, REPLICATION CLIENT, SELECT",
@@ -13,7 +13,7 @@ pub(super) fn grant_hint(connector: Connector) -> &'static str {
 
 /// Classes a driver error: I/O and lost connections are transient; the
 /// driver's error stays the cause.
-pub(super) fn classify(context: &str, e: mysql_async::Error) -> SourceError {
+pub(crate) fn classify(context: &str, e: mysql_async::Error) -> SourceError {
     let err = match &e {
         mysql_async::Error::Server(s) => match s.code {
             // Access denied, unknown user/db: the operator must act.

@@ -6,13 +6,13 @@
 
 pub mod charset;
 pub mod ddl;
-mod errors;
+pub(crate) mod errors;
 pub mod events;
 pub mod jsonb;
 pub mod reader;
 pub mod rows;
 pub mod schema;
-mod server;
+pub(crate) mod server;
 pub mod stream;
 
 use std::time::Duration;
@@ -104,7 +104,7 @@ impl MysqlSource {
         Ok(b.into())
     }
 
-    async fn connect(&self) -> Result<Conn, SourceError> {
+    pub(crate) async fn connect(&self) -> Result<Conn, SourceError> {
         let opts = self.opts()?;
         super::resolve(opts.ip_or_hostname(), opts.tcp_port()).await?;
         match tokio::time::timeout(Duration::from_secs(15), Conn::new(opts)).await {

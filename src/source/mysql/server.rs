@@ -9,7 +9,7 @@ use super::schema::{CatalogColumn, CatalogTable};
 use crate::event::Connector;
 use crate::source::SourceError;
 
-pub(super) async fn master_status(
+pub(crate) async fn master_status(
     conn: &mut Conn,
     connector: Connector,
 ) -> Result<(String, u64), SourceError> {

@@ -204,7 +204,7 @@ impl BinlogDecoder {
                 commit_ts_ms: i64::from(h.timestamp) * 1000,
                 xid: None,
                 snapshot: None,
-}),
+            }),
             standalone,
         });
     }

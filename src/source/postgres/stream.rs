@@ -163,7 +163,7 @@ impl WalDecoder {
                 commit_ts_ms: commit_ts_us.div_euclid(1000),
                 xid: Some(u64::from(xid)),
                 snapshot: None,
-}),
+            }),
             index: 0,
         });
         Ok(())
@@ -254,31 +254,7 @@ impl WalDecoder {
         } else {
             RelationInfo::default()
         };
-        let types: Vec<PgType> = r
-            .columns
-            .iter()
-            .map(|c| types::resolve(c.type_oid, c.typmod, &self.types))
-            .collect();
-        let columns: Vec<ColumnDef> = r
-            .columns
-            .iter()
-            .zip(&types)
-            .map(|(c, t)| ColumnDef {
-                name: c.name.clone(),
-                type_name: type_display(t),
-                nullable: !info.not_null.contains(&c.name),
-            })
-            .collect();
-        let key = key_columns(r, &info);
-        let version = TableSchema::fingerprint(&columns, &key);
-        let schema = Arc::new(TableSchema {
-            db: self.db.clone(),
-            schema: Some(schema_name.to_string()),
-            name: r.name.clone(),
-            columns,
-            key,
-            version,
-        });
+        let (schema, types) = relation_schema(&self.db, r, &info, &self.types);
         self.relations.insert(
             r.rel_id,
             RelCodec {
@@ -416,6 +392,48 @@ fn decode_tuple(codec: &RelCodec, tuple: &TupleData) -> Result<Vec<Value>, Strea
 /// the `USING INDEX` index), as the Relation message flags them; for
 /// REPLICA IDENTITY FULL (every column flagged) and NOTHING (none), the
 /// primary key when the table has one.
+/// The schema and column types of a table as a Relation message (and the
+/// catalog's `info`) describe it; shared with the snapshot, so that its
+/// rows carry the schema streaming gives.
+pub fn relation_schema(
+    db: &str,
+    r: &Relation,
+    info: &RelationInfo,
+    catalog: &(impl types::TypeCatalog + ?Sized),
+) -> (Arc<TableSchema>, Vec<PgType>) {
+    let schema_name = if r.namespace.is_empty() {
+        "pg_catalog"
+    } else {
+        r.namespace.as_str()
+    };
+    let types: Vec<PgType> = r
+        .columns
+        .iter()
+        .map(|c| types::resolve(c.type_oid, c.typmod, catalog))
+        .collect();
+    let columns: Vec<ColumnDef> = r
+        .columns
+        .iter()
+        .zip(&types)
+        .map(|(c, t)| ColumnDef {
+            name: c.name.clone(),
+            type_name: type_display(t),
+            nullable: !info.not_null.contains(&c.name),
+        })
+        .collect();
+    let key = key_columns(r, info);
+    let version = TableSchema::fingerprint(&columns, &key);
+    let schema = Arc::new(TableSchema {
+        db: db.to_string(),
+        schema: Some(schema_name.to_string()),
+        name: r.name.clone(),
+        columns,
+        key,
+        version,
+    });
+    (schema, types)
+}
+
 fn key_columns(r: &Relation, info: &RelationInfo) -> Vec<usize> {
     let flagged: Vec<usize> = r
         .columns

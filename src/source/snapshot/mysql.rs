@@ -1,0 +1,447 @@
+//! Reading MySQL/MariaDB chunks consistently.
+//!
+//! MariaDB: `START TRANSACTION WITH CONSISTENT SNAPSHOT` makes the read
+//! view and records the binlog position it matches, atomically with the
+//! commit order (`binlog_snapshot_file` / `binlog_snapshot_position`): the
+//! exact stream point of the chunk, without any lock. MySQL has no such
+//! status; there a chunk takes `FLUSH TABLES WITH READ LOCK` just long
+//! enough to open its snapshot and read the binlog position (RELOAD
+//! privilege), which stalls writers for that moment.
+//!
+//! Rows are read with the binary protocol (exact floats, typed temporal
+//! values) in UTC, and converted to the values the binlog gives for the
+//! same row ([`super::mysql_values`]).
+
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Params};
+use mysql_common::value::Value as MyValue;
+
+use super::mysql_values::{self, ColumnInfo};
+use super::reconcile::{Chunk, InFlight, Visibility};
+use super::{EngineTable, Job, KeyPart, SnapTable};
+use crate::event::{BinlogPosition, Connector, Position, Value};
+use crate::select::TableFilter;
+use crate::source::SourceError;
+use crate::source::mysql::MysqlSource;
+use crate::source::mysql::errors::classify;
+use crate::source::mysql::rows::ColumnKind;
+use crate::source::mysql::server::master_status;
+
+#[derive(Clone)]
+pub struct MysqlEngine {
+    source: Arc<MysqlSource>,
+    filter: TableFilter,
+}
+
+impl std::fmt::Debug for MysqlEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MysqlEngine")
+    }
+}
+
+/// How to read one table.
+#[derive(Debug)]
+pub struct MysqlTable {
+    /// `SELECT <columns> FROM <table>`.
+    select: String,
+    /// Quoted chunk key columns, in key order.
+    key: Vec<String>,
+    kinds: Vec<ColumnKind>,
+    connector: Connector,
+}
+
+fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// `key > lo` for a key of `key.len()` columns, as a condition the
+/// optimizer turns into a range scan: `k1 >= ? AND (k1 > ? OR (k1 = ? AND
+/// k2 > ?) ...)`; parameters appended to `params`.
+fn after(key: &[String], lo: &[KeyPart], params: &mut Vec<MyValue>) -> String {
+    let mut ors = Vec::new();
+    for i in 0..key.len() {
+        let mut ands = Vec::new();
+        for (j, k) in key.iter().enumerate().take(i) {
+            ands.push(format!("{k} = ?"));
+            params.push(param(lo.get(j)));
+        }
+        ands.push(format!("{} > ?", key[i]));
+        params.push(param(lo.get(i)));
+        ors.push(format!("({})", ands.join(" AND ")));
+    }
+    let first = key.first().map_or(String::new(), |k| {
+        params.insert(0, param(lo.first()));
+        format!("{k} >= ? AND ")
+    });
+    format!("{first}({})", ors.join(" OR "))
+}
+
+fn param(p: Option<&KeyPart>) -> MyValue {
+    match p {
+        None | Some(KeyPart::Null) => MyValue::NULL,
+        Some(KeyPart::Int(i)) => MyValue::Int(*i),
+        Some(KeyPart::UInt(u)) => MyValue::UInt(*u),
+        Some(KeyPart::Double(d)) => MyValue::Double(*d),
+        Some(KeyPart::Text(t)) => MyValue::Bytes(t.as_bytes().to_vec()),
+        Some(KeyPart::Bytes(b)) => MyValue::Bytes(b.clone()),
+    }
+}
+
+/// A key value as the server sent it, to give back as a parameter.
+fn key_part(v: MyValue) -> KeyPart {
+    match v {
+        MyValue::NULL => KeyPart::Null,
+        MyValue::Int(i) => KeyPart::Int(i),
+        MyValue::UInt(u) => KeyPart::UInt(u),
+        MyValue::Float(f) => KeyPart::Double(f64::from(f)),
+        MyValue::Double(d) => KeyPart::Double(d),
+        MyValue::Bytes(b) => match String::from_utf8(b) {
+            Ok(s) => KeyPart::Text(s),
+            Err(e) => KeyPart::Bytes(e.into_bytes()),
+        },
+        MyValue::Date(y, m, d, h, i, s, us) => {
+            KeyPart::Text(format!("{y:04}-{m:02}-{d:02} {h:02}:{i:02}:{s:02}.{us:06}"))
+        }
+        MyValue::Time(neg, d, h, i, s, us) => KeyPart::Text(format!(
+            "{}{}:{i:02}:{s:02}.{us:06}",
+            if neg { "-" } else { "" },
+            u64::from(d) * 24 + u64::from(h)
+        )),
+    }
+}
+
+fn denied(what: &str, table: &str, e: mysql_async::Error) -> SourceError {
+    if let mysql_async::Error::Server(s) = &e
+        && matches!(s.code, 1142 | 1143 | 1044)
+    {
+        return SourceError::definite(format!(
+            "{what}: the tidemark user may not read {table}; GRANT SELECT ON {table} TO the tidemark user (a snapshot reads every selected table)"
+        ))
+        .caused_by(e);
+    }
+    classify(what, e)
+}
+
+impl MysqlEngine {
+    pub fn new(source: Arc<MysqlSource>, filter: TableFilter) -> MysqlEngine {
+        MysqlEngine { source, filter }
+    }
+
+    pub async fn connect(&self) -> Result<Conn, SourceError> {
+        let mut conn = self.source.connect().await?;
+        conn.query_drop(
+            "SET time_zone = '+00:00', NAMES utf8mb4, SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+        )
+        .await
+        .map_err(|e| classify("preparing a snapshot connection", e))?;
+        Ok(conn)
+    }
+
+    async fn connector(conn: &mut Conn) -> Result<Connector, SourceError> {
+        let v: Option<String> = conn
+            .query_first("SELECT VERSION()")
+            .await
+            .map_err(|e| classify("reading the server version", e))?;
+        Ok(if v.is_some_and(|v| v.contains("MariaDB")) {
+            Connector::Mariadb
+        } else {
+            Connector::Mysql
+        })
+    }
+
+    pub async fn tables(
+        &self,
+        conn: &mut Conn,
+        names: Option<&[String]>,
+    ) -> Result<Vec<SnapTable>, SourceError> {
+        let listed: Vec<(String, String, Option<u64>)> = conn
+            .query(
+                "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES
+                  WHERE TABLE_TYPE = 'BASE TABLE'
+                    AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')
+                  ORDER BY TABLE_SCHEMA, TABLE_NAME",
+            )
+            .await
+            .map_err(|e| classify("listing tables for the snapshot", e))?;
+        let connector = Self::connector(conn).await?;
+        let mut out = Vec::new();
+        for (db, table, rows) in listed {
+            let name = format!("{db}.{table}");
+            let wanted = match names {
+                Some(n) => n.contains(&name) && self.filter.selects(&db, &table),
+                None => self.filter.selects(&db, &table),
+            };
+            if !wanted {
+                continue;
+            }
+            out.push(
+                self.table(conn, &db, &table, rows.unwrap_or(0), connector)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn table(
+        &self,
+        conn: &mut Conn,
+        db: &str,
+        table: &str,
+        estimated_rows: u64,
+        connector: Connector,
+    ) -> Result<SnapTable, SourceError> {
+        type Col = (
+            String,
+            String,
+            String,
+            Option<String>,
+            String,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+        );
+        let cols: Vec<Col> = conn
+            .exec(
+                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, IS_NULLABLE,
+                        NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_OCTET_LENGTH
+                   FROM information_schema.COLUMNS
+                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                (db, table),
+            )
+            .await
+            .map_err(|e| classify("reading information_schema.COLUMNS", e))?;
+        let columns: Vec<ColumnInfo> = cols
+            .into_iter()
+            .map(|(name, dt, ct, cs, nullable, np, ns, dp, ol)| ColumnInfo {
+                name,
+                data_type: dt.to_ascii_lowercase(),
+                column_type: ct,
+                charset: cs,
+                nullable: nullable == "YES",
+                numeric_precision: np,
+                numeric_scale: ns,
+                datetime_precision: dp,
+                octet_length: ol,
+            })
+            .collect();
+        // Unique indexes, primary first, with their columns in order.
+        let idx: Vec<(String, String, String)> = conn
+            .exec(
+                "SELECT INDEX_NAME, COLUMN_NAME, NULLABLE FROM information_schema.STATISTICS
+                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0
+                  ORDER BY INDEX_NAME = 'PRIMARY' DESC, INDEX_NAME, SEQ_IN_INDEX",
+                (db, table),
+            )
+            .await
+            .map_err(|e| classify("reading information_schema.STATISTICS", e))?;
+        let position = |c: &str| columns.iter().position(|x| x.name == c);
+        let mut primary = Vec::new();
+        let mut unique: Vec<(String, Vec<usize>, bool)> = Vec::new();
+        for (index, col, nullable) in idx {
+            let Some(i) = position(&col) else { continue };
+            if index == "PRIMARY" {
+                primary.push(i);
+            } else {
+                match unique.last_mut() {
+                    Some((n, cols, nn)) if *n == index => {
+                        cols.push(i);
+                        *nn &= nullable != "YES";
+                    }
+                    _ => unique.push((index, vec![i], nullable != "YES")),
+                }
+            }
+        }
+        let chunk_key = if primary.is_empty() {
+            unique
+                .into_iter()
+                .find(|(_, _, not_null)| *not_null)
+                .map(|(_, c, _)| c)
+                .unwrap_or_default()
+        } else {
+            primary.clone()
+        };
+        let codec = mysql_values::table_codec(db, table, &columns, primary).map_err(|e| {
+            SourceError::definite(format!("table {db}.{table} can't be snapshotted: {e}"))
+        })?;
+        let select = format!(
+            "SELECT {} FROM {}.{}",
+            columns
+                .iter()
+                .map(|c| quote(&c.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            quote(db),
+            quote(table)
+        );
+        Ok(SnapTable {
+            name: format!("{db}.{table}"),
+            schema: codec.schema,
+            chunk_key: chunk_key.clone(),
+            estimated_rows,
+            engine: EngineTable::Mysql(MysqlTable {
+                select,
+                key: chunk_key
+                    .iter()
+                    .filter_map(|&i| columns.get(i).map(|c| quote(&c.name)))
+                    .collect(),
+                kinds: codec.kinds,
+                connector,
+            }),
+        })
+    }
+
+    pub async fn boundary(
+        &self,
+        conn: &mut Conn,
+        t: &SnapTable,
+        lo: Option<&[KeyPart]>,
+        n: u64,
+    ) -> Result<Option<Vec<KeyPart>>, SourceError> {
+        let EngineTable::Mysql(m) = &t.engine else {
+            return Err(super::mismatch());
+        };
+        let keys = m.key.join(", ");
+        let from = m.select.split_once(" FROM ").map_or("", |(_, f)| f);
+        let mut params = Vec::new();
+        let filter = match lo {
+            Some(lo) => format!(" WHERE {}", after(&m.key, lo, &mut params)),
+            None => String::new(),
+        };
+        let sql = format!(
+            "SELECT {keys} FROM {from}{filter} ORDER BY {keys} LIMIT 1 OFFSET {}",
+            n.saturating_sub(1)
+        );
+        let row: Option<mysql_async::Row> = conn
+            .exec_first(sql, Params::Positional(params))
+            .await
+            .map_err(|e| denied("finding a chunk boundary", &t.name, e))?;
+        Ok(row.map(|r| r.unwrap().into_iter().map(key_part).collect()))
+    }
+
+    pub async fn read(
+        &self,
+        conn: &mut Conn,
+        job: &Job,
+        id: u64,
+        in_flight: &InFlight,
+    ) -> Result<Chunk, SourceError> {
+        let t = &job.table;
+        let EngineTable::Mysql(m) = &t.engine else {
+            return Err(super::mismatch());
+        };
+        let (file, pos) = master_status(conn, m.connector).await?;
+        if let Ok(mut f) = in_flight.lock() {
+            f.insert(id, Position::Binlog(BinlogPosition::start_of(&file, pos)));
+        }
+        let at = match m.connector {
+            Connector::Mariadb => {
+                conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                    .await
+                    .map_err(|e| classify("starting a snapshot transaction", e))?;
+                let status: Vec<(String, String)> = conn
+                    .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+                    .await
+                    .map_err(|e| classify("reading the snapshot's binlog position", e))?;
+                let get = |k: &str| {
+                    status
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                        .map(|(_, v)| v.clone())
+                };
+                match (
+                    get("binlog_snapshot_file"),
+                    get("binlog_snapshot_position").and_then(|p| p.parse::<u64>().ok()),
+                ) {
+                    (Some(f), Some(p)) if !f.is_empty() => BinlogPosition::start_of(&f, p),
+                    _ => {
+                        return Err(SourceError::definite(
+                            "the server reports no binlog_snapshot_file/position: the snapshot needs log_bin on (it streams the binlog anyway)",
+                        ));
+                    }
+                }
+            }
+            _ => {
+                conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| {
+                    if let mysql_async::Error::Server(s) = &e
+                        && matches!(s.code, 1227 | 1044)
+                    {
+                        return SourceError::definite("a MySQL snapshot takes FLUSH TABLES WITH READ LOCK for a moment per chunk to read the binlog position its snapshot matches: GRANT RELOAD ON *.* TO the tidemark user").caused_by(e);
+                    }
+                    classify("locking tables to open a snapshot", e)
+                })?;
+                let started = conn
+                    .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                    .await
+                    .map_err(|e| classify("starting a snapshot transaction", e));
+                let status = match started {
+                    Ok(()) => master_status(conn, m.connector).await,
+                    Err(e) => Err(e),
+                };
+                let unlocked = conn.query_drop("UNLOCK TABLES").await;
+                let (f, p) = status?;
+                unlocked.map_err(|e| classify("unlocking tables", e))?;
+                BinlogPosition::start_of(&f, p)
+            }
+        };
+        let read_at_ms = crate::store::now_ms();
+        let mut params = Vec::new();
+        let mut conds = Vec::new();
+        if let Some(lo) = &job.lo {
+            conds.push(after(&m.key, lo, &mut params));
+        }
+        if let Some(hi) = &job.hi {
+            let mut p = Vec::new();
+            conds.push(format!("NOT ({})", after(&m.key, hi, &mut p)));
+            params.extend(p);
+        }
+        let mut sql = m.select.clone();
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        if !m.key.is_empty() {
+            sql.push_str(" ORDER BY ");
+            sql.push_str(&m.key.join(", "));
+        }
+        let mut rows: Vec<Vec<Value>> = Vec::new();
+        {
+            let mut result = conn
+                .exec_iter(sql, Params::Positional(params))
+                .await
+                .map_err(|e| denied("reading a snapshot chunk", &t.name, e))?;
+            while let Some(row) = result
+                .next()
+                .await
+                .map_err(|e| classify("reading a snapshot chunk", e))?
+            {
+                let values = row.unwrap();
+                let mut out = Vec::with_capacity(values.len());
+                for (v, kind) in values.into_iter().zip(&m.kinds) {
+                    out.push(
+                        mysql_values::value(kind, v).map_err(|e| {
+                            SourceError::definite(format!("a row of {}: {e}", t.name))
+                        })?,
+                    );
+                }
+                rows.push(out);
+            }
+        }
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(|e| classify("ending a snapshot transaction", e))?;
+        Ok(Chunk {
+            id,
+            job: job.clone(),
+            schema: t.schema.clone(),
+            at: Position::Binlog(at),
+            visibility: Visibility::Exact,
+            rows,
+            read_at_ms,
+            connector: m.connector,
+            spoiled: false,
+        })
+    }
+}

@@ -1,0 +1,489 @@
+//! Reading PostgreSQL chunks consistently.
+//!
+//! Each chunk runs in a `REPEATABLE READ READ ONLY` transaction; its first
+//! statement takes the snapshot and reads, right after, the snapshot's
+//! transaction lists (`pg_current_snapshot()`) and the WAL insert position,
+//! the chunk's point. Transactions committing before that point that the
+//! snapshot doesn't see are reconciled by [`super::reconcile`]. Before the
+//! snapshot is taken, the WAL insert position is registered as the chunk's
+//! head, so the stream holds back what might follow the chunk.
+//!
+//! Rows are read as the types' text output (`::text`), the form pgoutput
+//! sends, and decoded by the same code as streamed values; the table's
+//! schema is built from the catalog as a Relation message would describe
+//! it, so both carry the same schema version.
+
+use std::collections::{HashMap, HashSet};
+
+use tokio_postgres::Client;
+use tokio_postgres::types::ToSql;
+
+use super::reconcile::{Chunk, InFlight, PgSnapshot, Visibility};
+use super::{EngineTable, Job, KeyPart, SnapTable};
+use crate::config::{PostgresSourceConfig, TlsConfig};
+use crate::event::position::parse_lsn;
+use crate::event::{Connector, LsnPosition, Position, Value};
+use crate::select::TableFilter;
+use crate::source::SourceError;
+use crate::source::postgres::pgoutput::{Column, Relation, ReplicaIdentity};
+use crate::source::postgres::types::{self, PgType, TypeDef};
+use crate::source::postgres::{catalog, connect, setup, stream};
+
+#[derive(Clone)]
+pub struct PgEngine {
+    url: String,
+    tls: TlsConfig,
+    task: String,
+    filter: TableFilter,
+}
+
+impl std::fmt::Debug for PgEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PgEngine")
+    }
+}
+
+/// How to read one table.
+#[derive(Debug)]
+pub struct PgTable {
+    /// `SELECT c1::text, ... FROM "schema"."table"`.
+    select: String,
+    /// Quoted chunk key columns and their types (`format_type`).
+    key: Vec<(String, String)>,
+    types: Vec<PgType>,
+}
+
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `(k1, k2) > ($n::t1, $n+1::t2)`, parameters as text appended.
+fn compare(
+    key: &[(String, String)],
+    op: &str,
+    bound: &[KeyPart],
+    params: &mut Vec<String>,
+) -> String {
+    let cols: Vec<&str> = key.iter().map(|(k, _)| k.as_str()).collect();
+    let mut vals = Vec::new();
+    for (i, (_, ty)) in key.iter().enumerate() {
+        params.push(match bound.get(i) {
+            Some(KeyPart::Text(t)) => t.clone(),
+            Some(KeyPart::Int(i)) => i.to_string(),
+            Some(KeyPart::UInt(u)) => u.to_string(),
+            Some(KeyPart::Double(d)) => d.to_string(),
+            Some(KeyPart::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(KeyPart::Null) | None => String::new(),
+        });
+        vals.push(format!("(${}::text)::{ty}", params.len()));
+    }
+    format!("({}) {op} ({})", cols.join(", "), vals.join(", "))
+}
+
+fn denied(what: &str, table: &str, e: tokio_postgres::Error) -> SourceError {
+    if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) {
+        return SourceError::definite(format!(
+            "{what}: the tidemark user may not read {table}; GRANT SELECT ON {table} TO the tidemark user (a snapshot reads every selected table)"
+        ))
+        .caused_by(e);
+    }
+    sql_error(what, e)
+}
+
+fn sql_error(what: &str, e: tokio_postgres::Error) -> SourceError {
+    if e.is_closed() || e.code().is_none() {
+        SourceError::transient(what.to_string()).caused_by(e)
+    } else {
+        SourceError::definite(what.to_string()).caused_by(e)
+    }
+}
+
+impl PgEngine {
+    pub fn new(cfg: &PostgresSourceConfig, task: &str, filter: TableFilter) -> PgEngine {
+        PgEngine {
+            url: cfg.url.clone(),
+            tls: cfg.tls.clone(),
+            task: task.to_string(),
+            filter,
+        }
+    }
+
+    pub async fn connect(&self) -> Result<Client, SourceError> {
+        let target = connect::Target::parse(&self.url)?;
+        let app = format!("{}/snapshot", setup::application_name(&self.task));
+        let client = connect::sql(&target, &self.tls, &app).await?;
+        client
+            .batch_execute(
+                "SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET bytea_output = 'hex'; SET extra_float_digits = 1",
+            )
+            .await
+            .map_err(|e| sql_error("preparing a snapshot connection", e))?;
+        Ok(client)
+    }
+
+    pub async fn tables(
+        &self,
+        client: &mut Client,
+        names: Option<&[String]>,
+    ) -> Result<Vec<SnapTable>, SourceError> {
+        let db: String = client
+            .query_one("SELECT current_database()::text", &[])
+            .await
+            .map_err(|e| sql_error("reading the database name", e))?
+            .get(0);
+        let rows = client
+            .query(
+                "SELECT n.nspname::text, c.relname::text, c.oid::int8,
+                        greatest(c.reltuples, 0)::int8, c.relreplident::text
+                   FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind = 'r' AND NOT c.relispartition
+                    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                    AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+                  ORDER BY 1, 2",
+                &[],
+            )
+            .await
+            .map_err(|e| sql_error("listing tables for the snapshot", e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (schema, table): (String, String) = (r.get(0), r.get(1));
+            let name = format!("{schema}.{table}");
+            let wanted =
+                self.filter.selects(&schema, &table) && names.is_none_or(|n| n.contains(&name));
+            if !wanted {
+                continue;
+            }
+            let oid: i64 = r.get(2);
+            let estimate: i64 = r.get(3);
+            let ident: String = r.get(4);
+            out.push(
+                self.table(client, &db, &schema, &table, oid, estimate, &ident)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn table(
+        &self,
+        client: &Client,
+        db: &str,
+        schema: &str,
+        table: &str,
+        oid: i64,
+        estimate: i64,
+        ident: &str,
+    ) -> Result<SnapTable, SourceError> {
+        let rel_id = u32::try_from(oid).unwrap_or_default();
+        // Columns, with the replica identity key flag pgoutput sets and
+        // the unique NOT NULL index a table without primary key chunks by.
+        let cols = client
+            .query(
+                "SELECT a.attname::text, a.atttypid::int8, a.atttypmod,
+                        format_type(a.atttypid, a.atttypmod),
+                        coalesce(array_position(ri.indkey::int2[], a.attnum), 0) > 0
+                   FROM pg_catalog.pg_attribute a
+                   LEFT JOIN pg_catalog.pg_index ri
+                     ON ri.indrelid = a.attrelid
+                    AND CASE $2::text WHEN 'i' THEN ri.indisreplident ELSE ri.indisprimary END
+                  WHERE a.attrelid::int8 = $1 AND a.attnum > 0 AND NOT a.attisdropped
+                    AND a.attgenerated = ''
+                  ORDER BY a.attnum",
+                &[&oid, &ident],
+            )
+            .await
+            .map_err(|e| sql_error("reading the table's columns", e))?;
+        let identity = match ident {
+            "f" => ReplicaIdentity::Full,
+            "n" => ReplicaIdentity::Nothing,
+            "i" => ReplicaIdentity::Index,
+            _ => ReplicaIdentity::Default,
+        };
+        let mut columns = Vec::new();
+        let mut type_names = Vec::new();
+        for c in &cols {
+            let in_key: bool = c.get(4);
+            let key = match identity {
+                ReplicaIdentity::Full => true,
+                ReplicaIdentity::Nothing => false,
+                _ => in_key,
+            };
+            columns.push(Column {
+                flags: u8::from(key),
+                name: c.get(0),
+                type_oid: u32::try_from(c.get::<_, i64>(1)).unwrap_or_default(),
+                typmod: c.get(2),
+            });
+            type_names.push(c.get::<_, String>(3));
+        }
+        let relation = Relation {
+            xid: None,
+            rel_id,
+            namespace: schema.to_string(),
+            name: table.to_string(),
+            replica_identity: identity,
+            columns,
+        };
+        let info = catalog::load_relation(client, rel_id)
+            .await
+            .map_err(|e| sql_error("reading the table's keys", e))?;
+        let oids: Vec<u32> = relation.columns.iter().map(|c| c.type_oid).collect();
+        let defs: HashMap<u32, TypeDef> =
+            catalog::load_types(client, &oids, |o| types::builtin(o, -1).is_some())
+                .await
+                .map_err(|e| sql_error("reading the table's types", e))?;
+        let (schema_def, pg_types) = stream::relation_schema(db, &relation, &info, &defs);
+        let position = |n: &str| relation.columns.iter().position(|c| c.name == n);
+        let mut chunk_key: Vec<usize> = info
+            .primary_key
+            .iter()
+            .filter_map(|k| position(k))
+            .collect();
+        if chunk_key.is_empty() {
+            let idx = client
+                .query(
+                    "SELECT array_agg(a.attname::text ORDER BY k.ord)
+                       FROM pg_catalog.pg_index i
+                       CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                       JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                      WHERE i.indrelid::int8 = $1 AND i.indisunique AND i.indpred IS NULL
+                        AND i.indexprs IS NULL
+                      GROUP BY i.indexrelid
+                     HAVING bool_and(a.attnotnull)
+                      ORDER BY i.indexrelid LIMIT 1",
+                    &[&oid],
+                )
+                .await
+                .map_err(|e| sql_error("reading the table's unique indexes", e))?;
+            if let Some(r) = idx.first() {
+                let names: Vec<String> = r.get(0);
+                chunk_key = names.iter().filter_map(|k| position(k)).collect();
+            }
+        }
+        let qualified = format!("{}.{}", quote(schema), quote(table));
+        let select = format!(
+            "SELECT {} FROM {qualified}",
+            relation
+                .columns
+                .iter()
+                .map(|c| format!("{}::text", quote(&c.name)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let key = chunk_key
+            .iter()
+            .filter_map(|&i| {
+                Some((
+                    quote(&relation.columns.get(i)?.name),
+                    type_names.get(i)?.clone(),
+                ))
+            })
+            .collect();
+        Ok(SnapTable {
+            name: format!("{schema}.{table}"),
+            schema: schema_def,
+            chunk_key,
+            estimated_rows: u64::try_from(estimate).unwrap_or(0),
+            engine: EngineTable::Postgres(PgTable {
+                select,
+                key,
+                types: pg_types,
+            }),
+        })
+    }
+
+    pub async fn boundary(
+        &self,
+        client: &mut Client,
+        t: &SnapTable,
+        lo: Option<&[KeyPart]>,
+        n: u64,
+    ) -> Result<Option<Vec<KeyPart>>, SourceError> {
+        let EngineTable::Postgres(p) = &t.engine else {
+            return Err(super::mismatch());
+        };
+        let keys: Vec<&str> = p.key.iter().map(|(k, _)| k.as_str()).collect();
+        let from = p.select.split_once(" FROM ").map_or("", |(_, f)| f);
+        let mut params = Vec::new();
+        let filter = match lo {
+            Some(lo) => format!(" WHERE {}", compare(&p.key, ">", lo, &mut params)),
+            None => String::new(),
+        };
+        let sql = format!(
+            "SELECT {} FROM {from}{filter} ORDER BY {} LIMIT 1 OFFSET {}",
+            keys.iter()
+                .map(|k| format!("{k}::text"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            keys.join(", "),
+            n.saturating_sub(1)
+        );
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|s| s as &(dyn ToSql + Sync)).collect();
+        let row = client
+            .query_opt(&sql, &refs)
+            .await
+            .map_err(|e| denied("finding a chunk boundary", &t.name, e))?;
+        Ok(row.map(|r| {
+            (0..keys.len())
+                .map(|i| match r.get::<_, Option<String>>(i) {
+                    Some(s) => KeyPart::Text(s),
+                    None => KeyPart::Null,
+                })
+                .collect()
+        }))
+    }
+
+    pub async fn read(
+        &self,
+        client: &mut Client,
+        job: &Job,
+        id: u64,
+        in_flight: &InFlight,
+    ) -> Result<Chunk, SourceError> {
+        let t = &job.table;
+        let EngineTable::Postgres(p) = &t.engine else {
+            return Err(super::mismatch());
+        };
+        let head: String = client
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .map_err(|e| sql_error("reading the WAL position", e))?
+            .get(0);
+        let head = parse_lsn(&head)
+            .ok_or_else(|| SourceError::definite(format!("unreadable WAL position {head:?}")))?;
+        if let Ok(mut f) = in_flight.lock() {
+            f.insert(
+                id,
+                Position::Lsn(LsnPosition {
+                    commit_lsn: head,
+                    index: 0,
+                }),
+            );
+        }
+        let tx = client
+            .transaction()
+            .await
+            .map_err(|e| sql_error("starting a snapshot transaction", e))?;
+        tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .map_err(|e| sql_error("starting a snapshot transaction", e))?;
+        let snap = tx
+            .query_one(
+                "SELECT pg_current_snapshot()::text, pg_current_wal_insert_lsn()::text,
+                        (extract(epoch from clock_timestamp()) * 1000)::int8",
+                &[],
+            )
+            .await
+            .map_err(|e| sql_error("taking a snapshot", e))?;
+        let (snapshot_text, at_text, read_at_ms): (String, String, i64) =
+            (snap.get(0), snap.get(1), snap.get(2));
+        let snapshot = parse_snapshot(&snapshot_text).ok_or_else(|| {
+            SourceError::definite(format!("unreadable snapshot {snapshot_text:?}"))
+        })?;
+        let at = parse_lsn(&at_text)
+            .ok_or_else(|| SourceError::definite(format!("unreadable WAL position {at_text:?}")))?;
+        let mut params = Vec::new();
+        let mut conds = Vec::new();
+        if let Some(lo) = &job.lo {
+            conds.push(compare(&p.key, ">", lo, &mut params));
+        }
+        if let Some(hi) = &job.hi {
+            conds.push(compare(&p.key, "<=", hi, &mut params));
+        }
+        let mut sql = p.select.clone();
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        if !p.key.is_empty() {
+            sql.push_str(" ORDER BY ");
+            sql.push_str(
+                &p.key
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|s| s as &(dyn ToSql + Sync)).collect();
+        let result = tx
+            .query(&sql, &refs)
+            .await
+            .map_err(|e| denied("reading a snapshot chunk", &t.name, e))?;
+        let mut rows = Vec::with_capacity(result.len());
+        for r in result {
+            let mut values = Vec::with_capacity(p.types.len());
+            for (i, ty) in p.types.iter().enumerate() {
+                let text: Option<&str> = r.try_get(i).map_err(|e| sql_error("reading a row", e))?;
+                values.push(match text {
+                    None => Value::Null,
+                    Some(s) => types::decode_text(ty, s.as_bytes()).map_err(|e| {
+                        SourceError::definite(format!(
+                            "a value of {} column {}: {e}",
+                            t.name,
+                            t.schema.columns.get(i).map_or("?", |c| c.name.as_str())
+                        ))
+                    })?,
+                });
+            }
+            rows.push(values);
+        }
+        tx.commit()
+            .await
+            .map_err(|e| sql_error("ending a snapshot transaction", e))?;
+        Ok(Chunk {
+            id,
+            job: job.clone(),
+            schema: t.schema.clone(),
+            at: Position::Lsn(LsnPosition {
+                commit_lsn: at,
+                index: 0,
+            }),
+            visibility: Visibility::Pg(snapshot),
+            rows,
+            read_at_ms,
+            connector: Connector::Postgres,
+            spoiled: false,
+        })
+    }
+}
+
+/// `xmin:xmax:xip1,xip2` (pg_snapshot's text form).
+pub fn parse_snapshot(s: &str) -> Option<PgSnapshot> {
+    let mut parts = s.split(':');
+    let xmin = parts.next()?.parse().ok()?;
+    let xmax = parts.next()?.parse().ok()?;
+    let xip: HashSet<u64> = match parts.next()? {
+        "" => HashSet::new(),
+        list => list
+            .split(',')
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?,
+    };
+    Some(PgSnapshot { xmin, xmax, xip })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_parse_and_see_what_committed_before() {
+        let s = parse_snapshot("100:105:101,103").unwrap();
+        assert!(s.sees(99));
+        assert!(s.sees(100) && s.sees(102) && s.sees(104));
+        assert!(!s.sees(101) && !s.sees(103) && !s.sees(105) && !s.sees(200));
+        assert_eq!(parse_snapshot("5:5:").unwrap().xip.len(), 0);
+        assert!(parse_snapshot("5:x:").is_none());
+        // 64-bit xids: a 32-bit xid is widened by the snapshot's epoch.
+        let e = (3u64 << 32) + 10;
+        let s = parse_snapshot(&format!("{e}:{}:", e + 5)).unwrap();
+        assert!(s.sees(9) && !s.sees(15));
+        // Just below the epoch boundary: from the previous epoch.
+        assert!(s.sees(u64::from(u32::MAX)));
+    }
+}

@@ -1,0 +1,299 @@
+//! Placing snapshot chunks in the change stream, exactly.
+//!
+//! A chunk is the rows of one key range, read in a consistent snapshot of
+//! its own, together with the stream point `at` that snapshot reflects:
+//! every transaction committed before `at` is in the rows, none after.
+//! The chunk goes into the stream just before the first transaction at or
+//! after `at`, so that `rows + the stream after them` is the table (see
+//! docs/snapshot.md for the argument). The reconciler decides, for each
+//! stream batch and each chunk read, what goes out next:
+//!
+//! - a chunk whose read started is *in flight*: its `at` is not known yet,
+//!   only that it is at or after `head`, the server's log end read before
+//!   its snapshot was taken; stream batches from `head` on wait until the
+//!   chunk is read (they might come after it);
+//! - a chunk read is *ready*; it goes out once the stream has passed
+//!   everything before its `at`: a stream batch at or after `at` is
+//!   waiting, or the reader has read up to `at` (a quiet log);
+//! - PostgreSQL gives no exact log point for a snapshot: `at` is the WAL
+//!   insert position read right after the snapshot was taken, so a
+//!   transaction committing just before `at` may still be invisible to
+//!   the snapshot. Such a transaction goes out before the chunk, so the
+//!   chunk's rows for the keys it touched are dropped (the stream already
+//!   carries their newer state). A transaction that went out before the
+//!   chunk was read and that the snapshot doesn't see makes the chunk be
+//!   read again.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use crate::event::{Batch, ChangeEvent, Op, Position, TableSchema, Value};
+
+/// Which transactions a chunk's snapshot sees.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Visibility {
+    /// Every transaction before `at` and none after (MariaDB's
+    /// `binlog_snapshot_file/position`, taken atomically with the read view).
+    Exact,
+    /// A PostgreSQL snapshot (`pg_current_snapshot()`), 64-bit xids.
+    Pg(PgSnapshot),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgSnapshot {
+    pub xmin: u64,
+    pub xmax: u64,
+    pub xip: HashSet<u64>,
+}
+
+impl PgSnapshot {
+    /// Whether the snapshot sees the (committed) transaction `xid`, as
+    /// pgoutput gives it (32 bits, widened by the snapshot's epoch).
+    pub fn sees(&self, xid: u64) -> bool {
+        let xid = self.widen(xid);
+        xid < self.xmin || (xid < self.xmax && !self.xip.contains(&xid))
+    }
+
+    fn widen(&self, xid: u64) -> u64 {
+        if xid > u64::from(u32::MAX) {
+            return xid;
+        }
+        let epoch = self.xmax >> 32;
+        let full = epoch << 32 | xid;
+        // A 32-bit xid far above xmax's is from the previous epoch.
+        if full > self.xmax.saturating_add(1 << 31) && epoch > 0 {
+            full - (1 << 32)
+        } else {
+            full
+        }
+    }
+}
+
+/// The rows of one key range of one table, read at one stream point.
+#[derive(Debug)]
+pub struct Chunk {
+    pub id: u64,
+    pub job: super::Job,
+    pub schema: Arc<TableSchema>,
+    /// The stream point the rows reflect (a start-of-transaction position).
+    pub at: Position,
+    pub visibility: Visibility,
+    pub rows: Vec<Vec<Value>>,
+    /// When the snapshot was read (ms since the epoch).
+    pub read_at_ms: i64,
+    pub connector: crate::event::Connector,
+    /// Set when a transaction the snapshot doesn't see touched the table
+    /// and its rows can't be matched by key (a table without a key): the
+    /// chunk must be read again.
+    pub spoiled: bool,
+}
+
+/// Chunks whose read started, by id: the log end read before each one's
+/// snapshot was taken. Workers add to it before taking the snapshot.
+pub type InFlight = Arc<Mutex<HashMap<u64, Position>>>;
+
+/// What to do next (see the module docs).
+#[derive(Debug)]
+pub enum Step {
+    /// Hand this stream batch on.
+    Pass(Batch),
+    /// Emit this chunk's rows now.
+    Emit(Chunk),
+    /// Read this chunk again: the stream passed a change its snapshot
+    /// doesn't see, which can't be reconciled.
+    Reread(Chunk),
+    /// Nothing can move until a stream batch, a chunk or a read position
+    /// arrives.
+    Wait,
+}
+
+/// How many recently passed PostgreSQL transactions are remembered to
+/// check a chunk read after them.
+const RECENT_XIDS: usize = 8192;
+
+#[derive(Debug, Default)]
+pub struct Reconciler {
+    pub in_flight: InFlight,
+    ready: Vec<Chunk>,
+    recent_xids: VecDeque<u64>,
+}
+
+fn lt(a: &Position, b: &Position) -> bool {
+    a.partial_cmp(b).is_some_and(|o| o.is_lt())
+}
+
+/// Where a batch starts: its first event, else its end.
+fn batch_start(b: &Batch) -> &Position {
+    b.events.first().map_or(&b.end, |e| &e.position)
+}
+
+impl Reconciler {
+    pub fn new(in_flight: InFlight) -> Self {
+        Reconciler {
+            in_flight,
+            ..Reconciler::default()
+        }
+    }
+
+    /// Chunks read and waiting for their place.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// A chunk was read. `Err` returns it when it must be read again.
+    pub fn add(&mut self, chunk: Chunk) -> Result<(), Chunk> {
+        if let Ok(mut f) = self.in_flight.lock() {
+            f.remove(&chunk.id);
+        }
+        if let Visibility::Pg(s) = &chunk.visibility
+            && self.recent_xids.iter().any(|&x| !s.sees(x))
+        {
+            return Err(chunk);
+        }
+        self.ready.push(chunk);
+        self.ready.sort_by(|a, b| {
+            a.at.partial_cmp(&b.at)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.id.cmp(&b.id))
+        });
+        Ok(())
+    }
+
+    /// The earliest point a stream batch may not pass yet: the head of a
+    /// chunk in flight or the point of a chunk ready.
+    fn limit(&self) -> Option<Position> {
+        let mut limit: Option<Position> = self.ready.first().map(|c| c.at.clone());
+        if let Ok(f) = self.in_flight.lock() {
+            for head in f.values() {
+                if limit.as_ref().is_none_or(|l| lt(head, l)) {
+                    limit = Some(head.clone());
+                }
+            }
+        }
+        limit
+    }
+
+    /// True when no chunk in flight could land before `at`.
+    fn none_in_flight_before(&self, at: &Position) -> bool {
+        self.in_flight
+            .lock()
+            .map(|f| f.values().all(|h| !lt(h, at)))
+            .unwrap_or(false)
+    }
+
+    /// The next step, given the stream batch waiting (taken when passed)
+    /// and how far the stream has been read when no batch is waiting.
+    pub fn step(&mut self, held: &mut Option<Batch>, read_to: Option<&Position>) -> Step {
+        // A ready chunk goes out once everything before its point passed.
+        if let Some(first) = self.ready.first() {
+            let passed = match held.as_ref() {
+                Some(b) => !lt(batch_start(b), &first.at),
+                None => read_to.is_some_and(|r| !lt(r, &first.at)),
+            };
+            if passed && self.none_in_flight_before(&first.at) {
+                let chunk = self.ready.remove(0);
+                return if chunk.spoiled {
+                    Step::Reread(chunk)
+                } else {
+                    Step::Emit(chunk)
+                };
+            }
+        }
+        let Some(batch) = held.take() else {
+            return Step::Wait;
+        };
+        let limit = self.limit();
+        let part = match &limit {
+            None => batch,
+            Some(l) if lt(&batch.end, l) => batch,
+            Some(l) => {
+                let (before, rest) = split_before(batch, l);
+                *held = Some(rest);
+                match before {
+                    Some(b) => b,
+                    None => return Step::Wait,
+                }
+            }
+        };
+        self.passing(&part);
+        Step::Pass(part)
+    }
+
+    /// A batch goes out before every ready chunk: changes their snapshots
+    /// don't see drop the chunk rows they touched.
+    fn passing(&mut self, b: &Batch) {
+        for ev in &b.events {
+            let Some(xid) = ev.tx.xid else { continue };
+            if self.recent_xids.back() != Some(&xid) {
+                if self.recent_xids.len() == RECENT_XIDS {
+                    self.recent_xids.pop_front();
+                }
+                self.recent_xids.push_back(xid);
+            }
+            for c in &mut self.ready {
+                if let Visibility::Pg(s) = &c.visibility
+                    && !s.sees(xid)
+                {
+                    drop_touched(c, ev);
+                }
+            }
+        }
+    }
+}
+
+/// Drops from `c` the rows `ev` (a change its snapshot doesn't see) touched.
+fn drop_touched(c: &mut Chunk, ev: &ChangeEvent) {
+    let Some(t) = &ev.table else { return };
+    if t.name != c.schema.name || t.schema != c.schema.schema || t.db != c.schema.db {
+        return;
+    }
+    if ev.op == Op::Truncate {
+        c.rows.clear();
+        return;
+    }
+    let key = &c.schema.key;
+    if key.is_empty() {
+        c.spoiled = true;
+        return;
+    }
+    let key_of = |row: &[Value]| -> Option<String> {
+        let parts: Option<Vec<&Value>> = key.iter().map(|&i| row.get(i)).collect();
+        parts.map(|p| format!("{p:?}"))
+    };
+    let touched: Vec<String> = [ev.before.as_deref(), ev.after.as_deref()]
+        .into_iter()
+        .flatten()
+        .filter_map(key_of)
+        .collect();
+    if touched.is_empty() {
+        return;
+    }
+    c.rows
+        .retain(|r| key_of(r).is_none_or(|k| !touched.contains(&k)));
+}
+
+/// Splits a batch into the events before `at` (with an end that covers
+/// them, their transactions being complete) and the rest.
+fn split_before(mut b: Batch, at: &Position) -> (Option<Batch>, Batch) {
+    let n = b.events.iter().take_while(|e| lt(&e.position, at)).count();
+    if n == 0 {
+        return (None, b);
+    }
+    let rest = b.events.split_off(n);
+    let end = b.events.last().map(|e| e.position.tx_end());
+    let before = end.map(|end| Batch {
+        events: b.events,
+        end,
+    });
+    (
+        before,
+        Batch {
+            events: rest,
+            end: b.end,
+        },
+    )
+}
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;

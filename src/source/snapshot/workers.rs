@@ -1,0 +1,275 @@
+//! The planner and the workers of a snapshot.
+//!
+//! The planner lists the tables an order names, cuts each into key ranges
+//! of `chunk_rows` rows (asking the server for the key `chunk_rows` rows
+//! further, an index-only scan) and queues them; `workers` workers, each
+//! with its own connection, read queued ranges in snapshots of their own
+//! and send the chunks on. Ranges partition the key space whenever they are
+//! cut, so every row is in exactly one chunk; rows that move between
+//! ranges meanwhile are changes the stream carries.
+//!
+//! Memory: the job queue holds key bounds only; chunks in memory are at
+//! most one per worker being read plus `workers` queued for the source
+//! plus `workers` waiting there for their place: `3 × workers ×
+//! chunk_rows` rows.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{Mutex, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::reconcile::InFlight;
+use super::{Chunk, Engine, Job, KeyPart, Settings, SnapTable, SnapshotStats};
+use crate::source::SourceError;
+use crate::store::{OffsetStore, SnapshotProgress};
+
+/// Tables to copy.
+pub struct Order {
+    /// `None`: every selected table.
+    pub names: Option<Vec<String>>,
+    /// Progress of earlier runs: tables done are skipped, others resume
+    /// after their last copied key.
+    pub skip_done: SnapshotProgress,
+    pub incremental: bool,
+    /// The task's initial snapshot (or what it left to do).
+    pub initial: bool,
+}
+
+pub enum Msg {
+    Chunk(Chunk),
+    /// The tables of an order, listed before any of their chunks.
+    Planned {
+        tables: Vec<String>,
+        initial: bool,
+    },
+    Failed(SourceError),
+}
+
+struct Queue {
+    requeued: mpsc::UnboundedReceiver<Job>,
+    jobs: mpsc::Receiver<Job>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    engine: Engine,
+    settings: Settings,
+    in_flight: InFlight,
+    mut orders: mpsc::UnboundedReceiver<Order>,
+    requeued: mpsc::UnboundedReceiver<Job>,
+    out: mpsc::Sender<Msg>,
+    cancel: CancellationToken,
+    stats: Arc<SnapshotStats>,
+) {
+    let workers = settings.workers.max(1);
+    let (job_tx, jobs) = mpsc::channel::<Job>(workers * 2);
+    let queue = Arc::new(Mutex::new(Queue { requeued, jobs }));
+    let ids = Arc::new(AtomicU64::new(1));
+    let mut handles = Vec::new();
+    for w in 0..workers {
+        handles.push(tokio::spawn(worker(
+            w,
+            engine.clone(),
+            queue.clone(),
+            in_flight.clone(),
+            ids.clone(),
+            out.clone(),
+            cancel.clone(),
+        )));
+    }
+    let planner = async {
+        let mut conn = None;
+        while let Some(order) = orders.recv().await {
+            if let Err(e) = plan(&engine, &mut conn, &settings, order, &job_tx, &out, &stats).await
+            {
+                let _ = out.send(Msg::Failed(e)).await;
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = planner => { cancel.cancelled().await; }
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+async fn plan(
+    engine: &Engine,
+    conn: &mut Option<super::EngineConn>,
+    settings: &Settings,
+    order: Order,
+    jobs: &mpsc::Sender<Job>,
+    out: &mpsc::Sender<Msg>,
+    stats: &SnapshotStats,
+) -> Result<(), SourceError> {
+    if conn.is_none() {
+        *conn = Some(engine.connect().await?);
+    }
+    let Some(c) = conn.as_mut() else {
+        return Ok(());
+    };
+    let tables = engine.tables(c, order.names.as_deref()).await?;
+    let todo: Vec<Arc<SnapTable>> = tables
+        .into_iter()
+        .filter(|t| !order.skip_done.tables.get(&t.name).is_some_and(|s| s.done))
+        .map(Arc::new)
+        .collect();
+    if let Some(names) = &order.names {
+        for n in names {
+            if !todo.iter().any(|t| &t.name == n) {
+                warn!(table = %n, "a snapshot was requested for a table the server doesn't have, or the task's selection leaves out; skipped");
+            }
+        }
+    }
+    info!(
+        tables = todo.len(),
+        incremental = order.incremental,
+        "snapshot: tables to copy"
+    );
+    if out
+        .send(Msg::Planned {
+            tables: todo.iter().map(|t| t.name.clone()).collect(),
+            initial: order.initial,
+        })
+        .await
+        .is_err()
+    {
+        return Ok(());
+    }
+    for t in todo {
+        let before = order.skip_done.tables.get(&t.name);
+        let mut lo: Option<Vec<KeyPart>> = before.and_then(|s| s.last_key.as_ref()).map(|k| {
+            k.iter()
+                .filter_map(|v| serde_json::from_value(v.clone()).ok())
+                .collect()
+        });
+        let mut index = before.map_or(0, |s| s.chunks_done);
+        stats.planned(
+            &t.name,
+            t.estimated_rows,
+            settings.chunk_rows,
+            before.map_or(0, |s| s.rows),
+            index,
+            order.incremental,
+        );
+        loop {
+            let hi = if t.chunk_key.is_empty() {
+                None
+            } else {
+                engine
+                    .boundary(c, &t, lo.as_deref(), settings.chunk_rows)
+                    .await?
+            };
+            let last = hi.is_none();
+            let job = Job {
+                table: t.clone(),
+                index,
+                lo: lo.clone(),
+                hi: hi.clone(),
+                incremental: order.incremental,
+            };
+            stats.chunk_planned(&t.name, last);
+            debug!(table = %t.name, index, last, "chunk planned");
+            if jobs.send(job).await.is_err() {
+                return Ok(());
+            }
+            if last {
+                break;
+            }
+            lo = hi;
+            index += 1;
+        }
+    }
+    Ok(())
+}
+
+async fn worker(
+    n: usize,
+    engine: Engine,
+    queue: Arc<Mutex<Queue>>,
+    in_flight: InFlight,
+    ids: Arc<AtomicU64>,
+    out: mpsc::Sender<Msg>,
+    cancel: CancellationToken,
+) {
+    let mut conn = None;
+    loop {
+        let job = {
+            let mut q = tokio::select! {
+                _ = cancel.cancelled() => return,
+                q = queue.lock() => q,
+            };
+            let Queue { requeued, jobs } = &mut *q;
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                j = requeued.recv() => j,
+                j = jobs.recv() => j,
+            }
+        };
+        let Some(job) = job else { return };
+        if conn.is_none() {
+            match engine.connect().await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    let _ = out.send(Msg::Failed(e)).await;
+                    return;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { return };
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let read = tokio::select! {
+            _ = cancel.cancelled() => None,
+            r = engine.read(c, &job, id, &in_flight) => Some(r),
+        };
+        match read {
+            None => {
+                forget(&in_flight, id);
+                return;
+            }
+            Some(Ok(chunk)) => {
+                debug!(worker = n, table = %job.table.name, index = job.index, rows = chunk.rows.len(), at = %chunk.at, "chunk read");
+                if out.send(Msg::Chunk(chunk)).await.is_err() {
+                    forget(&in_flight, id);
+                    return;
+                }
+            }
+            Some(Err(e)) => {
+                forget(&in_flight, id);
+                let _ = out.send(Msg::Failed(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+fn forget(in_flight: &InFlight, id: u64) {
+    if let Ok(mut f) = in_flight.lock() {
+        f.remove(&id);
+    }
+}
+
+/// Writes the latest snapshot progress to the store, one write at a time,
+/// until the source drops its sender (then the last value is written).
+pub async fn saver(
+    store: Arc<dyn OffsetStore>,
+    task: String,
+    mut rx: watch::Receiver<Option<SnapshotProgress>>,
+) {
+    while rx.changed().await.is_ok() {
+        let p = rx.borrow_and_update().clone();
+        if let Some(p) = p
+            && let Err(e) = store.save_snapshot(&task, &p).await
+        {
+            // Progress not saved means chunks copied again after a
+            // restart, never rows lost.
+            warn!(task = %task, error = %crate::error::chain(&e), "saving snapshot progress failed");
+        }
+    }
+}
