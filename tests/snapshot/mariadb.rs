@@ -72,7 +72,7 @@ async fn writer(
 async fn load(m: &Mariadb, db: &str, table: &str, rows: u64) {
     m.exec(&format!(
         "CREATE TABLE `{db}`.`{table}` (id BIGINT PRIMARY KEY, k BIGINT NOT NULL, v VARCHAR(20) NOT NULL);
-         INSERT INTO `{db}`.`{table}` SELECT seq, seq % 1000, CONCAT('row', seq) FROM seq_1_to_{rows};"
+         INSERT INTO `{db}`.`{table}` SELECT seq, seq % 1000, CONCAT('row', seq) FROM `{db}`.seq_1_to_{rows};"
     ))
     .await;
 }
@@ -135,9 +135,9 @@ async fn kill_9_mid_snapshot_and_mid_handoff_stays_exact() {
     // without any key, read whole.
     m.exec(&format!(
         "CREATE TABLE `{db}`.`t2` (region VARCHAR(8) COLLATE utf8mb4_general_ci NOT NULL, id BIGINT NOT NULL, k BIGINT NOT NULL, v VARCHAR(20) NOT NULL, PRIMARY KEY (region, id));
-         INSERT INTO `{db}`.`t2` SELECT ELT(1 + seq % 4, 'b', 'A', 'a2', 'Z'), seq, seq, 'x' FROM seq_1_to_40000;
+         INSERT INTO `{db}`.`t2` SELECT ELT(1 + seq % 4, 'b', 'A', 'a2', 'Z'), seq, seq, 'x' FROM `{db}`.seq_1_to_40000;
          CREATE TABLE `{db}`.`t3` (id BIGINT NOT NULL, k BIGINT NOT NULL, v VARCHAR(20) NOT NULL);
-         INSERT INTO `{db}`.`t3` SELECT seq, seq, 'keyless' FROM seq_1_to_5000;"
+         INSERT INTO `{db}`.`t3` SELECT seq, seq, 'keyless' FROM `{db}`.seq_1_to_5000;"
     ))
     .await;
     let mut d = Daemon::mysql("snap_kill", &m.url(), &[&format!("{db}.*")], "").with_mode(

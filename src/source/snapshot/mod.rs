@@ -21,6 +21,7 @@ pub mod stats;
 mod workers;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -212,6 +213,15 @@ struct Emitted {
     last: bool,
 }
 
+/// A table being copied: chunks planned (known once `all_planned`) and
+/// emitted.
+#[derive(Debug, Default)]
+struct OpenTable {
+    planned: u64,
+    all_planned: bool,
+    emitted: u64,
+}
+
 /// Per table: chunks durable beyond the copied prefix, to advance it.
 #[derive(Default)]
 struct TableDone {
@@ -243,7 +253,7 @@ pub struct SnapshotSource {
     stats: Arc<SnapshotStats>,
     complete: bool,
     /// Tables planned whose last chunk is not emitted yet.
-    open: HashSet<String>,
+    open: HashMap<String, OpenTable>,
     /// The initial snapshot's tables were listed.
     initial_planned: bool,
     /// Tables of the initial snapshot whose last chunk is not emitted yet;
@@ -311,7 +321,7 @@ impl SnapshotSource {
             saver: Some(saver),
             stats: plan.stats.clone(),
             complete: plan.complete,
-            open: HashSet::new(),
+            open: HashMap::new(),
             initial_planned: !plan.initial,
             initial_left: HashSet::new(),
             initial_open,
@@ -372,7 +382,11 @@ impl SnapshotSource {
             _ => 0,
         };
         let job = &chunk.job;
-        let last_chunk = job.hi.is_none();
+        // The table is copied once its last planned chunk is out, in
+        // whatever order the chunks came.
+        let last_chunk = self.open.get(&job.table.name).is_some_and(|t| {
+            t.all_planned && t.emitted + 1 == t.planned
+        });
         let closes_initial = !job.incremental
             && last_chunk
             && self.initial_open
@@ -448,8 +462,11 @@ impl SnapshotSource {
             index: job.index,
             hi: job.hi.clone(),
             rows: n as u64,
-            last: last_chunk,
+            last: job.hi.is_none(),
         });
+        if let Some(t) = self.open.get_mut(&job.table.name) {
+            t.emitted += 1;
+        }
         if last_chunk {
             self.open.remove(&job.table.name);
             if !job.incremental {
@@ -629,7 +646,9 @@ impl SnapshotSource {
                 }
             }
             workers::Msg::Planned { tables, initial } => {
-                self.open.extend(tables.iter().cloned());
+                for t in &tables {
+                    self.open.insert(t.clone(), OpenTable::default());
+                }
                 if initial {
                     self.initial_planned = true;
                     self.initial_left.extend(tables);
@@ -637,6 +656,26 @@ impl SnapshotSource {
                         self.initial_open = false;
                         self.progress.initial_complete = true;
                         self.save_progress();
+                    }
+                }
+            }
+            workers::Msg::TablePlanned { table, chunks } => {
+                let done = match self.open.get_mut(&table) {
+                    Some(t) => {
+                        t.planned = chunks;
+                        t.all_planned = true;
+                        t.emitted >= chunks
+                    }
+                    None => false,
+                };
+                if done {
+                    // Every chunk went out before the count arrived.
+                    self.open.remove(&table);
+                    self.initial_left.remove(&table);
+                    self.stats.finished(&table);
+                    if self.initial_open && self.initial_planned && self.initial_left.is_empty() {
+                        self.initial_open = false;
+                        info!(task = %self.task, "initial snapshot: every table copied");
                     }
                 }
             }

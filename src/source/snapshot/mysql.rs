@@ -132,7 +132,7 @@ impl MysqlEngine {
     pub async fn connect(&self) -> Result<Conn, SourceError> {
         let mut conn = self.source.connect().await?;
         conn.query_drop(
-            "SET time_zone = '+00:00', NAMES utf8mb4, SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+            "SET time_zone = '+00:00', NAMES utf8mb4; SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
         )
         .await
         .map_err(|e| classify("preparing a snapshot connection", e))?;

@@ -401,17 +401,16 @@ fn int(bytes: u8, unsigned: bool, v: &Wire) -> Option<Value> {
     };
     let bits = 8 * u32::from(bytes.clamp(1, 8));
     if unsigned {
-        let max = (1i128 << bits) - 1;
-        (0..=max)
-            .contains(&n)
-            .then(|| u64::try_from(n).ok().map(Value::UInt))
-            .flatten()
+        u64::try_from(n)
+            .ok()
+            .filter(|_| n < 1i128 << bits)
+            .map(Value::UInt)
     } else {
         let half = 1i128 << (bits - 1);
-        (-half..half)
-            .contains(&n)
-            .then(|| i64::try_from(n).ok().map(Value::Int))
-            .flatten()
+        i64::try_from(n)
+            .ok()
+            .filter(|_| (-half..half).contains(&n))
+            .map(Value::Int)
     }
 }
 
@@ -1587,6 +1586,7 @@ mod tests {
     }
 
     /// DATETIME2 as the server writes it.
+    #[allow(clippy::too_many_arguments)]
     fn datetime2(y: u64, mo: u64, d: u64, h: u64, mi: u64, s: u64, us: u64, fsp: u8) -> Vec<u8> {
         let ymd = (y * 13 + mo) << 5 | d;
         let int = (ymd << 17 | h << 12 | mi << 6 | s) + 0x80_0000_0000;

@@ -108,6 +108,15 @@ impl SnapshotStats {
         });
     }
 
+    /// Every chunk of the table went to the sink.
+    pub fn finished(&self, table: &str) {
+        self.with(|t| {
+            if let Some(s) = t.get_mut(table) {
+                s.finished.get_or_insert_with(Instant::now);
+            }
+        });
+    }
+
     pub fn view(&self) -> BTreeMap<String, TableView> {
         self.with(|t| {
             t.iter()

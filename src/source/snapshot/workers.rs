@@ -44,6 +44,11 @@ pub enum Msg {
         tables: Vec<String>,
         initial: bool,
     },
+    /// Every chunk of `table` was queued: `chunks` in this plan.
+    TablePlanned {
+        table: String,
+        chunks: u64,
+    },
     Failed(SourceError),
 }
 
@@ -149,6 +154,7 @@ async fn plan(
                 .collect()
         });
         let mut index = before.map_or(0, |s| s.chunks_done);
+        let first_index = index;
         stats.planned(
             &t.name,
             t.estimated_rows,
@@ -179,6 +185,12 @@ async fn plan(
                 return Ok(());
             }
             if last {
+                let _ = out
+                    .send(Msg::TablePlanned {
+                        table: t.name.clone(),
+                        chunks: index + 1 - first_index,
+                    })
+                    .await;
                 break;
             }
             lo = hi;
