@@ -137,7 +137,8 @@ async fn kill_9_mid_snapshot_and_mid_handoff_stays_exact() {
         "CREATE TABLE `{db}`.`t2` (region VARCHAR(8) COLLATE utf8mb4_general_ci NOT NULL, id BIGINT NOT NULL, k BIGINT NOT NULL, v VARCHAR(20) NOT NULL, PRIMARY KEY (region, id));
          INSERT INTO `{db}`.`t2` SELECT ELT(1 + seq % 4, 'b', 'A', 'a2', 'Z'), seq, seq, 'x' FROM `{db}`.seq_1_to_40000;
          CREATE TABLE `{db}`.`t3` (id BIGINT NOT NULL, k BIGINT NOT NULL, v VARCHAR(20) NOT NULL);
-         INSERT INTO `{db}`.`t3` SELECT seq, seq, 'keyless' FROM `{db}`.seq_1_to_5000;"
+         INSERT INTO `{db}`.`t3` SELECT seq, seq, 'keyless' FROM `{db}`.seq_1_to_5000;
+         CREATE TABLE `{db}`.`t4` (id INT PRIMARY KEY);"
     ))
     .await;
     let mut d = Daemon::mysql("snap_kill", &m.url(), &[&format!("{db}.*")], "").with_mode(
@@ -156,7 +157,7 @@ async fn kill_9_mid_snapshot_and_mid_handoff_stays_exact() {
     let table = format!("{db}.t1");
     // Kill while copying, then a few times after (the handoff to the stream).
     for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1200))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(150..900))).await;
         d.kill9();
         kills += 1;
         d.start();
@@ -192,9 +193,23 @@ async fn kill_9_mid_snapshot_and_mid_handoff_stays_exact() {
     let (got3, reads3) = super::replay_file(&d.out, "t3", &["id"]);
     assert_eq!(got3.len(), 5000);
     assert!(reads3 >= 5000);
+    assert_eq!(
+        snapshot_state(&d, &format!("{db}.t4")).as_deref(),
+        Some("done"),
+        "an empty table"
+    );
     assert!(d.stop().success(), "{}", d.log());
+    let runs = d.log();
+    let copying_kills = runs
+        .split("----- restart -----")
+        .take_while(|r| !r.contains("initial snapshot: every table copied"))
+        .count();
+    assert!(
+        copying_kills >= 2,
+        "only {copying_kills} kills landed while copying"
+    );
     eprintln!(
-        "{kills} kills during the snapshot and handoff; {} rows of t1 equal the table after {txs} concurrent transactions ({reads} reads)",
+        "{copying_kills} of {kills} kills during the snapshot, the rest during the handoff; {} rows of t1 equal the table after {txs} concurrent transactions ({reads} reads)",
         rows.len()
     );
 }
@@ -206,8 +221,6 @@ async fn snapshot_mode_copies_every_table_and_completes() {
     m.fresh_db(db).await;
     load(m, db, "a", 3000).await;
     load(m, db, "b", 10).await;
-    m.exec(&format!("CREATE TABLE `{db}`.`empty` (id INT PRIMARY KEY)"))
-        .await;
     let mut d = Daemon::mysql("snap_once", &m.url(), &[&format!("{db}.*")], "")
         .with_mode("snapshot", 1000, 2);
     d.start();

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use reconcile::{Chunk, Visibility};
 pub use stats::{SnapshotStats, TableView};
@@ -301,6 +301,9 @@ impl SnapshotSource {
             plan.stats.clone(),
         ));
         let initial_open = plan.initial && !stored.initial_complete;
+        for (name, t) in stored.tables.iter().filter(|(_, t)| t.done) {
+            plan.stats.copied_before(name, t.rows, t.chunks_done);
+        }
         let src = SnapshotSource {
             read_to: stream.read_to(),
             stream,
@@ -367,7 +370,7 @@ impl SnapshotSource {
     }
 
     /// Turns a chunk into a batch placed at its point.
-    fn emit(&mut self, chunk: Chunk) -> Result<Batch, Chunk> {
+    fn emit(&mut self, chunk: Chunk) -> Result<Batch, Job> {
         let at = chunk.at.clone();
         // The point must not lie before what went out already.
         let seq = match self.last_out.as_ref() {
@@ -377,16 +380,17 @@ impl SnapshotSource {
                     .partial_cmp(&at)
                     .is_none_or(|o| o.is_gt()) =>
             {
-                return Err(chunk);
+                return Err(chunk.job);
             }
             _ => 0,
         };
         let job = &chunk.job;
         // The table is copied once its last planned chunk is out, in
         // whatever order the chunks came.
-        let last_chunk = self.open.get(&job.table.name).is_some_and(|t| {
-            t.all_planned && t.emitted + 1 == t.planned
-        });
+        let last_chunk = self
+            .open
+            .get(&job.table.name)
+            .is_some_and(|t| t.all_planned && t.emitted + 1 == t.planned);
         let closes_initial = !job.incremental
             && last_chunk
             && self.initial_open
@@ -577,9 +581,9 @@ impl Source for SnapshotSource {
                         self.last_out = Some(b.end.clone());
                         return Ok(Some(b));
                     }
-                    Err(chunk) => {
-                        warn!(task = %self.task, table = %chunk.job.table.name, "a chunk's point lies before what was sent; reading it again");
-                        let _ = self.requeue.send(chunk.job);
+                    Err(job) => {
+                        warn!(task = %self.task, table = %job.table.name, "a chunk's point lies before what was sent; reading it again");
+                        let _ = self.requeue.send(job);
                     }
                 },
                 Step::Reread(chunk) => {
@@ -641,8 +645,9 @@ impl SnapshotSource {
     fn on_msg(&mut self, msg: workers::Msg) -> Result<(), SourceError> {
         match msg {
             workers::Msg::Chunk(c) => {
-                if let Err(c) = self.rec.add(c) {
-                    let _ = self.requeue.send(c.job);
+                if let Err(job) = self.rec.add(c) {
+                    debug!(task = %self.task, table = %job.table.name, "a transaction sent before the chunk is not in its snapshot; reading it again");
+                    let _ = self.requeue.send(job);
                 }
             }
             workers::Msg::Planned { tables, initial } => {

@@ -310,15 +310,24 @@ impl MysqlEngine {
             Some(lo) => format!(" WHERE {}", after(&m.key, lo, &mut params)),
             None => String::new(),
         };
+        // Two keys: the chunk's last, and whether any row follows it (if
+        // none does, this is the table's last chunk, without an empty one
+        // after it).
         let sql = format!(
-            "SELECT {keys} FROM {from}{filter} ORDER BY {keys} LIMIT 1 OFFSET {}",
+            "SELECT {keys} FROM {from}{filter} ORDER BY {keys} LIMIT 2 OFFSET {}",
             n.saturating_sub(1)
         );
-        let row: Option<mysql_async::Row> = conn
-            .exec_first(sql, Params::Positional(params))
+        let rows: Vec<mysql_async::Row> = conn
+            .exec(sql, Params::Positional(params))
             .await
             .map_err(|e| denied("finding a chunk boundary", &t.name, e))?;
-        Ok(row.map(|r| r.unwrap().into_iter().map(key_part).collect()))
+        if rows.len() < 2 {
+            return Ok(None);
+        }
+        Ok(rows
+            .into_iter()
+            .next()
+            .map(|r| r.unwrap().into_iter().map(key_part).collect()))
     }
 
     pub async fn read(

@@ -312,7 +312,7 @@ impl PgEngine {
             None => String::new(),
         };
         let sql = format!(
-            "SELECT {} FROM {from}{filter} ORDER BY {} LIMIT 1 OFFSET {}",
+            "SELECT {} FROM {from}{filter} ORDER BY {} LIMIT 2 OFFSET {}",
             keys.iter()
                 .map(|k| format!("{k}::text"))
                 .collect::<Vec<_>>()
@@ -322,11 +322,17 @@ impl PgEngine {
         );
         let refs: Vec<&(dyn ToSql + Sync)> =
             params.iter().map(|s| s as &(dyn ToSql + Sync)).collect();
-        let row = client
-            .query_opt(&sql, &refs)
+        // Two keys: the chunk's last, and whether any row follows it (if
+        // none does, this is the table's last chunk, without an empty one
+        // after it).
+        let rows = client
+            .query(&sql, &refs)
             .await
             .map_err(|e| denied("finding a chunk boundary", &t.name, e))?;
-        Ok(row.map(|r| {
+        if rows.len() < 2 {
+            return Ok(None);
+        }
+        Ok(rows.into_iter().next().map(|r| {
             (0..keys.len())
                 .map(|i| match r.get::<_, Option<String>>(i) {
                     Some(s) => KeyPart::Text(s),

@@ -140,15 +140,15 @@ impl Reconciler {
         self.ready.len()
     }
 
-    /// A chunk was read. `Err` returns it when it must be read again.
-    pub fn add(&mut self, chunk: Chunk) -> Result<(), Chunk> {
+    /// A chunk was read. `Err` returns its job when it must be read again.
+    pub fn add(&mut self, chunk: Chunk) -> Result<(), super::Job> {
         if let Ok(mut f) = self.in_flight.lock() {
             f.remove(&chunk.id);
         }
         if let Visibility::Pg(s) = &chunk.visibility
             && self.recent_xids.iter().any(|&x| !s.sees(x))
         {
-            return Err(chunk);
+            return Err(chunk.job);
         }
         self.ready.push(chunk);
         self.ready.sort_by(|a, b| {

@@ -108,6 +108,25 @@ impl SnapshotStats {
         });
     }
 
+    /// A table an earlier run copied completely.
+    pub fn copied_before(&self, table: &str, rows: u64, chunks: u64) {
+        self.with(|t| {
+            let now = Instant::now();
+            t.entry(table.to_string()).or_insert(TableStat {
+                estimated_rows: rows,
+                rows: 0,
+                chunks,
+                chunks_planned: chunks,
+                planned_all: true,
+                chunk_rows: 1,
+                rows_before: rows,
+                started: now,
+                finished: Some(now),
+                incremental: false,
+            });
+        });
+    }
+
     /// Every chunk of the table went to the sink.
     pub fn finished(&self, table: &str) {
         self.with(|t| {
