@@ -13,7 +13,7 @@ mod large;
 mod replica;
 mod resume;
 mod tls;
-mod types;
+pub mod types;
 
 /// Waits until the daemon has started streaming.
 pub fn wait_streaming(d: &Daemon) {

@@ -21,7 +21,7 @@ fn fixture(name: &str) -> String {
 }
 
 /// The loader's DDL (before the engine started) and the steps S01..S11.
-fn fixture_sql() -> (String, Vec<(String, String)>) {
+pub fn fixture_sql() -> (String, Vec<(String, String)>) {
     let sql = fixture("setup.sql");
     let mut ddl = String::new();
     let mut steps: Vec<(String, String)> = Vec::new();

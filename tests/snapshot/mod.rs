@@ -2,6 +2,7 @@
 //! source table exactly, whatever is written meanwhile and however often
 //! the daemon is killed.
 
+mod fidelity;
 mod mariadb;
 mod postgres;
 

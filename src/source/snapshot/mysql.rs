@@ -46,6 +46,8 @@ impl std::fmt::Debug for MysqlEngine {
 pub struct MysqlTable {
     /// `SELECT <columns> FROM <table>`.
     select: String,
+    /// `` `db`.`table` ``.
+    from: String,
     /// Quoted chunk key columns, in key order.
     key: Vec<String>,
     kinds: Vec<ColumnKind>,
@@ -283,6 +285,7 @@ impl MysqlEngine {
             estimated_rows,
             engine: EngineTable::Mysql(MysqlTable {
                 select,
+                from: format!("{}.{}", quote(db), quote(table)),
                 key: chunk_key
                     .iter()
                     .filter_map(|&i| columns.get(i).map(|c| quote(&c.name)))
@@ -304,7 +307,7 @@ impl MysqlEngine {
             return Err(super::mismatch());
         };
         let keys = m.key.join(", ");
-        let from = m.select.split_once(" FROM ").map_or("", |(_, f)| f);
+        let from = &m.from;
         let mut params = Vec::new();
         let filter = match lo {
             Some(lo) => format!(" WHERE {}", after(&m.key, lo, &mut params)),

@@ -8,15 +8,15 @@
 //! snapshot is taken, the WAL insert position is registered as the chunk's
 //! head, so the stream holds back what might follow the chunk.
 //!
-//! Rows are read as the types' text output (`::text`), the form pgoutput
-//! sends, and decoded by the same code as streamed values; the table's
+//! Rows are read with the simple query protocol, as the types' text
+//! output: the form pgoutput sends, and decoded by the same code as streamed values; the table's
 //! schema is built from the catalog as a Relation message would describe
 //! it, so both carry the same schema version.
 
 use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::Client;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::SimpleQueryMessage;
 
 use super::reconcile::{Chunk, InFlight, PgSnapshot, Visibility};
 use super::{EngineTable, Job, KeyPart, SnapTable};
@@ -46,8 +46,10 @@ impl std::fmt::Debug for PgEngine {
 /// How to read one table.
 #[derive(Debug)]
 pub struct PgTable {
-    /// `SELECT c1::text, ... FROM "schema"."table"`.
+    /// `SELECT c1, ... FROM "schema"."table"`.
     select: String,
+    /// `"schema"."table"`.
+    from: String,
     /// Quoted chunk key columns and their types (`format_type`).
     key: Vec<(String, String)>,
     types: Vec<PgType>,
@@ -57,27 +59,37 @@ fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// `(k1, k2) > ($n::t1, $n+1::t2)`, parameters as text appended.
-fn compare(
-    key: &[(String, String)],
-    op: &str,
-    bound: &[KeyPart],
-    params: &mut Vec<String>,
-) -> String {
+/// `(k1, k2) > ('v1'::t1, 'v2'::t2)`: the bounds as literals in the
+/// types' input form (rows are read with the simple query protocol, whose
+/// text results are exactly the types' output, as pgoutput sends them).
+fn compare(key: &[(String, String)], op: &str, bound: &[KeyPart]) -> String {
     let cols: Vec<&str> = key.iter().map(|(k, _)| k.as_str()).collect();
-    let mut vals = Vec::new();
-    for (i, (_, ty)) in key.iter().enumerate() {
-        params.push(match bound.get(i) {
-            Some(KeyPart::Text(t)) => t.clone(),
-            Some(KeyPart::Int(i)) => i.to_string(),
-            Some(KeyPart::UInt(u)) => u.to_string(),
-            Some(KeyPart::Double(d)) => d.to_string(),
-            Some(KeyPart::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
-            Some(KeyPart::Null) | None => String::new(),
-        });
-        vals.push(format!("(${}::text)::{ty}", params.len()));
-    }
+    let vals: Vec<String> = key
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ty))| {
+            let text = match bound.get(i) {
+                Some(KeyPart::Text(t)) => t.clone(),
+                Some(KeyPart::Int(i)) => i.to_string(),
+                Some(KeyPart::UInt(u)) => u.to_string(),
+                Some(KeyPart::Double(d)) => d.to_string(),
+                Some(KeyPart::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                Some(KeyPart::Null) | None => return "NULL".to_string(),
+            };
+            format!("'{}'::{ty}", text.replace('\'', "''"))
+        })
+        .collect();
     format!("({}) {op} ({})", cols.join(", "), vals.join(", "))
+}
+
+/// The rows of a simple query, each value as text (`None`: NULL).
+fn text_rows(
+    messages: Vec<SimpleQueryMessage>,
+) -> impl Iterator<Item = tokio_postgres::SimpleQueryRow> {
+    messages.into_iter().filter_map(|m| match m {
+        SimpleQueryMessage::Row(r) => Some(r),
+        _ => None,
+    })
 }
 
 fn denied(what: &str, table: &str, e: tokio_postgres::Error) -> SourceError {
@@ -114,7 +126,7 @@ impl PgEngine {
         let client = connect::sql(&target, &self.tls, &app).await?;
         client
             .batch_execute(
-                "SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET bytea_output = 'hex'; SET extra_float_digits = 1",
+                "SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET bytea_output = 'hex'; SET extra_float_digits = 1; SET standard_conforming_strings = on",
             )
             .await
             .map_err(|e| sql_error("preparing a snapshot connection", e))?;
@@ -268,7 +280,7 @@ impl PgEngine {
             relation
                 .columns
                 .iter()
-                .map(|c| format!("{}::text", quote(&c.name)))
+                .map(|c| quote(&c.name))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -288,6 +300,7 @@ impl PgEngine {
             estimated_rows: u64::try_from(estimate).unwrap_or(0),
             engine: EngineTable::Postgres(PgTable {
                 select,
+                from: qualified,
                 key,
                 types: pg_types,
             }),
@@ -305,37 +318,33 @@ impl PgEngine {
             return Err(super::mismatch());
         };
         let keys: Vec<&str> = p.key.iter().map(|(k, _)| k.as_str()).collect();
-        let from = p.select.split_once(" FROM ").map_or("", |(_, f)| f);
-        let mut params = Vec::new();
+        let from = &p.from;
         let filter = match lo {
-            Some(lo) => format!(" WHERE {}", compare(&p.key, ">", lo, &mut params)),
+            Some(lo) => format!(" WHERE {}", compare(&p.key, ">", lo)),
             None => String::new(),
         };
-        let sql = format!(
-            "SELECT {} FROM {from}{filter} ORDER BY {} LIMIT 2 OFFSET {}",
-            keys.iter()
-                .map(|k| format!("{k}::text"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            keys.join(", "),
-            n.saturating_sub(1)
-        );
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|s| s as &(dyn ToSql + Sync)).collect();
         // Two keys: the chunk's last, and whether any row follows it (if
         // none does, this is the table's last chunk, without an empty one
         // after it).
-        let rows = client
-            .query(&sql, &refs)
-            .await
-            .map_err(|e| denied("finding a chunk boundary", &t.name, e))?;
+        let sql = format!(
+            "SELECT {keys} FROM {from}{filter} ORDER BY {keys} LIMIT 2 OFFSET {}",
+            n.saturating_sub(1),
+            keys = keys.join(", "),
+        );
+        let rows: Vec<_> = text_rows(
+            client
+                .simple_query(&sql)
+                .await
+                .map_err(|e| denied("finding a chunk boundary", &t.name, e))?,
+        )
+        .collect();
         if rows.len() < 2 {
             return Ok(None);
         }
         Ok(rows.into_iter().next().map(|r| {
             (0..keys.len())
-                .map(|i| match r.get::<_, Option<String>>(i) {
-                    Some(s) => KeyPart::Text(s),
+                .map(|i| match r.get(i) {
+                    Some(s) => KeyPart::Text(s.to_string()),
                     None => KeyPart::Null,
                 })
                 .collect()
@@ -391,13 +400,12 @@ impl PgEngine {
         })?;
         let at = parse_lsn(&at_text)
             .ok_or_else(|| SourceError::definite(format!("unreadable WAL position {at_text:?}")))?;
-        let mut params = Vec::new();
         let mut conds = Vec::new();
         if let Some(lo) = &job.lo {
-            conds.push(compare(&p.key, ">", lo, &mut params));
+            conds.push(compare(&p.key, ">", lo));
         }
         if let Some(hi) = &job.hi {
-            conds.push(compare(&p.key, "<=", hi, &mut params));
+            conds.push(compare(&p.key, "<=", hi));
         }
         let mut sql = p.select.clone();
         if !conds.is_empty() {
@@ -414,18 +422,15 @@ impl PgEngine {
                     .join(", "),
             );
         }
-        let refs: Vec<&(dyn ToSql + Sync)> =
-            params.iter().map(|s| s as &(dyn ToSql + Sync)).collect();
         let result = tx
-            .query(&sql, &refs)
+            .simple_query(&sql)
             .await
             .map_err(|e| denied("reading a snapshot chunk", &t.name, e))?;
         let mut rows = Vec::with_capacity(result.len());
-        for r in result {
+        for r in text_rows(result) {
             let mut values = Vec::with_capacity(p.types.len());
             for (i, ty) in p.types.iter().enumerate() {
-                let text: Option<&str> = r.try_get(i).map_err(|e| sql_error("reading a row", e))?;
-                values.push(match text {
+                values.push(match r.get(i) {
                     None => Value::Null,
                     Some(s) => types::decode_text(ty, s.as_bytes()).map_err(|e| {
                         SourceError::definite(format!(
