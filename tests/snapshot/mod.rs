@@ -3,6 +3,7 @@
 //! the daemon is killed.
 
 mod fidelity;
+mod incremental;
 mod mariadb;
 mod postgres;
 

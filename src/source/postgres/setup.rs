@@ -122,7 +122,7 @@ pub async fn ensure_publication(
         .map_err(|e| classify("looking up the publication", e))?
         .is_some();
     if exists {
-        return Ok(());
+        return sync_publication(client, cfg, filter).await;
     }
     if !cfg.create_publication {
         return Err(SourceError::definite(format!(
@@ -188,6 +188,76 @@ pub async fn ensure_publication(
     })?;
     info!(publication = %name, definition = %what, "created publication");
     Ok(())
+}
+
+/// Adds to an existing publication the selected tables it lacks (a table
+/// added to the filter, or created since): without it their changes would
+/// never arrive. A publication tidemark doesn't manage
+/// (`create_publication = false`) is left as it is, with a warning.
+async fn sync_publication(
+    client: &Client,
+    cfg: &PostgresSourceConfig,
+    filter: &TableFilter,
+) -> Result<(), SourceError> {
+    let name = &cfg.publication;
+    let missing = unpublished(client, name, filter).await?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing
+        .iter()
+        .map(|(s, t)| format!("{}.{}", quote_ident(s), quote_ident(t)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("ALTER PUBLICATION {} ADD TABLE {list}", quote_ident(name));
+    if !cfg.create_publication {
+        warn!(publication = %name, tables = %list, "tables the filter selects are not in the publication, so their changes are not captured: run {sql}");
+        return Ok(());
+    }
+    client.batch_execute(&sql).await.map_err(|e| {
+        if e.code().is_some_and(|c| c.code() == "42501") {
+            return SourceError::definite(format!(
+                "adding tables the filter selects to the publication ({sql}) needs the tables' owner or a superuser: run it as one"
+            ))
+            .caused_by(e);
+        }
+        classify(&format!("adding tables to the publication ({sql})"), e)
+    })?;
+    info!(publication = %name, tables = %list, "added the selected tables to the publication");
+    Ok(())
+}
+
+/// Tables `filter` selects that publication `name` doesn't publish.
+pub async fn unpublished(
+    client: &Client,
+    name: &str,
+    filter: &TableFilter,
+) -> Result<Vec<(String, String)>, SourceError> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text
+               FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                AND n.nspname NOT LIKE 'pg_toast%'
+                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables p
+                                 WHERE p.pubname = $1 AND p.schemaname = n.nspname AND p.tablename = c.relname)
+              ORDER BY 1, 2",
+            &[&name],
+        )
+        .await
+        .map_err(|e| classify("listing the publication's tables", e))?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (s, t): (String, String) = (
+            r.try_get(0).map_err(|e| classify("listing tables", e))?,
+            r.try_get(1).map_err(|e| classify("listing tables", e))?,
+        );
+        if filter.selects(&s, &t) {
+            out.push((s, t));
+        }
+    }
+    Ok(out)
 }
 
 /// The slot as the server describes it.

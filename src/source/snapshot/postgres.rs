@@ -31,6 +31,7 @@ use crate::source::postgres::{catalog, connect, setup, stream};
 
 #[derive(Clone)]
 pub struct PgEngine {
+    publication: String,
     url: String,
     tls: TlsConfig,
     task: String,
@@ -113,6 +114,7 @@ fn sql_error(what: &str, e: tokio_postgres::Error) -> SourceError {
 impl PgEngine {
     pub fn new(cfg: &PostgresSourceConfig, task: &str, filter: TableFilter) -> PgEngine {
         PgEngine {
+            publication: cfg.publication.clone(),
             url: cfg.url.clone(),
             tls: cfg.tls.clone(),
             task: task.to_string(),
@@ -157,6 +159,31 @@ impl PgEngine {
             )
             .await
             .map_err(|e| sql_error("listing tables for the snapshot", e))?;
+        // A table's changes stream only once the publication has it (the
+        // reader adds selected tables as it starts): a chunk read before
+        // that would miss the changes in between.
+        let mut waited = 0;
+        loop {
+            let missing = setup::unpublished(client, &self.publication, &self.filter).await?;
+            let missing: Vec<String> = missing
+                .into_iter()
+                .map(|(s, t)| format!("{s}.{t}"))
+                .filter(|n| names.is_none_or(|names| names.contains(n)))
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            if waited >= 300 {
+                return Err(SourceError::definite(format!(
+                    "tables {} are selected but not in publication {}, so their changes can't be captured after a snapshot: ALTER PUBLICATION {} ADD TABLE them (or let tidemark manage the publication: create_publication = true)",
+                    missing.join(", "),
+                    self.publication,
+                    self.publication
+                )));
+            }
+            waited += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         let mut out = Vec::new();
         for r in rows {
             let (schema, table): (String, String) = (r.get(0), r.get(1));
