@@ -56,6 +56,19 @@ impl TableFilter {
             && !self.exclude.iter().any(|p| p.matches(db, table))
     }
 
+    /// Databases the include patterns name literally (no wildcard).
+    pub fn literal_dbs(&self) -> Vec<&str> {
+        let mut dbs: Vec<&str> = self
+            .include
+            .iter()
+            .map(|p| p.db.as_str())
+            .filter(|d| !d.contains(['*', '?']))
+            .collect();
+        dbs.sort_unstable();
+        dbs.dedup();
+        dbs
+    }
+
     /// True when some table of `db` may be captured (for DDL that names only
     /// a database). An exclude pattern drops the database only if it excludes
     /// every table (`db.*`).

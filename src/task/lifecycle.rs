@@ -547,7 +547,7 @@ async fn run_task(
         status.send_modify(|s| s.enter(TaskState::Running, None));
         info!(task = %id, state = "running", "task state");
     }
-    runner::run(
+    let end = runner::run(
         &mut source,
         &mut sink,
         RunContext {
@@ -558,5 +558,19 @@ async fn run_task(
             stop,
         },
     )
-    .await
+    .await?;
+    if end == RunEnd::Finished
+        && cfg.mode == crate::config::TaskMode::Snapshot
+        && let crate::config::SourceConfig::Postgres(p) = &cfg.source
+    {
+        // A one-shot copy needs its slot no more, and a slot left behind
+        // keeps WAL on the server forever.
+        match crate::source::postgres::drop_slot(p, &id, false).await {
+            Ok(message) => info!(task = %id, "{message}"),
+            Err(e) => {
+                warn!(task = %id, error = %chain(&e), "the copy is complete but its replication slot could not be dropped: drop it with `tidemark slot drop`")
+            }
+        }
+    }
+    Ok(end)
 }

@@ -6,6 +6,7 @@ mod fidelity;
 mod incremental;
 mod mariadb;
 mod postgres;
+mod privileges;
 
 use std::collections::BTreeMap;
 

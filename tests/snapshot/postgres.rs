@@ -251,4 +251,15 @@ async fn snapshot_mode_copies_every_table_and_completes() {
         ),
         None
     );
+    // A one-shot copy drops its slot: none is left holding WAL.
+    let slots = p
+        .client("postgres")
+        .await
+        .query(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'tidemark_snap_once_pg'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(slots.is_empty(), "the slot is left: {}", d.log());
 }

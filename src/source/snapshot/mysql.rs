@@ -168,6 +168,20 @@ impl MysqlEngine {
             .await
             .map_err(|e| classify("listing tables for the snapshot", e))?;
         let connector = Self::connector(conn).await?;
+        // information_schema lists only what the user may see: a selected
+        // database missing there is one it can't read (or a typo), not an
+        // empty one.
+        let visible: Vec<String> = conn
+            .query("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
+            .await
+            .map_err(|e| classify("listing databases for the snapshot", e))?;
+        for db in self.filter.literal_dbs() {
+            if !visible.iter().any(|v| v == db) {
+                return Err(SourceError::definite(format!(
+                    "database {db} (in filter.include) is not visible to the tidemark user: it doesn't exist, or the user has no privilege on it. A snapshot reads its tables: GRANT SELECT ON `{db}`.* TO the tidemark user"
+                )));
+            }
+        }
         let mut out = Vec::new();
         for (db, table, rows) in listed {
             let name = format!("{db}.{table}");
