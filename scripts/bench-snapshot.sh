@@ -30,9 +30,10 @@ bin=$work/tidemark
 cp target/release/tidemark "$bin"
 
 calc() { awk "BEGIN { printf \"%.${2:-1}f\", $1 }"; }
-# Runs a command under /usr/bin/time; prints "wall user sys rss_kb".
+# Runs a command under /usr/bin/time, its output to /dev/null; prints
+# "wall user sys rss_kb".
 timed() {
-  /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@"
+  /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" >/dev/null
   cat "$work/time"
 }
 report() {
@@ -62,7 +63,7 @@ path = "$out"
 [tasks.snapshot]
 workers = $workers
 TOML
-  timed "$bin" run --once --config "$work/$name.toml" 2>"$work/$name.log" >/dev/null
+  timed "$bin" run --once --config "$work/$name.toml" 2>"$work/$name.log"
   if [ "$out" != /dev/null ]; then
     local lines
     lines=$(wc -l <"$out")
@@ -89,7 +90,7 @@ if [[ $ENGINES == *mariadb* ]]; then
   done
   "${my[@]}" -e "ANALYZE TABLE snapbench.sbtest1" >/dev/null
   timed mariadb-dump -h127.0.0.1 -P"$MY_PORT" -utidemark -ptidemark --single-transaction --quick \
-    snapbench sbtest1 >/dev/null 2>"$work/dump.err" | report "MariaDB: mariadb-dump --single-transaction --quick → /dev/null"
+    snapbench sbtest1 2>"$work/dump.err" | report "MariaDB: mariadb-dump --single-transaction --quick → /dev/null"
   my_url="mysql://tidemark:tidemark@127.0.0.1:$MY_PORT"
   for w in 1 4; do
     tidemark_run mysql "$my_url" "snapbench.sbtest1" $w /dev/null | report "MariaDB: tidemark, $w worker(s) → /dev/null"
@@ -110,7 +111,7 @@ if [[ $ENGINES == *postgres* ]]; then
     substr(repeat(md5(g::text), 4), 1, 120), substr(md5((g * 7)::text) || md5((g * 13)::text), 1, 60)
     FROM generate_series(1, $ROWS) g"
   "${pg[@]}" -d snapbench -c "VACUUM ANALYZE sbtest1"
-  timed "${pg[@]}" -d snapbench -c "COPY sbtest1 TO STDOUT" >/dev/null | report "PostgreSQL: psql COPY … TO STDOUT → /dev/null"
+  timed "${pg[@]}" -d snapbench -c "COPY sbtest1 TO STDOUT" | report "PostgreSQL: psql COPY … TO STDOUT → /dev/null"
   pg_url="postgres://tidemark:tidemark@127.0.0.1:$PG_PORT/snapbench"
   for w in 1 4; do
     for out in /dev/null "$work/out.jsonl"; do

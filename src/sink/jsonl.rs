@@ -5,9 +5,10 @@
 //! `writer.rs`, overlapping the next group's encoding), and on open the
 //! sink cuts a torn partial last line and reads the position of the last
 //! complete one. A crash between the fsync and the offset commit therefore
-//! neither duplicates nor loses events. Stdout can't be read back: there the
-//! guarantee is at-least-once (events after the last committed offset are
-//! written again after a crash).
+//! neither duplicates nor loses events. Stdout, a device or a pipe
+//! (`/dev/null`, a FIFO) can't be read back: there the guarantee is
+//! at-least-once (events after the last committed offset are written again
+//! after a crash), and nothing is synced.
 //!
 //! The file is locked (`flock`) while a sink holds it: two tasks (or two
 //! spellings of one path, or a run whose writer is still blocked) never
@@ -43,8 +44,16 @@ impl JsonlSink {
     /// Opens (creating if needed) the file, repairs a torn tail and reads the
     /// position of the last complete line. `-` writes to stdout.
     pub async fn open(path: &str, encoder: JsonEncoder) -> Result<JsonlSink, SinkError> {
+        let device = std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir());
         let (output, durable) = if path == "-" {
             (Output::Stdout, None)
+        } else if device {
+            let path = PathBuf::from(path);
+            let file = OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .map_err(|e| SinkError::io("opening", &path, e))?;
+            (Output::Device { file, path }, None)
         } else {
             let path = PathBuf::from(path);
             tokio::task::spawn_blocking(move || {

@@ -16,6 +16,9 @@ use super::SinkError;
 /// Where the bytes go.
 pub enum Output {
     File { file: File, path: PathBuf },
+    /// A device or pipe (`/dev/null`, a FIFO): written, never synced (it
+    /// has nothing to sync), no position read back.
+    Device { file: File, path: PathBuf },
     Stdout,
 }
 
@@ -108,6 +111,7 @@ impl DurableWriter {
                 ),
                 path.clone(),
             ),
+            Output::Device { path, .. } => (None, path.clone()),
             Output::Stdout => (None, PathBuf::from("stdout")),
         };
         let progress_tx = Arc::new(progress_tx);
@@ -227,7 +231,7 @@ fn write_loop(
 ) {
     while let Some(Job { ticket, mut buf }) = jobs.blocking_recv() {
         let result = match &mut output {
-            Output::File { file, .. } => file.write_all(&buf),
+            Output::File { file, .. } | Output::Device { file, .. } => file.write_all(&buf),
             Output::Stdout => {
                 let mut out = std::io::stdout().lock();
                 out.write_all(&buf).and_then(|_| out.flush())
