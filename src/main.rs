@@ -297,6 +297,28 @@ fn status(path: &std::path::Path, task: Option<&str>, json: bool) -> Result<Exit
                 None => "unknown".into(),
             }
         );
+        if let Some(tables) = p.get("snapshot").and_then(|v| v.as_object()) {
+            for (name, s) in tables {
+                let n = |k: &str| s.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+                let eta = match s.get("eta_seconds").and_then(|v| v.as_f64()) {
+                    Some(e) if s.get("state").and_then(|v| v.as_str()) != Some("done") => {
+                        format!(", about {e:.0} s left")
+                    }
+                    _ => String::new(),
+                };
+                println!(
+                    "  snapshot {name}: {} — {} of ~{} rows, chunks {}/{}, {:.0} rows/s{eta}",
+                    s.get("state").and_then(|v| v.as_str()).unwrap_or("?"),
+                    n("rows_copied"),
+                    n("estimated_rows"),
+                    n("chunks_done"),
+                    n("chunks_total"),
+                    s.get("rows_per_second")
+                        .and_then(|v| v.as_f64())
+                        .unwrap_or(0.0),
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -15,10 +15,16 @@ use super::SinkError;
 
 /// Where the bytes go.
 pub enum Output {
-    File { file: File, path: PathBuf },
+    File {
+        file: File,
+        path: PathBuf,
+    },
     /// A device or pipe (`/dev/null`, a FIFO): written, never synced (it
     /// has nothing to sync), no position read back.
-    Device { file: File, path: PathBuf },
+    Device {
+        file: File,
+        path: PathBuf,
+    },
     Stdout,
 }
 

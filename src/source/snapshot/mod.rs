@@ -132,6 +132,16 @@ impl Engine {
         }
     }
 
+    /// How long the server keeps its log, in seconds, when it says (a
+    /// snapshot expected to take longer is warned about).
+    pub async fn log_retention(&self, conn: &mut EngineConn) -> Option<(u64, String)> {
+        match (self, conn) {
+            (Engine::Mysql(_), EngineConn::Mysql(c)) => mysql::log_retention(c).await,
+            (Engine::Postgres(_), EngineConn::Postgres(c)) => postgres::log_retention(c).await,
+            _ => None,
+        }
+    }
+
     /// The key `n` rows after `lo`: the next chunk's upper bound, or
     /// `None` when fewer rows remain.
     pub async fn boundary(

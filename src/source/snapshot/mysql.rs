@@ -126,6 +126,25 @@ fn denied(what: &str, table: &str, e: mysql_async::Error) -> SourceError {
     classify(what, e)
 }
 
+/// `binlog_expire_logs_seconds` (or `expire_logs_days`), when set.
+pub async fn log_retention(conn: &mut Conn) -> Option<(u64, String)> {
+    let secs: Option<u64> = conn
+        .query_first("SELECT @@binlog_expire_logs_seconds")
+        .await
+        .ok()
+        .flatten();
+    if let Some(s) = secs.filter(|&s| s > 0) {
+        return Some((s, "binlog_expire_logs_seconds".into()));
+    }
+    let days: Option<f64> = conn
+        .query_first("SELECT @@expire_logs_days")
+        .await
+        .ok()
+        .flatten();
+    days.filter(|&d| d > 0.0)
+        .map(|d| ((d * 86_400.0) as u64, "expire_logs_days".into()))
+}
+
 impl MysqlEngine {
     pub fn new(source: Arc<MysqlSource>, filter: TableFilter) -> MysqlEngine {
         MysqlEngine { source, filter }

@@ -111,6 +111,26 @@ fn sql_error(what: &str, e: tokio_postgres::Error) -> SourceError {
     }
 }
 
+/// PostgreSQL keeps WAL for a slot without a time limit unless
+/// `max_slot_wal_keep_size` caps it; that cap is in bytes, so it is
+/// reported with a rough time at 16 MiB/s of WAL.
+pub async fn log_retention(client: &mut Client) -> Option<(u64, String)> {
+    let row = client
+        .query_one(
+            "SELECT pg_size_bytes(current_setting('max_slot_wal_keep_size'))::int8",
+            &[],
+        )
+        .await
+        .ok()?;
+    let bytes: i64 = row.get(0);
+    (bytes >= 0).then(|| {
+        (
+            (bytes as u64) / (16 << 20),
+            format!("max_slot_wal_keep_size ({} MiB)", bytes >> 20),
+        )
+    })
+}
+
 impl PgEngine {
     pub fn new(cfg: &PostgresSourceConfig, task: &str, filter: TableFilter) -> PgEngine {
         PgEngine {

@@ -52,6 +52,9 @@ pub enum Msg {
     Failed(SourceError),
 }
 
+/// A conservative copy rate for the log retention check.
+const RETENTION_CHECK_ROWS_PER_SEC: u64 = 50_000;
+
 struct Queue {
     requeued: mpsc::UnboundedReceiver<Job>,
     jobs: mpsc::Receiver<Job>,
@@ -131,11 +134,27 @@ async fn plan(
             }
         }
     }
+    let rows: u64 = todo.iter().map(|t| t.estimated_rows).sum();
     info!(
         tables = todo.len(),
+        estimated_rows = rows,
         incremental = order.incremental,
         "snapshot: tables to copy"
     );
+    // The stream goes on while tables are copied, so the log is read as
+    // usual; but a task stopped in the middle of a long copy must resume
+    // before the server drops the log it needs.
+    let estimated_secs = rows / RETENTION_CHECK_ROWS_PER_SEC;
+    if let Some((secs, setting)) = engine.log_retention(c).await
+        && secs < estimated_secs
+    {
+        warn!(
+            estimated_rows = rows,
+            estimated_secs,
+            retention_secs = secs,
+            "the snapshot may take longer (about {estimated_secs} s at {RETENTION_CHECK_ROWS_PER_SEC} rows/s) than the server keeps its log ({setting}: about {secs} s): if the task stops during the copy for longer than that, the log it needs to resume is gone. Raise {setting} for the copy"
+        );
+    }
     if out
         .send(Msg::Planned {
             tables: todo.iter().map(|t| t.name.clone()).collect(),
