@@ -136,7 +136,9 @@ pub struct ReaderContext {
     pub released: watch::Receiver<Option<Position>>,
     /// How far the reader has read: every transaction before this stream
     /// position was sent (a snapshot places its chunks by it while the
-    /// log is quiet). Published only while nothing read is held back.
+    /// log is quiet). Published only while nothing read is held back, and
+    /// first as soon as the stream's start is fixed: a snapshot reads no
+    /// chunk before, so that none reflects a point before the stream.
     pub read_to: watch::Sender<Option<Position>>,
     pub metrics: Arc<SourceMetrics>,
 }

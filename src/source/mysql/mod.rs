@@ -317,6 +317,14 @@ impl MysqlSource {
             request = request.with_filename(&file_bytes).with_pos(pos);
         }
         info!(task = %self.task, server = %info.version, file = %file_name, pos, "reading binlog");
+        // The stream starts here (see `ReaderContext::read_to`); a GTID
+        // start is known once the server names its file.
+        if !file_name.is_empty() {
+            ctx.read_to
+                .send_replace(Some(Position::Binlog(BinlogPosition::start_of(
+                    &file_name, pos,
+                ))));
+        }
         let mut stream = conn
             .get_binlog_stream(request)
             .await

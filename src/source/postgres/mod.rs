@@ -125,6 +125,23 @@ impl PostgresSource {
         .await?;
         let slot =
             setup::ensure_slot(&client, &self.cfg, &self.task, &target, resume.is_some()).await?;
+        // The stream starts here: what committed before was delivered by
+        // an earlier run, or (a new slot) is before the stream. A snapshot
+        // reads its chunks only from now on, so that none reflects a point
+        // the stream doesn't continue from.
+        ctx.read_to.send_if_modified(|p| {
+            let start = Position::Lsn(LsnPosition {
+                commit_lsn: slot.confirmed_flush,
+                index: 0,
+            });
+            let newer = p
+                .as_ref()
+                .is_none_or(|c| c.partial_cmp(&start).is_some_and(|o| o.is_lt()));
+            if newer {
+                *p = Some(start);
+            }
+            newer
+        });
         let spill_dir = self
             .cfg
             .spill_dir

@@ -244,6 +244,7 @@ struct TableDone {
 pub struct SnapshotSource {
     stream: LogSource,
     read_to: watch::Receiver<Option<Position>>,
+    read_to_open: bool,
     rec: Reconciler,
     held: Option<Batch>,
     stream_ended: bool,
@@ -309,6 +310,7 @@ impl SnapshotSource {
             msg_tx,
             cancel.clone(),
             plan.stats.clone(),
+            stream.read_to(),
         ));
         let initial_open = plan.initial && !stored.initial_complete;
         for (name, t) in stored.tables.iter().filter(|(_, t)| t.done) {
@@ -316,6 +318,7 @@ impl SnapshotSource {
         }
         let src = SnapshotSource {
             read_to: stream.read_to(),
+            read_to_open: true,
             stream,
             rec: Reconciler::new(in_flight),
             held: None,
@@ -613,7 +616,10 @@ impl Source for SnapshotSource {
                             Ok(None) => self.stream_ended = true,
                             Err(e) => return Err(e),
                         },
-                        _ = self.read_to.changed() => {}
+                        r = self.read_to.changed(), if self.read_to_open => {
+                            // The reader ended: the stream arm tells how.
+                            self.read_to_open = r.is_ok();
+                        }
                         req = recv_request(&mut self.requests) => match req {
                             Some(names) => self.request(names),
                             None => self.requests = None,

@@ -487,6 +487,7 @@ impl MysqlEngine {
             read_at_ms,
             connector: m.connector,
             spoiled: false,
+            permit: None,
         })
     }
 }

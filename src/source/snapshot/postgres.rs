@@ -506,6 +506,7 @@ impl PgEngine {
             read_at_ms,
             connector: Connector::Postgres,
             spoiled: false,
+            permit: None,
         })
     }
 }

@@ -86,6 +86,9 @@ pub struct Chunk {
     /// and its rows can't be matched by key (a table without a key): the
     /// chunk must be read again.
     pub spoiled: bool,
+    /// Counts the chunk against the snapshot's memory bound until it is
+    /// dropped (see `workers`).
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Chunks whose read started, by id: the log end read before each one's

@@ -65,6 +65,7 @@ fn chunk(id: u64, at: Position, visibility: Visibility, ids: &[i64], key: Vec<us
         read_at_ms: 0,
         connector: Connector::Mariadb,
         spoiled: false,
+        permit: None,
     }
 }
 

@@ -8,15 +8,18 @@
 //! cut, so every row is in exactly one chunk; rows that move between
 //! ranges meanwhile are changes the stream carries.
 //!
-//! Memory: the job queue holds key bounds only; chunks in memory are at
-//! most one per worker being read plus `workers` queued for the source
-//! plus `workers` waiting there for their place: `3 × workers ×
-//! chunk_rows` rows.
+//! Memory: the job queue holds key bounds only. A worker takes a permit
+//! before it reads a chunk, and the permit goes with the chunk until the
+//! chunk is emitted (or dropped to be read again): at most `2 × workers`
+//! chunks — `2 × workers × chunk_rows` rows — are in memory, however far
+//! behind the stream is. Every chunk holding a permit is being read or
+//! read, so the stream, which waits only for those, never waits for a
+//! permit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -70,17 +73,20 @@ pub async fn run(
     out: mpsc::Sender<Msg>,
     cancel: CancellationToken,
     stats: Arc<SnapshotStats>,
+    mut stream_start: watch::Receiver<Option<crate::event::Position>>,
 ) {
     let workers = settings.workers.max(1);
     let (job_tx, jobs) = mpsc::channel::<Job>(workers * 2);
     let queue = Arc::new(Mutex::new(Queue { requeued, jobs }));
     let ids = Arc::new(AtomicU64::new(1));
+    let permits = Arc::new(Semaphore::new(workers * 2));
     let mut handles = Vec::new();
     for w in 0..workers {
         handles.push(tokio::spawn(worker(
             w,
             engine.clone(),
             queue.clone(),
+            permits.clone(),
             in_flight.clone(),
             ids.clone(),
             out.clone(),
@@ -88,6 +94,12 @@ pub async fn run(
         )));
     }
     let planner = async {
+        // No chunk before the stream's start is fixed (a new PostgreSQL
+        // slot, a binlog start position): a chunk read earlier could
+        // reflect a point the stream doesn't continue from.
+        if stream_start.wait_for(|p| p.is_some()).await.is_err() {
+            return;
+        }
         let mut conn = None;
         while let Some(order) = orders.recv().await {
             if let Err(e) = plan(&engine, &mut conn, &settings, order, &job_tx, &out, &stats).await
@@ -219,10 +231,12 @@ async fn plan(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     n: usize,
     engine: Engine,
     queue: Arc<Mutex<Queue>>,
+    permits: Arc<Semaphore>,
     in_flight: InFlight,
     ids: Arc<AtomicU64>,
     out: mpsc::Sender<Msg>,
@@ -244,6 +258,13 @@ async fn worker(
             }
         };
         let Some(job) = job else { return };
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return,
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
         if conn.is_none() {
             match engine.connect().await {
                 Ok(c) => conn = Some(c),
@@ -264,7 +285,8 @@ async fn worker(
                 forget(&in_flight, id);
                 return;
             }
-            Some(Ok(chunk)) => {
+            Some(Ok(mut chunk)) => {
+                chunk.permit = Some(permit);
                 debug!(worker = n, table = %job.table.name, index = job.index, rows = chunk.rows.len(), at = %chunk.at, "chunk read");
                 if out.send(Msg::Chunk(chunk)).await.is_err() {
                     forget(&in_flight, id);
