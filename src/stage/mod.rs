@@ -19,7 +19,25 @@ impl Stage {
     /// Drops the events the selection or DDL policy excludes. `batch.end` is
     /// left as is: what was dropped still counts as handled.
     pub fn apply(&mut self, batch: &mut Batch) {
-        batch.events.retain(|ev| self.keeps(ev));
+        // Runs of events of one table (a snapshot chunk, a bulk change)
+        // are decided once: the table's Arc is alive while they are.
+        let mut last: Option<(*const crate::event::TableSchema, bool)> = None;
+        batch.events.retain(|ev| {
+            if ev.op != Op::Ddl
+                && let Some(t) = ev.table.as_ref()
+            {
+                let p = std::sync::Arc::as_ptr(t);
+                if let Some((lp, keep)) = last
+                    && lp == p
+                {
+                    return keep;
+                }
+                let keep = self.keeps(ev);
+                last = Some((p, keep));
+                return keep;
+            }
+            self.keeps(ev)
+        });
     }
 
     fn keeps(&self, ev: &ChangeEvent) -> bool {

@@ -293,3 +293,127 @@ fn intervals_uuids_and_timetz() {
     );
     assert_eq!(v, serde_json::json!("12:34:56.789012+05:30"));
 }
+
+#[test]
+fn fast_path_writes_what_serde_writes() {
+    use crate::event::{LsnPosition, SnapshotMark, SnapshotPosition};
+    let table = Arc::new(TableSchema {
+        db: "d".into(),
+        schema: Some("public".into()),
+        name: "t\"x".into(),
+        columns: vec![
+            col("id", "bigint"),
+            col("t", "text"),
+            col("n", "numeric"),
+            col("b", "bytea"),
+            col("u", "text"),
+            col("f", "double"),
+            col("nul", "text"),
+        ],
+        key: vec![0],
+        version: 1,
+    });
+    let row = |id: i64, text: &str| {
+        vec![
+            Value::Int(id),
+            Value::Text(text.into()),
+            Value::Decimal("-12.50".into()),
+            Value::Bytes(vec![0, 255, 7]),
+            Value::Unchanged,
+            Value::Double(0.1),
+            Value::Null,
+        ]
+    };
+    let at = Arc::new(Position::Binlog(BinlogPosition::start_of(
+        "mysql-bin.000007",
+        4242,
+    )));
+    let snap_tx = Arc::new(TxMeta {
+        commit_ts_ms: 1_700_000_000_123,
+        snapshot: Some(SnapshotMark::True),
+        ..TxMeta::default()
+    });
+    let mut events = Vec::new();
+    for (connector, position, op, tx) in [
+        (
+            Connector::Mariadb,
+            Position::Binlog(BinlogPosition {
+                file: "mysql-bin.000007".into(),
+                tx_pos: 100,
+                event_pos: 150,
+                row: 2,
+            }),
+            Op::Update,
+            Arc::new(TxMeta {
+                gtid: Some("0-1-9".into()),
+                server_id: 1,
+                commit_ts_ms: 5,
+                ..TxMeta::default()
+            }),
+        ),
+        (
+            Connector::Postgres,
+            Position::Lsn(LsnPosition {
+                commit_lsn: 0x16_B374_D848,
+                index: 3,
+            }),
+            Op::Delete,
+            Arc::new(TxMeta {
+                xid: Some(77),
+                commit_ts_ms: 9,
+                ..TxMeta::default()
+            }),
+        ),
+        (
+            Connector::Mariadb,
+            Position::Snapshot(SnapshotPosition {
+                at: at.clone(),
+                seq: 3,
+                row: 1,
+            }),
+            Op::Read,
+            snap_tx.clone(),
+        ),
+        (
+            Connector::Mariadb,
+            Position::Snapshot(SnapshotPosition { at, seq: 3, row: 2 }),
+            Op::Read,
+            snap_tx,
+        ),
+    ] {
+        events.push(ChangeEvent {
+            op,
+            position,
+            tx,
+            table: Some(table.clone()),
+            before: (op == Op::Update || op == Op::Delete).then(|| row(1, "old \"quoted\"\n\u{1}")),
+            after: (op != Op::Delete).then(|| row(2, "🦀 tide 🌊 ünï \\ x")),
+            ddl: None,
+            source_offset: 12,
+            tx_order: 1,
+            table_order: 1,
+            connector,
+        });
+    }
+    for opts in [
+        JsonOptions::default(),
+        JsonOptions {
+            transaction_metadata: Some(false),
+            ..JsonOptions::default()
+        },
+    ] {
+        let enc = JsonEncoder::new(opts, "fx", "t1");
+        for ev in &events {
+            // Twice: the second snapshot row comes from the source cache.
+            for _ in 0..2 {
+                let (mut fast, mut serde) = (Vec::new(), Vec::new());
+                enc.encode(ev, 1_700_000_000_123_456_789, &mut fast);
+                enc.encode_serde(ev, 1_700_000_000_123_456_789, &mut serde);
+                assert_eq!(
+                    String::from_utf8(fast).unwrap(),
+                    String::from_utf8(serde).unwrap()
+                );
+            }
+        }
+    }
+}
