@@ -4,6 +4,7 @@
 
 mod fidelity;
 mod incremental;
+mod kafka;
 mod mariadb;
 mod postgres;
 mod privileges;
