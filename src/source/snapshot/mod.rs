@@ -88,6 +88,8 @@ pub struct Job {
     pub lo: Option<Vec<KeyPart>>,
     /// ... up to `hi` (inclusive; `None`: to the end).
     pub hi: Option<Vec<KeyPart>>,
+    /// The table's last range.
+    pub last: bool,
     pub incremental: bool,
 }
 
@@ -142,18 +144,34 @@ impl Engine {
         }
     }
 
-    /// The key `n` rows after `lo`: the next chunk's upper bound, or
-    /// `None` when fewer rows remain.
+    /// The table's largest key now (`None`: empty): the copy's end. Rows
+    /// inserted above it later are in the stream; without the bound a
+    /// table growing faster than it is copied would never be done.
+    pub async fn max_key(
+        &self,
+        conn: &mut EngineConn,
+        t: &SnapTable,
+    ) -> Result<Option<Vec<KeyPart>>, SourceError> {
+        match (self, conn) {
+            (Engine::Mysql(e), EngineConn::Mysql(c)) => e.max_key(c, t).await,
+            (Engine::Postgres(e), EngineConn::Postgres(c)) => e.max_key(c, t).await,
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// The key `n` rows after `lo` and not above `upto`: the next chunk's
+    /// upper bound, or `None` when fewer rows remain up to `upto`.
     pub async fn boundary(
         &self,
         conn: &mut EngineConn,
         t: &SnapTable,
         lo: Option<&[KeyPart]>,
         n: u64,
+        upto: &[KeyPart],
     ) -> Result<Option<Vec<KeyPart>>, SourceError> {
         match (self, conn) {
-            (Engine::Mysql(e), EngineConn::Mysql(c)) => e.boundary(c, t, lo, n).await,
-            (Engine::Postgres(e), EngineConn::Postgres(c)) => e.boundary(c, t, lo, n).await,
+            (Engine::Mysql(e), EngineConn::Mysql(c)) => e.boundary(c, t, lo, n, upto).await,
+            (Engine::Postgres(e), EngineConn::Postgres(c)) => e.boundary(c, t, lo, n, upto).await,
             _ => Err(mismatch()),
         }
     }
@@ -479,7 +497,7 @@ impl SnapshotSource {
             index: job.index,
             hi: job.hi.clone(),
             rows: n as u64,
-            last: job.hi.is_none(),
+            last: job.last,
         });
         if let Some(t) = self.open.get_mut(&job.table.name) {
             t.emitted += 1;

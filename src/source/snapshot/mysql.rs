@@ -329,12 +329,35 @@ impl MysqlEngine {
         })
     }
 
+    pub async fn max_key(
+        &self,
+        conn: &mut Conn,
+        t: &SnapTable,
+    ) -> Result<Option<Vec<KeyPart>>, SourceError> {
+        let EngineTable::Mysql(m) = &t.engine else {
+            return Err(super::mismatch());
+        };
+        let desc: Vec<String> = m.key.iter().map(|k| format!("{k} DESC")).collect();
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {} LIMIT 1",
+            m.key.join(", "),
+            m.from,
+            desc.join(", ")
+        );
+        let row: Option<mysql_async::Row> = conn
+            .query_first(sql)
+            .await
+            .map_err(|e| denied("finding the table's last key", &t.name, e))?;
+        Ok(row.map(|r| r.unwrap().into_iter().map(key_part).collect()))
+    }
+
     pub async fn boundary(
         &self,
         conn: &mut Conn,
         t: &SnapTable,
         lo: Option<&[KeyPart]>,
         n: u64,
+        upto: &[KeyPart],
     ) -> Result<Option<Vec<KeyPart>>, SourceError> {
         let EngineTable::Mysql(m) = &t.engine else {
             return Err(super::mismatch());
@@ -342,10 +365,14 @@ impl MysqlEngine {
         let keys = m.key.join(", ");
         let from = &m.from;
         let mut params = Vec::new();
-        let filter = match lo {
-            Some(lo) => format!(" WHERE {}", after(&m.key, lo, &mut params)),
-            None => String::new(),
-        };
+        let mut conds = Vec::new();
+        if let Some(lo) = lo {
+            conds.push(after(&m.key, lo, &mut params));
+        }
+        let mut p = Vec::new();
+        conds.push(format!("NOT ({})", after(&m.key, upto, &mut p)));
+        params.extend(p);
+        let filter = format!(" WHERE {}", conds.join(" AND "));
         // Two keys: the chunk's last, and whether any row follows it (if
         // none does, this is the table's last chunk, without an empty one
         // after it).

@@ -354,22 +354,58 @@ impl PgEngine {
         })
     }
 
+    pub async fn max_key(
+        &self,
+        client: &mut Client,
+        t: &SnapTable,
+    ) -> Result<Option<Vec<KeyPart>>, SourceError> {
+        let EngineTable::Postgres(p) = &t.engine else {
+            return Err(super::mismatch());
+        };
+        let keys: Vec<&str> = p.key.iter().map(|(k, _)| k.as_str()).collect();
+        let desc: Vec<String> = keys.iter().map(|k| format!("{k} DESC")).collect();
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {} LIMIT 1",
+            keys.join(", "),
+            p.from,
+            desc.join(", ")
+        );
+        let rows: Vec<_> = text_rows(
+            client
+                .simple_query(&sql)
+                .await
+                .map_err(|e| denied("finding the table's last key", &t.name, e))?,
+        )
+        .collect();
+        Ok(rows.into_iter().next().map(|r| {
+            (0..keys.len())
+                .map(|i| match r.get(i) {
+                    Some(s) => KeyPart::Text(s.to_string()),
+                    None => KeyPart::Null,
+                })
+                .collect()
+        }))
+    }
+
     pub async fn boundary(
         &self,
         client: &mut Client,
         t: &SnapTable,
         lo: Option<&[KeyPart]>,
         n: u64,
+        upto: &[KeyPart],
     ) -> Result<Option<Vec<KeyPart>>, SourceError> {
         let EngineTable::Postgres(p) = &t.engine else {
             return Err(super::mismatch());
         };
         let keys: Vec<&str> = p.key.iter().map(|(k, _)| k.as_str()).collect();
         let from = &p.from;
-        let filter = match lo {
-            Some(lo) => format!(" WHERE {}", compare(&p.key, ">", lo)),
-            None => String::new(),
-        };
+        let mut conds = Vec::new();
+        if let Some(lo) = lo {
+            conds.push(compare(&p.key, ">", lo));
+        }
+        conds.push(compare(&p.key, "<=", upto));
+        let filter = format!(" WHERE {}", conds.join(" AND "));
         // Two keys: the chunk's last, and whether any row follows it (if
         // none does, this is the table's last chunk, without an empty one
         // after it).

@@ -53,6 +53,7 @@ fn chunk(id: u64, at: Position, visibility: Visibility, ids: &[i64], key: Vec<us
             index: 0,
             lo: None,
             hi: None,
+            last: true,
             incremental: false,
         },
         schema: s,

@@ -194,20 +194,29 @@ async fn plan(
             index,
             order.incremental,
         );
+        // The copy ends at the largest key now: rows inserted above it
+        // later come with the stream.
+        let end = if t.chunk_key.is_empty() {
+            None
+        } else {
+            engine.max_key(c, &t).await?
+        };
         loop {
-            let hi = if t.chunk_key.is_empty() {
-                None
-            } else {
-                engine
-                    .boundary(c, &t, lo.as_deref(), settings.chunk_rows)
-                    .await?
+            let hi = match &end {
+                Some(end) => {
+                    engine
+                        .boundary(c, &t, lo.as_deref(), settings.chunk_rows, end)
+                        .await?
+                }
+                None => None,
             };
             let last = hi.is_none();
             let job = Job {
                 table: t.clone(),
                 index,
                 lo: lo.clone(),
-                hi: hi.clone(),
+                hi: if last { end.clone() } else { hi.clone() },
+                last,
                 incremental: order.incremental,
             };
             stats.chunk_planned(&t.name, last);
