@@ -251,3 +251,32 @@ async fn snapshot_mode_copies_every_table_and_completes() {
     );
     assert!(d.log().contains("completed"), "{}", d.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schema_change_during_the_copy_is_reported_with_the_fix() {
+    let db = "snap_ddl";
+    let m = mariadb();
+    m.fresh_db(db).await;
+    load(m, db, "t", 100_000).await;
+    let mut d = Daemon::mysql("snap_ddl", &m.url(), &[&format!("{db}.*")], "").with_mode(
+        "snapshot+stream",
+        200,
+        1,
+    );
+    d.start();
+    wait_until(Duration::from_secs(30), "the copy to start", || {
+        snapshot_state(&d, &format!("{db}.t")).is_some()
+    });
+    m.exec(&format!(
+        "UPDATE `{db}`.t SET k = k + 1 WHERE id = 1;
+         ALTER TABLE `{db}`.t ADD COLUMN extra INT NULL;
+         UPDATE `{db}`.t SET k = k + 1 WHERE id = 2;"
+    ))
+    .await;
+    d.wait_log(
+        "the table's schema changed while it is being copied",
+        Duration::from_secs(60),
+    );
+    assert!(d.log().contains("snapshot_tables"), "the fix is named");
+    assert!(d.stop().success(), "{}", d.log());
+}
