@@ -255,7 +255,14 @@ fn drop_touched(c: &mut Chunk, ev: &ChangeEvent) {
         return;
     }
     let key = &c.schema.key;
-    if key.is_empty() {
+    // Without a key the rows can't be matched; with an unchanged TOAST
+    // value the stream's row is incomplete, so the chunk's can't give way
+    // to it: read the chunk again (a new snapshot sees the change).
+    let partial = ev
+        .after
+        .as_ref()
+        .is_some_and(|a| a.iter().any(|v| matches!(v, Value::Unchanged)));
+    if key.is_empty() || partial {
         c.spoiled = true;
         return;
     }

@@ -300,3 +300,24 @@ fn truncate_unseen_empties_the_chunk() {
     };
     assert!(c.rows.is_empty());
 }
+
+#[test]
+fn an_unseen_change_with_an_unchanged_toast_value_makes_the_chunk_be_read_again() {
+    let mut r = Reconciler::default();
+    r.add(chunk(
+        1,
+        lsn(1000, 0),
+        pg(99, 101, &[100]),
+        &[1, 2],
+        vec![0],
+    ))
+    .unwrap();
+    let mut ev = change(lsn(950, 1), Op::Update, 2, Some(100), vec![0]);
+    ev.after = Some(vec![Value::Int(2), Value::Unchanged]);
+    let mut held = Some(batch(vec![ev]));
+    assert!(matches!(r.step(&mut held, None), Step::Pass(_)));
+    assert!(matches!(
+        r.step(&mut None, Some(&lsn(1000, 0))),
+        Step::Reread(_)
+    ));
+}
