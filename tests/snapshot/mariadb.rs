@@ -257,15 +257,17 @@ async fn a_schema_change_during_the_copy_is_reported_with_the_fix() {
     let db = "snap_ddl";
     let m = mariadb();
     m.fresh_db(db).await;
-    load(m, db, "t", 100_000).await;
+    load(m, db, "t", 400_000).await;
+    // Small chunks, one worker: a copy long enough (20,000 chunks) for the
+    // change to land in its middle; the test ends once the warning is out.
     let mut d = Daemon::mysql("snap_ddl", &m.url(), &[&format!("{db}.*")], "").with_mode(
         "snapshot+stream",
-        200,
+        20,
         1,
     );
     d.start();
     wait_until(Duration::from_secs(30), "the copy to start", || {
-        snapshot_state(&d, &format!("{db}.t")).is_some()
+        snapshot_state(&d, &format!("{db}.t")).as_deref() == Some("copying")
     });
     m.exec(&format!(
         "UPDATE `{db}`.t SET k = k + 1 WHERE id = 1;
@@ -273,6 +275,11 @@ async fn a_schema_change_during_the_copy_is_reported_with_the_fix() {
          UPDATE `{db}`.t SET k = k + 1 WHERE id = 2;"
     ))
     .await;
+    assert_eq!(
+        snapshot_state(&d, &format!("{db}.t")).as_deref(),
+        Some("copying"),
+        "the change landed after the copy: the test needs a longer copy"
+    );
     d.wait_log(
         "the table's schema changed while it is being copied",
         Duration::from_secs(60),
