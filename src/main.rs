@@ -306,16 +306,18 @@ fn status(path: &std::path::Path, task: Option<&str>, json: bool) -> Result<Exit
                     }
                     _ => String::new(),
                 };
+                // Tables an earlier run copied have no rate in this one.
+                let rate = match s.get("rows_per_second").and_then(|v| v.as_f64()) {
+                    Some(r) if r > 0.0 => format!(", {r:.0} rows/s"),
+                    _ => String::new(),
+                };
                 println!(
-                    "  snapshot {name}: {} — {} of ~{} rows, chunks {}/{}, {:.0} rows/s{eta}",
+                    "  snapshot {name}: {} — {} of ~{} rows, chunks {}/{}{rate}{eta}",
                     s.get("state").and_then(|v| v.as_str()).unwrap_or("?"),
                     n("rows_copied"),
                     n("estimated_rows"),
                     n("chunks_done"),
                     n("chunks_total"),
-                    s.get("rows_per_second")
-                        .and_then(|v| v.as_f64())
-                        .unwrap_or(0.0),
                 );
             }
         }
