@@ -83,6 +83,16 @@ fn compare(key: &[(String, String)], op: &str, bound: &[KeyPart]) -> String {
     format!("({}) {op} ({})", cols.join(", "), vals.join(", "))
 }
 
+/// The first `n` values of a row of key columns, as bounds.
+fn key_parts(r: &tokio_postgres::SimpleQueryRow, n: usize) -> Vec<KeyPart> {
+    (0..n)
+        .map(|i| match r.get(i) {
+            Some(s) => KeyPart::Text(s.to_string()),
+            None => KeyPart::Null,
+        })
+        .collect()
+}
+
 /// The rows of a simple query, each value as text (`None`: NULL).
 fn text_rows(
     messages: Vec<SimpleQueryMessage>,
@@ -377,14 +387,7 @@ impl PgEngine {
                 .map_err(|e| denied("finding the table's last key", &t.name, e))?,
         )
         .collect();
-        Ok(rows.into_iter().next().map(|r| {
-            (0..keys.len())
-                .map(|i| match r.get(i) {
-                    Some(s) => KeyPart::Text(s.to_string()),
-                    None => KeyPart::Null,
-                })
-                .collect()
-        }))
+        Ok(rows.first().map(|r| key_parts(r, keys.len())))
     }
 
     pub async fn boundary(
@@ -424,14 +427,7 @@ impl PgEngine {
         if rows.len() < 2 {
             return Ok(None);
         }
-        Ok(rows.into_iter().next().map(|r| {
-            (0..keys.len())
-                .map(|i| match r.get(i) {
-                    Some(s) => KeyPart::Text(s.to_string()),
-                    None => KeyPart::Null,
-                })
-                .collect()
-        }))
+        Ok(rows.first().map(|r| key_parts(r, keys.len())))
     }
 
     pub async fn read(
