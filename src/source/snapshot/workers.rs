@@ -275,10 +275,14 @@ async fn worker(
             },
         };
         if conn.is_none() {
-            match engine.connect().await {
+            let connected = tokio::select! {
+                _ = cancel.cancelled() => return,
+                c = engine.connect() => c,
+            };
+            match connected {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
-                    let _ = out.send(Msg::Failed(e)).await;
+                    send(&out, Msg::Failed(e), &cancel).await;
                     return;
                 }
             }
@@ -297,17 +301,27 @@ async fn worker(
             Some(Ok(mut chunk)) => {
                 chunk.permit = Some(permit);
                 debug!(worker = n, table = %job.table.name, index = job.index, rows = chunk.rows.len(), at = %chunk.at, "chunk read");
-                if out.send(Msg::Chunk(chunk)).await.is_err() {
+                if !send(&out, Msg::Chunk(chunk), &cancel).await {
                     forget(&in_flight, id);
                     return;
                 }
             }
             Some(Err(e)) => {
                 forget(&in_flight, id);
-                let _ = out.send(Msg::Failed(e)).await;
+                send(&out, Msg::Failed(e), &cancel).await;
                 return;
             }
         }
+    }
+}
+
+/// Hands a message to the source; false once the source is gone or the run
+/// is cancelled. A stopping source no longer reads its messages, so a send
+/// that waited for room regardless would hold the close up forever.
+async fn send(out: &mpsc::Sender<Msg>, msg: Msg, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        r = out.send(msg) => r.is_ok(),
     }
 }
 
