@@ -15,11 +15,15 @@ use crate::select::TablePattern;
 
 mod env;
 mod source;
+mod target;
 
 pub use env::redact_url;
 use env::{one_line, substitute_env};
 pub use source::{
     MysqlSourceConfig, NamedStart, PostgresSourceConfig, StartPosition, TlsConfig, TlsMode,
+};
+pub use target::{
+    ConflictAction, ConflictConfig, ConflictOp, ConflictRule, DbSinkConfig, TablePolicy,
 };
 
 /// The whole configuration file.
@@ -203,10 +207,15 @@ impl DdlConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum DdlAction {
-    /// Pass the DDL event to the sink.
+    /// Pass the DDL event to the sink (`apply` says the same for database
+    /// targets, which run it).
+    #[serde(alias = "apply")]
     Emit,
     /// Drop the DDL event (the source still tracks the schema change).
     Skip,
+    /// Fail the task at the statement (database targets), naming it; the
+    /// operator applies it by hand, sets the kind to `skip` and resumes.
+    Fail,
 }
 
 /// `[tasks.sink]`, chosen by its `type` key.
@@ -218,14 +227,20 @@ pub enum SinkConfig {
     /// `type = "kafka"`: change topics on a Kafka cluster, exactly once
     /// across restarts (see `sink::kafka::config`).
     Kafka(Box<crate::sink::kafka::KafkaSinkConfig>),
+    /// `type = "mysql"`: apply the changes to a MySQL/MariaDB server.
+    Mysql(Box<DbSinkConfig>),
+    /// `type = "postgres"`: apply the changes to a PostgreSQL database.
+    Postgres(Box<DbSinkConfig>),
 }
 
 impl<'de> Deserialize<'de> for SinkConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (kind, rest) = split_type::<D>(d, &["jsonl", "kafka"])?;
+        let (kind, rest) = split_type::<D>(d, &["jsonl", "kafka", "mysql", "postgres"])?;
         match kind.as_str() {
             "jsonl" => nested::<D, _>(rest).map(SinkConfig::Jsonl),
             "kafka" => nested::<D, _>(rest).map(|k| SinkConfig::Kafka(Box::new(k))),
+            "mysql" => nested::<D, _>(rest).map(|k| SinkConfig::Mysql(Box::new(k))),
+            "postgres" => nested::<D, _>(rest).map(|k| SinkConfig::Postgres(Box::new(k))),
             other => Err(serde::de::Error::custom(format!(
                 "unknown sink type {other:?}"
             ))),
@@ -499,6 +514,10 @@ impl TaskConfig {
             }
             SinkConfig::Kafka(k) => {
                 k.check()
+                    .map_err(|(k, message)| (format!("sink.{k}"), message))?;
+            }
+            SinkConfig::Mysql(t) | SinkConfig::Postgres(t) => {
+                t.check(matches!(self.sink, SinkConfig::Postgres(_)))
                     .map_err(|(k, message)| (format!("sink.{k}"), message))?;
             }
         }

@@ -5,6 +5,7 @@
 //! - [`kafka`]: change topics (exactly once across restarts);
 //! - [`writer`]: the group-committing file writer the JSONL sink uses.
 
+pub mod db;
 pub mod jsonl;
 pub mod kafka;
 pub mod writer;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use crate::error::{Classify, ErrorClass};
 use crate::event::{Batch, Position};
+pub use db::DbSink;
 pub use jsonl::JsonlSink;
 pub use kafka::KafkaSink;
 
@@ -95,6 +97,8 @@ pub enum SinkError {
     Stopped(String),
     #[error(transparent)]
     Kafka(Box<kafka::KafkaSinkError>),
+    #[error(transparent)]
+    Database(Arc<db::DbSinkError>),
 }
 
 impl From<kafka::KafkaSinkError> for SinkError {
@@ -129,6 +133,7 @@ impl Classify for SinkError {
             SinkError::Locked { .. } => ErrorClass::Transient,
             SinkError::Stopped(_) => ErrorClass::Transient,
             SinkError::Kafka(k) => k.class(),
+            SinkError::Database(d) => d.class(),
         }
     }
 }
@@ -139,6 +144,7 @@ impl Classify for SinkError {
 pub enum AnySink {
     Jsonl(JsonlSink),
     Kafka(KafkaSink),
+    Database(DbSink),
 }
 
 impl Sink for AnySink {
@@ -146,6 +152,7 @@ impl Sink for AnySink {
         match self {
             AnySink::Jsonl(s) => s.submit(batches).await,
             AnySink::Kafka(s) => Ok(s.submit(batches).await?),
+            AnySink::Database(s) => s.submit(batches).await,
         }
     }
 
@@ -153,6 +160,7 @@ impl Sink for AnySink {
         match self {
             AnySink::Jsonl(s) => s.durable().await,
             AnySink::Kafka(s) => Ok(s.durable().await?),
+            AnySink::Database(s) => s.durable().await,
         }
     }
 
@@ -160,6 +168,7 @@ impl Sink for AnySink {
         match self {
             AnySink::Jsonl(s) => s.flush().await,
             AnySink::Kafka(s) => Ok(s.flush().await?),
+            AnySink::Database(s) => s.flush().await,
         }
     }
 
@@ -167,6 +176,7 @@ impl Sink for AnySink {
         match self {
             AnySink::Jsonl(s) => s.close().await,
             AnySink::Kafka(_) => {}
+            AnySink::Database(s) => s.close().await,
         }
     }
 
@@ -174,6 +184,7 @@ impl Sink for AnySink {
         match self {
             AnySink::Jsonl(s) => s.durable_position().cloned(),
             AnySink::Kafka(s) => s.durable_position(),
+            AnySink::Database(s) => s.durable_position(),
         }
     }
 
@@ -181,6 +192,7 @@ impl Sink for AnySink {
         match self {
             AnySink::Jsonl(s) => s.bytes_written(),
             AnySink::Kafka(s) => s.bytes_written(),
+            AnySink::Database(s) => s.bytes_written(),
         }
     }
 
@@ -188,6 +200,7 @@ impl Sink for AnySink {
         match self {
             AnySink::Jsonl(_) => "JSONL sink",
             AnySink::Kafka(_) => "Kafka sink",
+            AnySink::Database(s) => s.label(),
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::config::{SinkConfig, SourceConfig, TaskConfig};
 use crate::event::Position;
 use crate::event::json::JsonEncoder;
 use crate::select::TableFilter;
-use crate::sink::{AnySink, JsonlSink, KafkaSink};
+use crate::sink::{AnySink, DbSink, JsonlSink, KafkaSink};
 use crate::source::mysql::MysqlSource;
 use crate::source::postgres::PostgresSource;
 use crate::source::snapshot::SnapshotSource;
@@ -63,6 +63,33 @@ pub async fn open_sink(cfg: &TaskConfig) -> Result<AnySink, TaskError> {
                     source: e.into(),
                 })?;
             Ok(AnySink::Kafka(sink))
+        }
+        SinkConfig::Mysql(t) | SinkConfig::Postgres(t) => {
+            let engine = match &cfg.sink {
+                SinkConfig::Postgres(_) => crate::sink::db::Engine::Postgres,
+                _ => crate::sink::db::Engine::Mysql,
+            };
+            let connector = match &cfg.source {
+                SourceConfig::Postgres(_) => crate::event::Connector::Postgres,
+                SourceConfig::Mysql(_) => crate::event::Connector::Mysql,
+            };
+            let sink = DbSink::open(
+                engine,
+                t.as_ref().clone(),
+                &cfg.id,
+                connector,
+                cfg.ddl.clone(),
+            )
+            .await
+            .map_err(|e| TaskError::Sink {
+                what: if engine == crate::sink::db::Engine::Postgres {
+                    "PostgreSQL target"
+                } else {
+                    "MySQL target"
+                },
+                source: crate::sink::SinkError::Database(std::sync::Arc::new(e)),
+            })?;
+            Ok(AnySink::Database(sink))
         }
     }
 }

@@ -373,7 +373,7 @@ impl Serialize for KeyJson<'_> {
 }
 
 mod fast;
-mod values;
+pub mod values;
 
 use values::ValueJson;
 pub use values::{format_uuid, iso_utc, twos_complement};

@@ -339,7 +339,7 @@ fn zero_datetime_text(dt: &DateTime) -> String {
 }
 
 /// ISO-8601 duration as Debezium's `interval.handling.mode=string`.
-fn iso_interval(months: i32, days: i32, micros: i64) -> String {
+pub fn iso_interval(months: i32, days: i32, micros: i64) -> String {
     let mut out = String::from("P");
     let _ = write!(out, "{}Y{}M{}DT", months / 12, months % 12, days);
     let neg = micros < 0;

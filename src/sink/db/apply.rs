@@ -1,0 +1,790 @@
+//! The applier: one connection, source order, target transactions that
+//! carry the task's position.
+//!
+//! - A target transaction holds whole source transactions: it commits at
+//!   the end of a group whose last batch ends a source transaction, or
+//!   once it holds `max_tx_rows` rows (then inside a source transaction;
+//!   the stored position still resumes exactly), or when the task drains.
+//! - Optimistic first: consecutive inserts (and snapshot rows) of one
+//!   table go in multi-row statements; updates and deletes check the rows
+//!   they touched. A unique-key violation, a deadlock or a serialization
+//!   failure rolls the open transaction back and applies it again
+//!   *carefully*: row by row, each statement fenced by a savepoint where
+//!   the engine needs one, so that each conflict meets the table's policy.
+//! - The conflict policy (`overwrite` / `ignore` / `fail`) acts on: an
+//!   insert whose key exists, an update whose row is missing or whose new
+//!   key is taken, a delete whose row is missing. Every conflict is
+//!   counted per table and logged with its key and position.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::{DbErrorKind, DbSinkError, Durable, Msg};
+use crate::config::{ConflictAction, ConflictOp, DbSinkConfig, DdlAction, DdlConfig, TablePolicy};
+use crate::event::{Batch, ChangeEvent, Connector, DdlKind, Op, Position, TableSchema, Value};
+
+/// What the applier needs besides its target.
+pub struct Settings {
+    pub task: String,
+    pub source: Connector,
+    pub ddl: DdlConfig,
+    pub cfg: DbSinkConfig,
+}
+
+/// A source table as it exists on the target.
+#[derive(Debug)]
+pub struct TargetTable {
+    /// The source schema it was resolved for.
+    pub source: Arc<TableSchema>,
+    /// Quoted, qualified name for statements.
+    pub sql_name: String,
+    /// `schema.table` for messages.
+    pub label: String,
+    /// Per source column: its quoted name on the target and its kind.
+    pub columns: Vec<TargetColumn>,
+    /// Source column indices that identify a row; all columns when the
+    /// source table has no key.
+    pub key: Vec<usize>,
+    /// Whether the source table has a key (else rows match on every column).
+    pub keyed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetColumn {
+    pub sql_name: String,
+    pub type_name: String,
+    pub kind: super::render::Kind,
+}
+
+/// One engine's statements. Every method runs inside the open target
+/// transaction (begun on first use).
+pub trait Target: Send {
+    /// The target table for a source table, created or given new columns
+    /// when the settings allow.
+    fn table(
+        &mut self,
+        src: &Arc<TableSchema>,
+        settings: &Settings,
+    ) -> impl Future<Output = Result<Arc<TargetTable>, DbSinkError>> + Send;
+    /// Whether `src` is resolved already (resolving may run DDL).
+    fn has_table(&self, src: &Arc<TableSchema>) -> bool;
+    /// Inserts rows; a taken key fails with [`DbErrorKind::Duplicate`].
+    fn insert(
+        &mut self,
+        t: &TargetTable,
+        rows: &[&[Value]],
+    ) -> impl Future<Output = Result<u64, DbSinkError>> + Send;
+    /// Updates the row whose key `key` holds; returns rows matched.
+    fn update(
+        &mut self,
+        t: &TargetTable,
+        key: &[Value],
+        after: &[Value],
+    ) -> impl Future<Output = Result<u64, DbSinkError>> + Send;
+    /// Deletes the row whose key `key` holds; returns rows deleted.
+    fn delete(
+        &mut self,
+        t: &TargetTable,
+        key: &[Value],
+    ) -> impl Future<Output = Result<u64, DbSinkError>> + Send;
+    fn truncate(&mut self, t: &TargetTable)
+    -> impl Future<Output = Result<(), DbSinkError>> + Send;
+    /// Runs a DDL statement in database `db` (mapped).
+    fn ddl(
+        &mut self,
+        db: Option<&str>,
+        sql: &str,
+    ) -> impl Future<Output = Result<(), DbSinkError>> + Send;
+    /// Drops the table the source dropped (`IF EXISTS`).
+    fn drop_table(
+        &mut self,
+        schema: &str,
+        table: &str,
+    ) -> impl Future<Output = Result<(), DbSinkError>> + Send;
+    /// Fences the next statement (careful mode): PostgreSQL needs it to
+    /// go on after a failed statement; MySQL rolls back the statement alone.
+    fn savepoint(&mut self) -> impl Future<Output = Result<(), DbSinkError>> + Send;
+    fn release(&mut self) -> impl Future<Output = Result<(), DbSinkError>> + Send;
+    fn rollback_to(&mut self) -> impl Future<Output = Result<(), DbSinkError>> + Send;
+    /// Writes the position and commits.
+    fn commit(
+        &mut self,
+        task: &str,
+        pos: &Position,
+    ) -> impl Future<Output = Result<(), DbSinkError>> + Send;
+    fn rollback(&mut self) -> impl Future<Output = Result<(), DbSinkError>> + Send;
+    /// Whether DDL runs inside the transaction (PostgreSQL) or commits it
+    /// (MySQL).
+    fn transactional_ddl(&self) -> bool;
+    /// The engine the target is.
+    fn engine(&self) -> super::Engine;
+    /// Forgets resolved tables (after DDL).
+    fn forget_tables(&mut self);
+    /// Bytes of values sent so far.
+    fn sent_bytes(&self) -> u64;
+}
+
+use std::future::Future;
+
+/// Mode of a pass over the open transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Optimistic,
+    Careful,
+}
+
+/// Why a pass stopped before its end.
+enum Stop {
+    /// Roll back and apply the open transaction again, carefully.
+    Replay(DbSinkError),
+    Fail(DbSinkError),
+}
+
+impl From<DbSinkError> for Stop {
+    fn from(e: DbSinkError) -> Stop {
+        match e.kind() {
+            DbErrorKind::Duplicate | DbErrorKind::Retry => Stop::Replay(e),
+            DbErrorKind::InEffect | DbErrorKind::Other => Stop::Fail(e),
+        }
+    }
+}
+
+pub struct Applier<T: Target> {
+    target: T,
+    s: Settings,
+    bytes: Arc<AtomicU64>,
+    /// Groups in the open target transaction (or partly committed).
+    open: Vec<(u64, Vec<Batch>)>,
+    /// The last position committed on the target.
+    committed: Option<Position>,
+    /// Rows in the open transaction.
+    rows: usize,
+    /// The position of the last event applied in the open transaction.
+    applied: Option<Position>,
+    policies: HashMap<(String, String), TablePolicy>,
+    conflicts: HashMap<String, [u64; 3]>,
+    /// Set until the first event after open is applied: a DDL that fails
+    /// because it is already in effect was applied before a crash.
+    first_after_open: bool,
+}
+
+impl<T: Target> Applier<T> {
+    pub fn new(target: T, s: Settings, bytes: Arc<AtomicU64>) -> Self {
+        Applier {
+            target,
+            s,
+            bytes,
+            open: Vec::new(),
+            committed: None,
+            rows: 0,
+            applied: None,
+            policies: HashMap::new(),
+            conflicts: HashMap::new(),
+            first_after_open: true,
+        }
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>, durable: watch::Sender<Durable>) {
+        while let Some(msg) = rx.recv().await {
+            let r = match msg {
+                Msg::Group { ticket, batches } => self.on_group(ticket, batches, &durable).await,
+                Msg::Flush(reply) => {
+                    let r = self.commit_open(&durable).await;
+                    let _ = reply.send(());
+                    r
+                }
+            };
+            if let Err(e) = r {
+                let _ = self.target.rollback().await;
+                durable.send_modify(|d| d.error = Some(Arc::new(e)));
+                return;
+            }
+        }
+        let _ = self.target.rollback().await;
+    }
+
+    async fn on_group(
+        &mut self,
+        ticket: u64,
+        batches: Vec<Batch>,
+        durable: &watch::Sender<Durable>,
+    ) -> Result<(), DbSinkError> {
+        let ends_tx = batches.last().is_some_and(|b| b.end.is_tx_end());
+        self.open.push((ticket, batches));
+        let idx = self.open.len() - 1;
+        let mut attempt = 0u32;
+        let mut mode = Mode::Optimistic;
+        let mut from = idx;
+        loop {
+            match self.pass(from, mode, durable).await {
+                Ok(()) => break,
+                Err(Stop::Fail(e)) => return Err(e),
+                Err(Stop::Replay(e)) => {
+                    attempt += 1;
+                    if attempt > 5 {
+                        return Err(e.context("applying the same transaction failed 5 times"));
+                    }
+                    debug!(task = %self.s.task, error = %e, "rolling back; applying the open transaction again, row by row");
+                    self.target.rollback().await?;
+                    self.rows = 0;
+                    self.applied = None;
+                    if e.kind() == DbErrorKind::Retry {
+                        tokio::time::sleep(Duration::from_millis(50 << attempt.min(5))).await;
+                    }
+                    mode = Mode::Careful;
+                    from = 0;
+                }
+            }
+        }
+        self.bytes
+            .store(self.target.sent_bytes(), Ordering::Relaxed);
+        if ends_tx {
+            self.commit_open(durable).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies the open groups from `from` on; events at or below the
+    /// last commit are skipped (a replay after a commit inside a group).
+    async fn pass(
+        &mut self,
+        from: usize,
+        mode: Mode,
+        durable: &watch::Sender<Durable>,
+    ) -> Result<(), Stop> {
+        let groups = std::mem::take(&mut self.open);
+        let r = self.pass_inner(&groups[from..], mode, durable).await;
+        self.open = groups;
+        // Commits inside the pass (a DDL, a large transaction) may have
+        // made groups durable.
+        self.retire(durable);
+        r
+    }
+
+    /// Drops the groups the last commit covers and reports them durable.
+    fn retire(&mut self, durable: &watch::Sender<Durable>) {
+        let Some(c) = &self.committed else { return };
+        let done = self
+            .open
+            .iter()
+            .take_while(|(_, b)| b.last().is_some_and(|b| &b.end <= c))
+            .count();
+        if done > 0 {
+            let ticket = self.open[done - 1].0;
+            self.open.drain(..done);
+            durable.send_modify(|d| d.ticket = d.ticket.max(ticket));
+        }
+    }
+
+    async fn pass_inner(
+        &mut self,
+        groups: &[(u64, Vec<Batch>)],
+        mode: Mode,
+        durable: &watch::Sender<Durable>,
+    ) -> Result<(), Stop> {
+        let mut run: Vec<&ChangeEvent> = Vec::new();
+        for (_, batches) in groups {
+            for b in batches {
+                for ev in &b.events {
+                    if self.committed.as_ref().is_some_and(|c| &ev.position <= c) {
+                        continue;
+                    }
+                    let insert = matches!(ev.op, Op::Create | Op::Read);
+                    if insert && mode == Mode::Optimistic {
+                        if let Some(last) = run.last()
+                            && !same_table(last, ev)
+                        {
+                            self.inserts(&run, durable).await?;
+                            run.clear();
+                        }
+                        run.push(ev);
+                        if run.len() >= 1024 {
+                            self.inserts(&run, durable).await?;
+                            run.clear();
+                        }
+                        continue;
+                    }
+                    if !run.is_empty() {
+                        self.inserts(&run, durable).await?;
+                        run.clear();
+                    }
+                    self.event(ev, mode, durable).await?;
+                    if self.rows >= self.s.cfg.max_tx_rows {
+                        // A source transaction too large for one target
+                        // transaction: commit inside it.
+                        let pos = ev.position.clone();
+                        self.commit_at(pos, durable).await?;
+                    }
+                }
+            }
+        }
+        if !run.is_empty() {
+            self.inserts(&run, durable).await?;
+        }
+        Ok(())
+    }
+
+    /// A run of inserts of one table, in multi-row statements (optimistic).
+    async fn inserts(
+        &mut self,
+        run: &[&ChangeEvent],
+        durable: &watch::Sender<Durable>,
+    ) -> Result<(), Stop> {
+        let Some(first) = run.first() else {
+            return Ok(());
+        };
+        let t = self.table_of(first, durable).await?;
+        let rows: Vec<&[Value]> = run.iter().filter_map(|ev| ev.after.as_deref()).collect();
+        self.target.insert(&t, &rows).await?;
+        self.rows += rows.len();
+        if let Some(last) = run.last() {
+            self.applied = Some(last.position.clone());
+        }
+        self.first_after_open = false;
+        Ok(())
+    }
+
+    async fn table_of(
+        &mut self,
+        ev: &ChangeEvent,
+        durable: &watch::Sender<Durable>,
+    ) -> Result<Arc<TargetTable>, Stop> {
+        let Some(src) = ev.table.as_ref() else {
+            return Err(Stop::Fail(DbSinkError::definite(format!(
+                "a {} event at {} names no table",
+                ev.op.code(),
+                ev.position
+            ))));
+        };
+        if !self.target.transactional_ddl() && !self.target.has_table(src) {
+            // Resolving may create or alter the table, which commits on
+            // MySQL: what is applied goes first, with its position.
+            if let Some(p) = self.applied.clone() {
+                self.commit_at(p, durable).await?;
+            }
+        }
+        Ok(self.target.table(src, &self.s).await?)
+    }
+
+    fn policy(&mut self, t: &TargetTable) -> TablePolicy {
+        let src = &t.source;
+        let db = src.schema.clone().unwrap_or_else(|| src.db.clone());
+        let key = (db, src.name.clone());
+        if let Some(p) = self.policies.get(&key) {
+            return *p;
+        }
+        let p = self.s.cfg.conflict.for_table(&key.0, &key.1);
+        self.policies.insert(key, p);
+        p
+    }
+
+    async fn event(
+        &mut self,
+        ev: &ChangeEvent,
+        mode: Mode,
+        durable: &watch::Sender<Durable>,
+    ) -> Result<(), Stop> {
+        match ev.op {
+            Op::Create | Op::Read => {
+                let t = self.table_of(ev, durable).await?;
+                let row = ev.after.as_deref().unwrap_or_default();
+                self.insert_one(&t, ev, row, mode).await?;
+            }
+            Op::Update => {
+                let t = self.table_of(ev, durable).await?;
+                let after = ev.after.as_deref().unwrap_or_default();
+                let key = row_key(&t, ev.before.as_deref(), after);
+                self.update_one(&t, ev, &key, after, mode).await?;
+            }
+            Op::Delete => {
+                let t = self.table_of(ev, durable).await?;
+                let before = ev.before.as_deref().unwrap_or_default();
+                let key = row_key(&t, Some(before), before);
+                let n = self.target.delete(&t, &key).await?;
+                if n == 0 {
+                    self.conflict(&t, ev, ConflictOp::Delete, "the row to delete is missing")?;
+                }
+            }
+            Op::Truncate => {
+                let t = self.table_of(ev, durable).await?;
+                self.target.truncate(&t).await?;
+            }
+            Op::Ddl => self.ddl(ev, durable).await?,
+        }
+        self.rows += 1;
+        self.applied = Some(ev.position.clone());
+        self.first_after_open = false;
+        Ok(())
+    }
+
+    /// One insert, with its conflict handled (careful mode).
+    async fn insert_one(
+        &mut self,
+        t: &TargetTable,
+        ev: &ChangeEvent,
+        row: &[Value],
+        mode: Mode,
+    ) -> Result<(), Stop> {
+        if mode == Mode::Optimistic {
+            self.target.insert(t, &[row]).await?;
+            return Ok(());
+        }
+        self.target.savepoint().await?;
+        match self.target.insert(t, &[row]).await {
+            Ok(_) => Ok(self.target.release().await?),
+            Err(e) if e.kind() == DbErrorKind::Duplicate => {
+                self.target.rollback_to().await?;
+                match self.conflict(t, ev, ConflictOp::Insert, "the key exists")? {
+                    ConflictAction::Overwrite => self.replace(t, ev, row).await,
+                    _ => Ok(()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Overwrite: the row with this key (and any row holding one of its
+    /// unique keys, which the insert then names) gives way.
+    async fn replace(
+        &mut self,
+        t: &TargetTable,
+        ev: &ChangeEvent,
+        row: &[Value],
+    ) -> Result<(), Stop> {
+        let key = row_key(t, None, row);
+        self.target.delete(t, &key).await?;
+        match self.target.insert(t, &[row]).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == DbErrorKind::Duplicate => Err(Stop::Fail(e.context(&format!(
+                "overwriting {} with key {} at {}: another row holds one of its unique keys",
+                t.label,
+                key_text(t, &key),
+                ev.position
+            )))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn update_one(
+        &mut self,
+        t: &TargetTable,
+        ev: &ChangeEvent,
+        key: &[Value],
+        after: &[Value],
+        mode: Mode,
+    ) -> Result<(), Stop> {
+        if mode == Mode::Careful {
+            self.target.savepoint().await?;
+        }
+        let n = match self.target.update(t, key, after).await {
+            Ok(n) => {
+                if mode == Mode::Careful {
+                    self.target.release().await?;
+                }
+                n
+            }
+            Err(e) if e.kind() == DbErrorKind::Duplicate && mode == Mode::Careful => {
+                self.target.rollback_to().await?;
+                return match self.conflict(t, ev, ConflictOp::Update, "its new key is taken")? {
+                    ConflictAction::Overwrite => {
+                        let new_key = row_key(t, None, after);
+                        self.target.delete(t, &new_key).await?;
+                        self.target.update(t, key, after).await?;
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if n == 0 {
+            match self.conflict(t, ev, ConflictOp::Update, "the row to update is missing")? {
+                ConflictAction::Overwrite => {
+                    // The after image, less what the source didn't send.
+                    if after.iter().any(|v| matches!(v, Value::Unchanged)) {
+                        warn!(task = %self.s.task, table = %t.label, key = %key_text(t, key), position = %ev.position, "the missing row is inserted without the columns the source did not send (unchanged TOAST values): they take their defaults");
+                    }
+                    let row: Vec<Value> = after
+                        .iter()
+                        .map(|v| match v {
+                            Value::Unchanged => Value::Null,
+                            v => v.clone(),
+                        })
+                        .collect();
+                    if mode == Mode::Careful {
+                        self.replace(t, ev, &row).await?;
+                    } else {
+                        self.target.insert(t, &[&row]).await?;
+                    }
+                }
+                ConflictAction::Ignore | ConflictAction::Fail => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts and logs a conflict; returns the action, or the failure.
+    fn conflict(
+        &mut self,
+        t: &TargetTable,
+        ev: &ChangeEvent,
+        op: ConflictOp,
+        what: &str,
+    ) -> Result<ConflictAction, Stop> {
+        let action = self.policy(t).get(op);
+        let key = match op {
+            ConflictOp::Insert => row_key(t, None, ev.after.as_deref().unwrap_or_default()),
+            _ => row_key(
+                t,
+                ev.before.as_deref(),
+                ev.after
+                    .as_deref()
+                    .or(ev.before.as_deref())
+                    .unwrap_or_default(),
+            ),
+        };
+        let counts = self.conflicts.entry(t.label.clone()).or_default();
+        let slot = match op {
+            ConflictOp::Insert => 0,
+            ConflictOp::Update => 1,
+            ConflictOp::Delete => 2,
+        };
+        counts[slot] += 1;
+        let total = counts[slot];
+        if action == ConflictAction::Fail {
+            return Err(Stop::Fail(DbSinkError::definite(format!(
+                "conflict on {}: {} {what} (key {}, source position {}); the conflict policy for {} is \"fail\": fix the target row, or set [tasks.sink.conflict] {} = \"overwrite\" or \"ignore\", then resume",
+                t.label,
+                op.name(),
+                key_text(t, &key),
+                ev.position,
+                op.name(),
+                op.name(),
+            ))));
+        }
+        if total <= 100 || total.is_power_of_two() {
+            warn!(task = %self.s.task, table = %t.label, op = op.name(), key = %key_text(t, &key), position = %ev.position, action = action.name(), conflicts = total, "conflict: {what}");
+        }
+        Ok(action)
+    }
+
+    async fn ddl(
+        &mut self,
+        ev: &ChangeEvent,
+        durable: &watch::Sender<Durable>,
+    ) -> Result<(), Stop> {
+        let Some(ddl) = ev.ddl.as_deref() else {
+            return Ok(());
+        };
+        let action = self.s.ddl.action(ddl.kind);
+        if action == DdlAction::Fail {
+            return Err(Stop::Fail(DbSinkError::definite(format!(
+                "DDL at {}: `{}`: the DDL policy for {} is \"fail\": apply it to the target by hand and set [tasks.ddl] kinds.{} = \"skip\" to go past it, or set it to \"apply\"",
+                ev.position,
+                one_line(&ddl.statement),
+                ddl.kind.name(),
+                ddl.kind.name(),
+            ))));
+        }
+        if action == DdlAction::Skip {
+            return Ok(());
+        }
+        let same_engine = matches!(
+            (self.s.source, self.target.engine()),
+            (Connector::Mysql | Connector::Mariadb, super::Engine::Mysql)
+                | (Connector::Postgres, super::Engine::Postgres)
+        );
+        let mapped_db = ddl.db.as_deref().map(|db| self.s.cfg.target_of(db, "").0);
+        if !self.target.transactional_ddl() {
+            // MySQL commits around DDL: what came before goes first, with
+            // its position.
+            if let Some(p) = self.applied.clone() {
+                self.commit_at(p, durable).await.map_err(Stop::from)?;
+            }
+        }
+        let r = if same_engine {
+            if let (Some(db), Some(table)) = (&ddl.db, &ddl.table)
+                && self.s.cfg.map.contains_key(&format!("{db}.{table}"))
+            {
+                return Err(Stop::Fail(DbSinkError::definite(format!(
+                    "DDL at {} on {db}.{table}, which [tasks.sink.map] renames: `{}` is not rewritten; apply it to the target by hand and set [tasks.ddl] kinds.{} = \"skip\"",
+                    ev.position,
+                    one_line(&ddl.statement),
+                    ddl.kind.name()
+                ))));
+            }
+            self.target.ddl(mapped_db.as_deref(), &ddl.statement).await
+        } else {
+            self.cross_engine_ddl(ev).await
+        };
+        match r {
+            Ok(()) => {}
+            Err(e) if self.first_after_open && e.kind() == DbErrorKind::InEffect => {
+                info!(task = %self.s.task, position = %ev.position, error = %e, "DDL already in effect on the target (applied before a restart)");
+            }
+            Err(e) => {
+                return Err(Stop::Fail(e.context(&format!(
+                    "applying DDL at {} (`{}`); set [tasks.ddl] kinds.{} = \"skip\" to go past it",
+                    ev.position,
+                    one_line(&ddl.statement),
+                    ddl.kind.name()
+                ))));
+            }
+        }
+        self.target.forget_tables();
+        if !self.target.transactional_ddl() {
+            self.applied = Some(ev.position.clone());
+            self.commit_at(ev.position.clone(), durable)
+                .await
+                .map_err(Stop::from)?;
+        }
+        Ok(())
+    }
+
+    /// DDL from the other engine: what can be done without parsing the
+    /// statement; table creation and new columns follow the rows.
+    async fn cross_engine_ddl(&mut self, ev: &ChangeEvent) -> Result<(), DbSinkError> {
+        let Some(ddl) = ev.ddl.as_deref() else {
+            return Ok(());
+        };
+        let named = ddl.db.as_deref().zip(ddl.table.as_deref());
+        match (ddl.kind, named) {
+            (DdlKind::CreateTable | DdlKind::AlterTable, _) => {
+                debug!(task = %self.s.task, position = %ev.position, "DDL from the other engine: the target table follows the rows (created, or given the new columns)");
+                Ok(())
+            }
+            (DdlKind::TruncateTable, Some((db, table))) => {
+                let (schema, name) = self.s.cfg.target_of(db, table);
+                self.target
+                    .ddl(None, &truncate_sql(self.target.engine(), &schema, &name))
+                    .await
+            }
+            (DdlKind::DropTable, Some((db, table))) => {
+                let (schema, name) = self.s.cfg.target_of(db, table);
+                self.target.drop_table(&schema, &name).await
+            }
+            (
+                DdlKind::CreateDatabase
+                | DdlKind::CreateView
+                | DdlKind::AlterView
+                | DdlKind::DropView,
+                _,
+            ) => {
+                info!(task = %self.s.task, position = %ev.position, kind = ddl.kind.name(), "DDL from the other engine not translated; the target is left as is");
+                Ok(())
+            }
+            _ => Err(DbSinkError::definite(format!(
+                "{} DDL is not translated between engines: set [tasks.ddl] kinds.{} = \"skip\" and change the target by hand",
+                ddl.kind.name(),
+                ddl.kind.name()
+            ))),
+        }
+    }
+
+    /// Commits the open transaction at the last applied position (a
+    /// drain, or the end of a group).
+    async fn commit_open(&mut self, durable: &watch::Sender<Durable>) -> Result<(), DbSinkError> {
+        let end = self
+            .open
+            .last()
+            .and_then(|(_, b)| b.last())
+            .map(|b| b.end.clone());
+        match end {
+            Some(end) => self.commit_at(end, durable).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn commit_at(
+        &mut self,
+        pos: Position,
+        durable: &watch::Sender<Durable>,
+    ) -> Result<(), DbSinkError> {
+        if self.committed.as_ref().is_some_and(|c| &pos <= c) {
+            return Ok(());
+        }
+        self.target.commit(&self.s.task, &pos).await?;
+        self.rows = 0;
+        self.committed = Some(pos);
+        self.retire(durable);
+        Ok(())
+    }
+}
+
+fn same_table(a: &ChangeEvent, b: &ChangeEvent) -> bool {
+    match (&a.table, &b.table) {
+        (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+        _ => false,
+    }
+}
+
+/// The values that find the row on the target: the key columns of the
+/// before image when it has them (an update that changes the key), else of
+/// `row`; every column for a table without a key.
+pub fn row_key(t: &TargetTable, before: Option<&[Value]>, row: &[Value]) -> Vec<Value> {
+    let from = match before {
+        Some(b)
+            if t.key
+                .iter()
+                .all(|&i| b.get(i).is_some_and(|v| !matches!(v, Value::Unchanged))) =>
+        {
+            b
+        }
+        _ => row,
+    };
+    t.key
+        .iter()
+        .map(|&i| from.get(i).cloned().unwrap_or(Value::Null))
+        .collect()
+}
+
+/// `id=5, region=EU` for messages.
+pub fn key_text(t: &TargetTable, key: &[Value]) -> String {
+    let mut out = String::new();
+    for (n, (&i, v)) in t.key.iter().zip(key).enumerate() {
+        if n > 0 {
+            out.push_str(", ");
+        }
+        let name = t.source.columns.get(i).map_or("?", |c| c.name.as_str());
+        let text = super::render::pg_text(v, &super::render::Kind::Other)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "NULL".into());
+        let text: String = text.chars().take(64).collect();
+        out.push_str(&format!("{name}={text}"));
+        if n >= 7 {
+            out.push_str(", …");
+            break;
+        }
+    }
+    out
+}
+
+fn truncate_sql(engine: super::Engine, schema: &str, table: &str) -> String {
+    match engine {
+        super::Engine::Postgres => format!("TRUNCATE {}.{}", pg_ident(schema), pg_ident(table)),
+        super::Engine::Mysql => format!("TRUNCATE TABLE {}.{}", my_ident(schema), my_ident(table)),
+    }
+}
+
+pub fn pg_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+pub fn my_ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+fn one_line(s: &str) -> String {
+    let t: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if t.chars().count() > 200 {
+        format!("{}…", t.chars().take(200).collect::<String>())
+    } else {
+        t
+    }
+}

@@ -1,0 +1,190 @@
+//! Target column types for tables (and columns) the target lacks, from the
+//! source's type names: the mapping docs/type-mapping.md lays out.
+
+use crate::event::{ColumnDef, Connector};
+
+/// PostgreSQL type for a source column.
+pub fn postgres_type(source: Connector, c: &ColumnDef, key: bool) -> Result<String, String> {
+    let t = c.type_name.to_ascii_lowercase();
+    if source == Connector::Postgres {
+        // Same engine: the source's own type (user types must exist on the
+        // target under the same name).
+        return Ok(pg_internal_to_sql(&t));
+    }
+    let _ = key;
+    let (base, unsigned) = match t.strip_suffix(" unsigned") {
+        Some(b) => (b, true),
+        None => (t.as_str(), false),
+    };
+    let name = base.split('(').next().unwrap_or(base);
+    let args = base.find('(').map(|i| &base[i..]).unwrap_or_default();
+    Ok(match (name, unsigned) {
+        ("tinyint", _) | ("smallint", false) => "smallint".into(),
+        ("smallint", true) | ("mediumint", _) | ("int", false) => "integer".into(),
+        ("int", true) | ("bigint", false) => "bigint".into(),
+        ("bigint", true) => "numeric(20,0)".into(),
+        ("float", _) => "real".into(),
+        ("double", _) => "double precision".into(),
+        ("decimal", _) => format!("numeric{args}"),
+        ("bit", _) => format!("bit{args}"),
+        ("enum" | "set" | "char" | "varchar" | "text", _) => "text".into(),
+        ("binary" | "varbinary" | "blob", _) => "bytea".into(),
+        ("json", _) => "json".into(),
+        ("geometry", _) => "bytea".into(),
+        ("vector", _) => "bytea".into(),
+        ("date", _) => "date".into(),
+        // TIME spans ±838 h: only an interval holds every value.
+        ("time", _) => "interval".into(),
+        ("datetime", _) => format!("timestamp{args}"),
+        ("timestamp", _) => format!("timestamp{args} with time zone"),
+        ("year", _) => "smallint".into(),
+        (other, _) => {
+            return Err(format!(
+                "no PostgreSQL type for MySQL type {other:?} (column {}): create the target table by hand",
+                c.name
+            ));
+        }
+    })
+}
+
+/// PostgreSQL's internal type names (`int4`, `bpchar(5)`, `timestamptz(3)`)
+/// in SQL spelling.
+fn pg_internal_to_sql(t: &str) -> String {
+    if let Some(elem) = t.strip_suffix("[]") {
+        return format!("{}[]", pg_internal_to_sql(elem));
+    }
+    let (name, args) = match t.find('(') {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, ""),
+    };
+    match name {
+        "bpchar" => format!("character{args}"),
+        "timestamptz" => format!("timestamp{args} with time zone"),
+        "timetz" => format!("time{args} with time zone"),
+        "varbit" => format!("bit varying{args}"),
+        _ => t.to_string(),
+    }
+}
+
+/// MySQL/MariaDB type for a source column; `key`: the column is part of
+/// the primary key (MySQL indexes at most 3072 bytes of it).
+pub fn mysql_type(source: Connector, c: &ColumnDef, key: bool) -> Result<String, String> {
+    let t = c.type_name.to_ascii_lowercase();
+    let (base, unsigned) = match t.strip_suffix(" unsigned") {
+        Some(b) => (b, true),
+        None => (t.as_str(), false),
+    };
+    let name = base.split('(').next().unwrap_or(base);
+    let args = base.find('(').map(|i| &base[i..]).unwrap_or_default();
+    let text = || if key { "varchar(768)" } else { "longtext" }.to_string();
+    let bytes = || if key { "varbinary(3072)" } else { "longblob" }.to_string();
+    if matches!(source, Connector::Mysql | Connector::Mariadb) {
+        let u = if unsigned { " unsigned" } else { "" };
+        return Ok(match name {
+            "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => format!("{name}{u}"),
+            "float" | "double" | "date" | "json" | "geometry" | "year" => name.into(),
+            "decimal" | "bit" | "time" | "datetime" | "timestamp" => format!("{name}{args}"),
+            "char" | "varchar" | "text" | "enum" | "set" => text(),
+            "binary" | "varbinary" | "blob" | "vector" => bytes(),
+            other => {
+                return Err(format!(
+                    "no MySQL type for {other:?} (column {}): create the target table by hand",
+                    c.name
+                ));
+            }
+        });
+    }
+    if t.ends_with("[]") {
+        return Ok("json".into());
+    }
+    Ok(match name {
+        "bool" => "tinyint(1)".into(),
+        "int2" => "smallint".into(),
+        "int4" | "oid" => "int".into(),
+        "int8" => "bigint".into(),
+        "float4" => "float".into(),
+        "float8" => "double".into(),
+        "numeric" => {
+            // PostgreSQL numeric without a precision holds up to 131072
+            // digits; MySQL's widest is DECIMAL(65,30).
+            if args.is_empty() {
+                "decimal(65,30)".into()
+            } else {
+                format!("decimal{args}")
+            }
+        }
+        "varchar" if !args.is_empty() && !key => format!("varchar{args}"),
+        "bpchar" if !args.is_empty() => format!("char{args}"),
+        "text" | "varchar" | "bpchar" | "name" | "citext" | "xml" | "tsvector" => text(),
+        "bytea" => bytes(),
+        "bit" if args.is_empty() => "bit(1)".into(),
+        "bit" => {
+            let n: u32 = args
+                .trim_matches(|c| c == '(' || c == ')')
+                .parse()
+                .unwrap_or(65);
+            if n <= 64 {
+                format!("bit({n})")
+            } else {
+                "varchar(1024)".into()
+            }
+        }
+        "varbit" => "varchar(1024)".into(),
+        "date" => "date".into(),
+        "time" => format!("time{}", if args.is_empty() { "(6)" } else { args }),
+        "timetz" => "varchar(32)".into(),
+        "timestamp" => format!("datetime{}", if args.is_empty() { "(6)" } else { args }),
+        // MySQL TIMESTAMP ends in 2038: a DATETIME holding UTC.
+        "timestamptz" => format!("datetime{}", if args.is_empty() { "(6)" } else { args }),
+        "interval" => "varchar(64)".into(),
+        "uuid" => "char(36)".into(),
+        "json" | "jsonb" => "json".into(),
+        "inet" | "cidr" | "macaddr" | "macaddr8" => "varchar(64)".into(),
+        "money" => "decimal(20,2)".into(),
+        _ => text(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(t: &str) -> ColumnDef {
+        ColumnDef {
+            name: "c".into(),
+            type_name: t.into(),
+            nullable: true,
+        }
+    }
+
+    #[test]
+    fn mysql_types_map_to_postgres_without_loss() {
+        let m = |t| postgres_type(Connector::Mariadb, &col(t), false).expect("maps");
+        assert_eq!(m("bigint unsigned"), "numeric(20,0)");
+        assert_eq!(m("int unsigned"), "bigint");
+        assert_eq!(m("decimal(65,30)"), "numeric(65,30)");
+        assert_eq!(m("time(3)"), "interval");
+        assert_eq!(m("timestamp(6)"), "timestamp(6) with time zone");
+        assert_eq!(m("datetime(0)"), "timestamp(0)");
+        assert_eq!(m("bit(5)"), "bit(5)");
+    }
+
+    #[test]
+    fn postgres_types_map_to_mysql() {
+        let m = |t, key| mysql_type(Connector::Postgres, &col(t), key).expect("maps");
+        assert_eq!(m("numeric", false), "decimal(65,30)");
+        assert_eq!(m("numeric(10,2)", false), "decimal(10,2)");
+        assert_eq!(m("text", true), "varchar(768)");
+        assert_eq!(m("timestamptz(3)", false), "datetime(3)");
+        assert_eq!(m("int4[]", false), "json");
+        assert_eq!(m("bit(100)", false), "varchar(1024)");
+        assert_eq!(
+            postgres_type(Connector::Postgres, &col("timestamptz(3)"), false).expect("same engine"),
+            "timestamp(3) with time zone"
+        );
+        assert_eq!(
+            postgres_type(Connector::Postgres, &col("bpchar(4)"), false).expect("same engine"),
+            "character(4)"
+        );
+    }
+}

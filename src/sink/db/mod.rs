@@ -1,0 +1,285 @@
+//! Database targets: change events applied to a MySQL/MariaDB or
+//! PostgreSQL server (disaster recovery, migration, sync).
+//!
+//! - [`DbSink`]: the [`Sink`] face: groups go to one applier task over a
+//!   bounded channel; the applier reports each group durable once the
+//!   target transaction that holds it committed;
+//! - `apply`: the engine-independent part: target transactions, the
+//!   conflict policy, DDL, replays after a conflict or a deadlock;
+//! - `postgres`, `mysql`: statements and catalogs of each engine;
+//! - `render`: values as each engine takes them; `create`: target tables
+//!   made from the source's columns.
+//!
+//! Exactly once: every target transaction also writes the task's position
+//! to `<meta_schema>.apply_position` on the target; on open, that position
+//! is the sink's [`Sink::durable_position`], which the task resumes after.
+
+mod apply;
+mod create;
+mod mysql;
+mod postgres;
+pub mod render;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::{Sink, SinkError};
+use crate::config::{DbSinkConfig, DdlConfig};
+use crate::error::{BoxError, Classify, ErrorClass};
+use crate::event::{Batch, Connector, Position};
+
+/// What went wrong on the target.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct DbSinkError {
+    message: String,
+    class: ErrorClass,
+    kind: DbErrorKind,
+    #[source]
+    cause: Option<BoxError>,
+}
+
+/// How the applier reacts to an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbErrorKind {
+    /// A unique key is taken: a conflict for the policy.
+    Duplicate,
+    /// Deadlock, lock timeout, serialization failure: run the
+    /// transaction again.
+    Retry,
+    /// A DDL's change is already there (the table exists, the column is
+    /// gone): a DDL replayed after a crash between it and its position.
+    InEffect,
+    Other,
+}
+
+impl DbSinkError {
+    pub fn definite(message: impl Into<String>) -> DbSinkError {
+        DbSinkError {
+            message: message.into(),
+            class: ErrorClass::Definite,
+            kind: DbErrorKind::Other,
+            cause: None,
+        }
+    }
+
+    pub fn transient(message: impl Into<String>) -> DbSinkError {
+        DbSinkError {
+            class: ErrorClass::Transient,
+            ..DbSinkError::definite(message)
+        }
+    }
+
+    fn with_kind(mut self, kind: DbErrorKind) -> DbSinkError {
+        self.kind = kind;
+        self
+    }
+
+    fn caused_by(mut self, cause: impl Into<BoxError>) -> DbSinkError {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    pub fn kind(&self) -> DbErrorKind {
+        self.kind
+    }
+
+    /// The same error with `context` in front of its message.
+    fn context(mut self, context: &str) -> DbSinkError {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
+    fn from_source(e: crate::source::SourceError) -> DbSinkError {
+        let class = e.class();
+        DbSinkError {
+            message: e.to_string().replace("source.", "sink."),
+            class,
+            kind: DbErrorKind::Other,
+            cause: std::error::Error::source(&e).map(|c| c.to_string().into()),
+        }
+    }
+}
+
+impl Classify for DbSinkError {
+    fn class(&self) -> ErrorClass {
+        self.class
+    }
+}
+
+/// Messages to the applier.
+enum Msg {
+    Group {
+        ticket: u64,
+        batches: Vec<Batch>,
+    },
+    /// Commit whatever is open (the task is draining), then answer.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Durability progress published by the applier.
+#[derive(Debug, Clone, Default)]
+struct Durable {
+    ticket: u64,
+    error: Option<Arc<DbSinkError>>,
+}
+
+/// A sink applying change events to a database.
+pub struct DbSink {
+    tx: mpsc::Sender<Msg>,
+    durable: watch::Receiver<Durable>,
+    next: u64,
+    open_position: Option<Position>,
+    bytes: Arc<AtomicU64>,
+    label: &'static str,
+    applier: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Which engine the target is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Mysql,
+    Postgres,
+}
+
+impl DbSink {
+    /// Connects, makes sure the position table exists and reads the task's
+    /// position from it.
+    pub async fn open(
+        engine: Engine,
+        cfg: DbSinkConfig,
+        task: &str,
+        source: Connector,
+        ddl: DdlConfig,
+    ) -> Result<DbSink, DbSinkError> {
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel(2);
+        let (durable_tx, durable) = watch::channel(Durable::default());
+        let settings = apply::Settings {
+            task: task.to_string(),
+            source,
+            ddl,
+            cfg,
+        };
+        let (label, open_position, applier) = match engine {
+            Engine::Postgres => {
+                let mut t = postgres::PgTarget::connect(&settings).await?;
+                let pos = t.open(&settings.task).await?;
+                let a = apply::Applier::new(t, settings, bytes.clone());
+                (
+                    "PostgreSQL target",
+                    pos,
+                    tokio::spawn(a.run(rx, durable_tx)),
+                )
+            }
+            Engine::Mysql => {
+                let mut t = mysql::MysqlTarget::connect(&settings).await?;
+                let pos = t.open(&settings.task).await?;
+                let a = apply::Applier::new(t, settings, bytes.clone());
+                ("MySQL target", pos, tokio::spawn(a.run(rx, durable_tx)))
+            }
+        };
+        Ok(DbSink {
+            tx,
+            durable,
+            next: 0,
+            open_position,
+            bytes,
+            label,
+            applier: Some(applier),
+        })
+    }
+
+    fn failed(&self) -> Option<SinkError> {
+        self.durable
+            .borrow()
+            .error
+            .as_ref()
+            .map(|e| SinkError::Database(e.clone()))
+    }
+
+    fn stopped(&self) -> SinkError {
+        self.failed()
+            .unwrap_or_else(|| SinkError::Stopped(format!("{}: the applier stopped", self.label)))
+    }
+}
+
+impl Sink for DbSink {
+    async fn submit(&mut self, batches: &[Batch]) -> Result<u64, SinkError> {
+        if let Some(e) = self.failed() {
+            return Err(e);
+        }
+        self.next += 1;
+        let msg = Msg::Group {
+            ticket: self.next,
+            batches: batches.to_vec(),
+        };
+        if self.tx.send(msg).await.is_err() {
+            return Err(self.stopped());
+        }
+        Ok(self.next)
+    }
+
+    async fn durable(&mut self) -> Result<u64, SinkError> {
+        let seen = self.durable.borrow_and_update().ticket;
+        loop {
+            {
+                let d = self.durable.borrow_and_update();
+                if let Some(e) = &d.error {
+                    return Err(SinkError::Database(e.clone()));
+                }
+                if d.ticket > seen {
+                    return Ok(d.ticket);
+                }
+            }
+            if self.durable.changed().await.is_err() {
+                return Err(self.stopped());
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<u64, SinkError> {
+        let (reply, done) = oneshot::channel();
+        if self.tx.send(Msg::Flush(reply)).await.is_err() || done.await.is_err() {
+            return Err(self.stopped());
+        }
+        let d = self.durable.borrow();
+        match &d.error {
+            Some(e) => Err(SinkError::Database(e.clone())),
+            None => Ok(d.ticket),
+        }
+    }
+
+    async fn close(&mut self) {
+        // Closing the channel ends the applier once it is idle.
+        let (dead, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.tx, dead));
+        if let Some(a) = self.applier.take() {
+            let _ = a.await;
+        }
+    }
+
+    fn durable_position(&self) -> Option<Position> {
+        self.open_position.clone()
+    }
+
+    fn bytes_written(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn label(&self) -> &'static str {
+        self.label
+    }
+}
+
+impl Drop for DbSink {
+    fn drop(&mut self) {
+        // A stop that timed out: the applier's open transaction is rolled
+        // back by the server when its connection goes.
+        if let Some(a) = self.applier.take() {
+            a.abort();
+        }
+    }
+}

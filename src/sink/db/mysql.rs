@@ -1,0 +1,542 @@
+//! MySQL/MariaDB target: prepared statements, multi-row inserts in a few
+//! fixed sizes (so the statement cache holds a handful per table), updates
+//! and deletes that count the rows they matched (`CLIENT_FOUND_ROWS`).
+//!
+//! MySQL commits around DDL: a table created or altered here first
+//! commits the open transaction at the last applied position (the
+//! applier does, see `Target::needs_ddl`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, OptsBuilder, Params, SslOpts};
+use tracing::info;
+
+use super::apply::{Settings, Target, TargetColumn, TargetTable, my_ident};
+use super::render::{Kind, mysql_value};
+use super::{DbErrorKind, DbSinkError, Engine};
+use crate::config::{TlsMode, redact_url};
+use crate::event::{Position, TableSchema, Value};
+
+/// Rows per multi-row INSERT, largest first.
+const INSERT_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// Session settings the values rely on: zero dates and `0` ids kept as
+/// sent, errors instead of silent truncation, UTC for TIMESTAMP columns,
+/// and no foreign-key checks (the source checked them; snapshot tables
+/// load in any order).
+const SESSION: [&str; 2] = [
+    "SET NAMES utf8mb4",
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00', foreign_key_checks = 0",
+];
+
+pub struct MysqlTarget {
+    conn: Conn,
+    meta: String,
+    in_tx: bool,
+    tables: HashMap<usize, Arc<TargetTable>>,
+    sent: u64,
+    describe: String,
+}
+
+impl MysqlTarget {
+    pub async fn connect(s: &Settings) -> Result<MysqlTarget, DbSinkError> {
+        let describe = redact_url(&s.cfg.url);
+        let base = Opts::from_url(&s.cfg.url)
+            .map_err(|e| DbSinkError::definite(format!("sink.url {describe}: {e}")))?;
+        let mut b = OptsBuilder::from_opts(base)
+            .prefer_socket(false)
+            .client_found_rows(true)
+            .stmt_cache_size(Some(256))
+            .tcp_keepalive(Some(Duration::from_secs(10)))
+            .init(SESSION.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let tls = &s.cfg.tls;
+        if tls.mode != TlsMode::Disabled {
+            let mut ssl = SslOpts::default();
+            if let Some(ca) = &tls.ca_file {
+                ssl = ssl.with_root_certs(vec![ca.clone().into()]);
+            }
+            if tls.skip_hostname_check || tls.mode == TlsMode::RequiredInsecure {
+                ssl = ssl.with_danger_skip_domain_validation(true);
+            }
+            if tls.mode == TlsMode::RequiredInsecure {
+                ssl = ssl.with_danger_accept_invalid_certs(true);
+            }
+            b = b.ssl_opts(Some(ssl));
+        }
+        let conn = match tokio::time::timeout(Duration::from_secs(15), Conn::new(b)).await {
+            Err(_) => {
+                return Err(DbSinkError::transient(format!(
+                    "connecting to the target {describe}: timed out after 15 s"
+                )));
+            }
+            Ok(r) => r.map_err(|e| classify(&format!("connecting to the target {describe}"), e))?,
+        };
+        let mut t = MysqlTarget {
+            conn,
+            meta: my_ident(&s.cfg.meta_schema),
+            in_tx: false,
+            tables: HashMap::new(),
+            sent: 0,
+            describe,
+        };
+        let ro: Option<(u8, u8)> = t
+            .conn
+            .query_first("SELECT @@read_only, @@global.read_only")
+            .await
+            .map_err(|e| classify("reading the target's settings", e))?;
+        if ro.is_some_and(|(a, b)| a == 1 || b == 1) {
+            let probe = t
+                .conn
+                .query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", t.meta))
+                .await;
+            if probe.is_err() {
+                return Err(DbSinkError::definite(format!(
+                    "the target {} is read-only (read_only = ON): point sink.url at a writable primary, or SET GLOBAL read_only = OFF",
+                    t.describe
+                )));
+            }
+        }
+        Ok(t)
+    }
+
+    /// Creates the position table if missing; returns the task's position.
+    pub async fn open(&mut self, task: &str) -> Result<Option<Position>, DbSinkError> {
+        let m = self.meta.clone();
+        for sql in [
+            format!("CREATE DATABASE IF NOT EXISTS {m}"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {m}.apply_position (
+                     task VARCHAR(255) NOT NULL PRIMARY KEY,
+                     position TEXT NOT NULL,
+                     updated_at DATETIME(6) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+            ),
+        ] {
+            self.conn.query_drop(&sql).await.map_err(|e| {
+                classify(
+                    &format!(
+                        "creating {m}.apply_position on {} (the target user needs CREATE on {m}.*, or create it beforehand)",
+                        self.describe
+                    ),
+                    e,
+                )
+            })?;
+        }
+        let text: Option<String> = self
+            .conn
+            .exec_first(
+                format!("SELECT position FROM {m}.apply_position WHERE task = ?"),
+                (task,),
+            )
+            .await
+            .map_err(|e| classify("reading the task's position on the target", e))?;
+        let Some(text) = text else { return Ok(None) };
+        let pos = text.parse::<Position>().map_err(|e| {
+            DbSinkError::definite(format!(
+                "the position {text:?} of task {task} in {m}.apply_position on the target is not a position ({e}): delete that row to start the task over"
+            ))
+        })?;
+        info!(task, position = %pos, target = %self.describe, "resuming after the target's position");
+        Ok(Some(pos))
+    }
+
+    async fn begin(&mut self) -> Result<(), DbSinkError> {
+        if !self.in_tx {
+            self.conn
+                .query_drop("START TRANSACTION")
+                .await
+                .map_err(|e| classify("START TRANSACTION", e))?;
+            self.in_tx = true;
+        }
+        Ok(())
+    }
+
+    async fn columns(
+        &mut self,
+        db: &str,
+        table: &str,
+    ) -> Result<Vec<(String, String)>, DbSinkError> {
+        self.conn
+            .exec(
+                "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS
+                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                (db, table),
+            )
+            .await
+            .map_err(|e| classify("reading the target's columns", e))
+    }
+
+    async fn resolve(
+        &mut self,
+        src: &Arc<TableSchema>,
+        s: &Settings,
+    ) -> Result<TargetTable, DbSinkError> {
+        let src_ns = src.schema.clone().unwrap_or_else(|| src.db.clone());
+        let (db, name) = s.cfg.target_of(&src_ns, &src.name);
+        let label = format!("{db}.{name}");
+        let sql_name = format!("{}.{}", my_ident(&db), my_ident(&name));
+        let mut cols = self.columns(&db, &name).await?;
+        if cols.is_empty() {
+            if !s.cfg.create_tables {
+                return Err(DbSinkError::definite(format!(
+                    "target table {label} doesn't exist: create it, or set sink.create_tables = true"
+                )));
+            }
+            let mut defs = Vec::new();
+            for (i, c) in src.columns.iter().enumerate() {
+                let ty = super::create::mysql_type(s.source, c, src.key.contains(&i))
+                    .map_err(DbSinkError::definite)?;
+                let nn = if c.nullable { " NULL" } else { " NOT NULL" };
+                defs.push(format!("{} {ty}{nn}", my_ident(&c.name)));
+            }
+            if !src.key.is_empty() {
+                let keys: Vec<String> = src
+                    .key
+                    .iter()
+                    .filter_map(|&i| src.columns.get(i))
+                    .map(|c| my_ident(&c.name))
+                    .collect();
+                defs.push(format!("PRIMARY KEY ({})", keys.join(", ")));
+            }
+            for sql in [
+                format!("CREATE DATABASE IF NOT EXISTS {}", my_ident(&db)),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {sql_name} ({}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+                    defs.join(", ")
+                ),
+            ] {
+                self.conn
+                    .query_drop(&sql)
+                    .await
+                    .map_err(|e| classify(&format!("creating target table {label}"), e))?;
+            }
+            self.in_tx = false;
+            info!(table = %label, "created the target table");
+            cols = self.columns(&db, &name).await?;
+        }
+        let mut columns = Vec::with_capacity(src.columns.len());
+        for (i, c) in src.columns.iter().enumerate() {
+            let found = cols
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&c.name))
+                .cloned();
+            let (cname, ty) = match found {
+                Some(f) => f,
+                None if s.cfg.create_tables => {
+                    let ty = super::create::mysql_type(s.source, c, src.key.contains(&i))
+                        .map_err(DbSinkError::definite)?;
+                    self.conn
+                        .query_drop(format!(
+                            "ALTER TABLE {sql_name} ADD COLUMN {} {ty} NULL",
+                            my_ident(&c.name)
+                        ))
+                        .await
+                        .map_err(|e| {
+                            classify(&format!("adding column {} to {label}", c.name), e)
+                        })?;
+                    self.in_tx = false;
+                    info!(table = %label, column = %c.name, "added the source's new column to the target table");
+                    (c.name.clone(), ty)
+                }
+                None => {
+                    return Err(DbSinkError::definite(format!(
+                        "target table {label} has no column {:?} (the source has): add it, or set sink.create_tables = true",
+                        c.name
+                    )));
+                }
+            };
+            columns.push(TargetColumn {
+                sql_name: my_ident(&cname),
+                kind: Kind::of_mysql(&ty),
+                type_name: ty,
+            });
+        }
+        let keyed = !src.key.is_empty();
+        Ok(TargetTable {
+            source: src.clone(),
+            sql_name,
+            label,
+            columns,
+            key: if keyed {
+                src.key.clone()
+            } else {
+                (0..src.columns.len()).collect()
+            },
+            keyed,
+        })
+    }
+
+    fn render(
+        &mut self,
+        t: &TargetTable,
+        i: usize,
+        v: &Value,
+    ) -> Result<mysql_async::Value, DbSinkError> {
+        let col = &t.columns[i];
+        let r = mysql_value(v, &col.kind).map_err(|why| {
+            DbSinkError::definite(format!(
+                "column {} ({}) of {}: {why}",
+                t.source.columns.get(i).map_or("?", |c| c.name.as_str()),
+                col.type_name,
+                t.label
+            ))
+        })?;
+        if let mysql_async::Value::Bytes(b) = &r {
+            self.sent += b.len() as u64;
+        } else {
+            self.sent += 8;
+        }
+        Ok(r)
+    }
+
+    fn key_clause(t: &TargetTable) -> String {
+        let op = if t.keyed { "=" } else { "<=>" };
+        let w: Vec<String> = t
+            .key
+            .iter()
+            .map(|&i| format!("{} {op} ?", t.columns[i].sql_name))
+            .collect();
+        w.join(" AND ")
+    }
+
+    async fn exec(
+        &mut self,
+        sql: String,
+        params: Vec<mysql_async::Value>,
+        what: &str,
+    ) -> Result<u64, DbSinkError> {
+        self.conn
+            .exec_drop(sql, Params::Positional(params))
+            .await
+            .map_err(|e| classify(what, e))?;
+        Ok(self.conn.affected_rows())
+    }
+}
+
+impl Target for MysqlTarget {
+    async fn table(
+        &mut self,
+        src: &Arc<TableSchema>,
+        s: &Settings,
+    ) -> Result<Arc<TargetTable>, DbSinkError> {
+        let id = Arc::as_ptr(src) as usize;
+        if let Some(t) = self.tables.get(&id) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(self.resolve(src, s).await?);
+        self.tables.insert(id, t.clone());
+        Ok(t)
+    }
+
+    fn has_table(&self, src: &Arc<TableSchema>) -> bool {
+        self.tables.contains_key(&(Arc::as_ptr(src) as usize))
+    }
+
+    async fn insert(&mut self, t: &TargetTable, rows: &[&[Value]]) -> Result<u64, DbSinkError> {
+        self.begin().await?;
+        let n = t.columns.len().max(1);
+        let names: Vec<&str> = t.columns.iter().map(|c| c.sql_name.as_str()).collect();
+        let one = format!("({})", vec!["?"; n].join(","));
+        let mut done = 0;
+        let mut affected = 0;
+        while done < rows.len() {
+            let left = rows.len() - done;
+            let size = INSERT_SIZES
+                .iter()
+                .copied()
+                .find(|&s| s <= left && s * n <= 65_535)
+                .unwrap_or(1);
+            let mut params = Vec::with_capacity(size * n);
+            for row in &rows[done..done + size] {
+                for i in 0..t.columns.len() {
+                    let v = row.get(i).unwrap_or(&Value::Null);
+                    params.push(self.render(t, i, v)?);
+                }
+            }
+            let sql = format!(
+                "INSERT INTO {} ({}) VALUES {}",
+                t.sql_name,
+                names.join(", "),
+                vec![one.as_str(); size].join(",")
+            );
+            affected += self
+                .exec(sql, params, &format!("inserting into {}", t.label))
+                .await?;
+            done += size;
+        }
+        Ok(affected)
+    }
+
+    async fn update(
+        &mut self,
+        t: &TargetTable,
+        key: &[Value],
+        after: &[Value],
+    ) -> Result<u64, DbSinkError> {
+        self.begin().await?;
+        let mut sets = Vec::new();
+        let mut params = Vec::new();
+        for (i, v) in after.iter().enumerate() {
+            if matches!(v, Value::Unchanged) || i >= t.columns.len() {
+                continue;
+            }
+            params.push(self.render(t, i, v)?);
+            sets.push(format!("{} = ?", t.columns[i].sql_name));
+        }
+        if sets.is_empty() {
+            return Ok(1);
+        }
+        for (&i, v) in t.key.iter().zip(key) {
+            params.push(self.render(t, i, v)?);
+        }
+        let limit = if t.keyed { "" } else { " LIMIT 1" };
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {}{limit}",
+            t.sql_name,
+            sets.join(", "),
+            Self::key_clause(t)
+        );
+        self.exec(sql, params, &format!("updating {}", t.label))
+            .await
+    }
+
+    async fn delete(&mut self, t: &TargetTable, key: &[Value]) -> Result<u64, DbSinkError> {
+        self.begin().await?;
+        let mut params = Vec::new();
+        for (&i, v) in t.key.iter().zip(key) {
+            params.push(self.render(t, i, v)?);
+        }
+        let limit = if t.keyed { "" } else { " LIMIT 1" };
+        let sql = format!(
+            "DELETE FROM {} WHERE {}{limit}",
+            t.sql_name,
+            Self::key_clause(t)
+        );
+        self.exec(sql, params, &format!("deleting from {}", t.label))
+            .await
+    }
+
+    async fn truncate(&mut self, t: &TargetTable) -> Result<(), DbSinkError> {
+        // TRUNCATE commits; DELETE keeps the transaction whole.
+        self.begin().await?;
+        self.conn
+            .query_drop(format!("DELETE FROM {}", t.sql_name))
+            .await
+            .map_err(|e| classify(&format!("emptying {}", t.label), e))
+    }
+
+    async fn ddl(&mut self, db: Option<&str>, sql: &str) -> Result<(), DbSinkError> {
+        if let Some(db) = db {
+            self.conn
+                .query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", my_ident(db)))
+                .await
+                .map_err(|e| classify("applying DDL", e))?;
+            self.conn
+                .query_drop(format!("USE {}", my_ident(db)))
+                .await
+                .map_err(|e| classify("applying DDL", e))?;
+        }
+        self.in_tx = false;
+        self.conn
+            .query_drop(sql)
+            .await
+            .map_err(|e| classify("applying DDL", e))
+    }
+
+    async fn drop_table(&mut self, schema: &str, table: &str) -> Result<(), DbSinkError> {
+        self.ddl(
+            None,
+            &format!(
+                "DROP TABLE IF EXISTS {}.{}",
+                my_ident(schema),
+                my_ident(table)
+            ),
+        )
+        .await
+    }
+
+    async fn savepoint(&mut self) -> Result<(), DbSinkError> {
+        // A failed statement rolls back alone in InnoDB.
+        self.begin().await
+    }
+
+    async fn release(&mut self) -> Result<(), DbSinkError> {
+        Ok(())
+    }
+
+    async fn rollback_to(&mut self) -> Result<(), DbSinkError> {
+        Ok(())
+    }
+
+    async fn commit(&mut self, task: &str, pos: &Position) -> Result<(), DbSinkError> {
+        self.begin().await?;
+        let sql = format!(
+            "INSERT INTO {}.apply_position (task, position, updated_at) VALUES (?, ?, UTC_TIMESTAMP(6))
+             ON DUPLICATE KEY UPDATE position = VALUES(position), updated_at = VALUES(updated_at)",
+            self.meta
+        );
+        self.conn
+            .exec_drop(sql, (task, pos.to_string()))
+            .await
+            .map_err(|e| classify("writing the position", e))?;
+        self.in_tx = false;
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| classify("COMMIT", e))
+    }
+
+    async fn rollback(&mut self) -> Result<(), DbSinkError> {
+        if !self.in_tx {
+            return Ok(());
+        }
+        self.in_tx = false;
+        self.conn
+            .query_drop("ROLLBACK")
+            .await
+            .map_err(|e| classify("ROLLBACK", e))
+    }
+
+    fn transactional_ddl(&self) -> bool {
+        false
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::Mysql
+    }
+
+    fn forget_tables(&mut self) {
+        self.tables.clear();
+    }
+
+    fn sent_bytes(&self) -> u64 {
+        self.sent
+    }
+}
+
+fn classify(context: &str, e: mysql_async::Error) -> DbSinkError {
+    let err = match &e {
+        mysql_async::Error::Server(s) => {
+            let msg = format!("{context}: {} (error {})", s.message, s.code);
+            match s.code {
+                1062 | 1586 => DbSinkError::definite(msg).with_kind(DbErrorKind::Duplicate),
+                1213 | 1205 => DbSinkError::transient(msg).with_kind(DbErrorKind::Retry),
+                1050 | 1051 | 1060 | 1061 | 1091 | 1007 | 1008 | 1146 => {
+                    DbSinkError::definite(msg).with_kind(DbErrorKind::InEffect)
+                }
+                1290 | 1836 => DbSinkError::definite(format!(
+                    "{msg}: the target is read-only; point sink.url at a writable primary"
+                )),
+                1044 | 1045 | 1142 | 1143 | 1227 => DbSinkError::definite(format!(
+                    "{msg}: grant the target user INSERT, UPDATE, DELETE on the tables (CREATE, ALTER, DROP to apply DDL and create tables)"
+                )),
+                1040 | 1053 | 2006 | 2013 => DbSinkError::transient(msg),
+                _ => DbSinkError::definite(msg),
+            }
+        }
+        other => DbSinkError::transient(format!("{context}: {other}")),
+    };
+    err.caused_by(e)
+}

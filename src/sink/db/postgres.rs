@@ -1,0 +1,575 @@
+//! PostgreSQL target: values bound as text and cast to each column's type
+//! in the statement (every type has a text input), multi-row inserts
+//! through `unnest` of one text array per column, so one prepared
+//! statement serves any number of rows.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Statement};
+use tracing::{info, warn};
+
+use super::apply::{Settings, Target, TargetColumn, TargetTable, pg_ident};
+use super::render::{Kind, pg_text};
+use super::{DbErrorKind, DbSinkError, Engine};
+use crate::event::{Position, TableSchema, Value};
+use crate::source::postgres::connect;
+
+pub struct PgTarget {
+    client: Client,
+    /// Where the position table lives, quoted.
+    meta: String,
+    in_tx: bool,
+    tables: HashMap<usize, Arc<TargetTable>>,
+    stmts: HashMap<String, Statement>,
+    sent: u64,
+    describe: String,
+}
+
+impl PgTarget {
+    pub async fn connect(s: &Settings) -> Result<PgTarget, DbSinkError> {
+        let target = connect::Target::parse(&s.cfg.url).map_err(DbSinkError::from_source)?;
+        let client = connect::sql(&target, &s.cfg.tls, &format!("tidemark-apply:{}", s.task))
+            .await
+            .map_err(DbSinkError::from_source)?;
+        let describe = target.describe();
+        let ro: String = client
+            .query_one("SELECT current_setting('transaction_read_only')", &[])
+            .await
+            .map_err(|e| classify(&format!("reading settings of {describe}"), e))?
+            .get(0);
+        if ro == "on" {
+            return Err(DbSinkError::definite(format!(
+                "the target {describe} is read-only (a standby, or default_transaction_read_only = on): point sink.url at a writable primary"
+            )));
+        }
+        // Replicated rows: the source ran its triggers and checked its
+        // foreign keys already (and snapshot tables load in any order).
+        if let Err(e) = client
+            .batch_execute("SET session_replication_role = replica")
+            .await
+        {
+            warn!(task = %s.task, target = %describe, error = %e, "session_replication_role = replica was refused (it needs a superuser, or GRANT SET ON PARAMETER session_replication_role on PostgreSQL 15+): foreign keys and triggers of the target stay active while applying");
+        }
+        Ok(PgTarget {
+            client,
+            meta: pg_ident(&s.cfg.meta_schema),
+            in_tx: false,
+            tables: HashMap::new(),
+            stmts: HashMap::new(),
+            sent: 0,
+            describe,
+        })
+    }
+
+    /// Creates the position table if missing; returns the task's position.
+    pub async fn open(&mut self, task: &str) -> Result<Option<Position>, DbSinkError> {
+        let m = &self.meta;
+        self.client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {m};
+                 CREATE TABLE IF NOT EXISTS {m}.apply_position (
+                     task text PRIMARY KEY,
+                     position text NOT NULL,
+                     updated_at timestamptz NOT NULL DEFAULT now())"
+            ))
+            .await
+            .map_err(|e| {
+                classify(
+                    &format!(
+                        "creating {m}.apply_position on {} (the target user needs CREATE on the database, or create the schema and table beforehand)",
+                        self.describe
+                    ),
+                    e,
+                )
+            })?;
+        let row = self
+            .client
+            .query_opt(
+                &format!("SELECT position FROM {m}.apply_position WHERE task = $1"),
+                &[&task],
+            )
+            .await
+            .map_err(|e| classify("reading the task's position on the target", e))?;
+        let Some(row) = row else { return Ok(None) };
+        let text: String = row.get(0);
+        let pos = text.parse::<Position>().map_err(|e| {
+            DbSinkError::definite(format!(
+                "the position {text:?} of task {task} in {m}.apply_position on the target is not a position ({e}): delete that row to start the task over"
+            ))
+        })?;
+        info!(task, position = %pos, target = %self.describe, "resuming after the target's position");
+        Ok(Some(pos))
+    }
+
+    async fn begin(&mut self) -> Result<(), DbSinkError> {
+        if !self.in_tx {
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| classify("BEGIN", e))?;
+            self.in_tx = true;
+        }
+        Ok(())
+    }
+
+    async fn prepared(
+        &mut self,
+        sql: String,
+        params: usize,
+        ty: Type,
+    ) -> Result<Statement, DbSinkError> {
+        if let Some(s) = self.stmts.get(&sql) {
+            return Ok(s.clone());
+        }
+        let types = vec![ty; params];
+        let st = self
+            .client
+            .prepare_typed(&sql, &types)
+            .await
+            .map_err(|e| classify("preparing a statement", e))?;
+        if self.stmts.len() > 512 {
+            self.stmts.clear();
+        }
+        self.stmts.insert(sql, st.clone());
+        Ok(st)
+    }
+
+    async fn resolve(
+        &mut self,
+        src: &Arc<TableSchema>,
+        s: &Settings,
+    ) -> Result<TargetTable, DbSinkError> {
+        let src_ns = src.schema.clone().unwrap_or_else(|| src.db.clone());
+        let (schema, name) = s.cfg.target_of(&src_ns, &src.name);
+        let label = format!("{schema}.{name}");
+        let sql_name = format!("{}.{}", pg_ident(&schema), pg_ident(&name));
+        let mut cols = self.columns(&schema, &name).await?;
+        if cols.is_empty() {
+            if !s.cfg.create_tables {
+                return Err(DbSinkError::definite(format!(
+                    "target table {label} doesn't exist: create it, or set sink.create_tables = true"
+                )));
+            }
+            let mut defs = Vec::new();
+            for (i, c) in src.columns.iter().enumerate() {
+                let ty = super::create::postgres_type(s.source, c, src.key.contains(&i))
+                    .map_err(DbSinkError::definite)?;
+                let nn = if c.nullable { "" } else { " NOT NULL" };
+                defs.push(format!("{} {ty}{nn}", pg_ident(&c.name)));
+            }
+            if !src.key.is_empty() {
+                let keys: Vec<String> = src
+                    .key
+                    .iter()
+                    .filter_map(|&i| src.columns.get(i))
+                    .map(|c| pg_ident(&c.name))
+                    .collect();
+                defs.push(format!("PRIMARY KEY ({})", keys.join(", ")));
+            }
+            self.begin().await?;
+            let ddl = format!(
+                "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {sql_name} ({})",
+                pg_ident(&schema),
+                defs.join(", ")
+            );
+            self.client
+                .batch_execute(&ddl)
+                .await
+                .map_err(|e| classify(&format!("creating target table {label}"), e))?;
+            info!(table = %label, "created the target table");
+            cols = self.columns(&schema, &name).await?;
+        }
+        let mut columns = Vec::with_capacity(src.columns.len());
+        for (i, c) in src.columns.iter().enumerate() {
+            let found = cols.iter().find(|(n, _)| n == &c.name).cloned();
+            let (cname, ty) = match found {
+                Some(f) => f,
+                None if s.cfg.create_tables => {
+                    let ty = super::create::postgres_type(s.source, c, src.key.contains(&i))
+                        .map_err(DbSinkError::definite)?;
+                    self.begin().await?;
+                    self.client
+                        .batch_execute(&format!(
+                            "ALTER TABLE {sql_name} ADD COLUMN {} {ty}",
+                            pg_ident(&c.name)
+                        ))
+                        .await
+                        .map_err(|e| {
+                            classify(&format!("adding column {} to {label}", c.name), e)
+                        })?;
+                    info!(table = %label, column = %c.name, "added the source's new column to the target table");
+                    let again = self.columns(&schema, &name).await?;
+                    again
+                        .into_iter()
+                        .find(|(n, _)| n == &c.name)
+                        .ok_or_else(|| {
+                            DbSinkError::definite(format!(
+                                "column {} vanished from {label}",
+                                c.name
+                            ))
+                        })?
+                }
+                None => {
+                    return Err(DbSinkError::definite(format!(
+                        "target table {label} has no column {:?} (the source has): add it, or set sink.create_tables = true",
+                        c.name
+                    )));
+                }
+            };
+            columns.push(TargetColumn {
+                sql_name: pg_ident(&cname),
+                kind: Kind::of_postgres(&ty),
+                type_name: ty,
+            });
+        }
+        let keyed = !src.key.is_empty();
+        Ok(TargetTable {
+            source: src.clone(),
+            sql_name,
+            label,
+            columns,
+            key: if keyed {
+                src.key.clone()
+            } else {
+                (0..src.columns.len()).collect()
+            },
+            keyed,
+        })
+    }
+
+    async fn columns(
+        &mut self,
+        schema: &str,
+        table: &str,
+    ) -> Result<Vec<(String, String)>, DbSinkError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod)
+                   FROM pg_catalog.pg_attribute a
+                   JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+                  ORDER BY a.attnum",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(|e| classify("reading the target's columns", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    fn render(
+        &mut self,
+        t: &TargetTable,
+        i: usize,
+        v: &Value,
+    ) -> Result<Option<String>, DbSinkError> {
+        let col = &t.columns[i];
+        let r = pg_text(v, &col.kind).map_err(|why| {
+            DbSinkError::definite(format!(
+                "column {} ({}) of {}: {why}",
+                t.source.columns.get(i).map_or("?", |c| c.name.as_str()),
+                col.type_name,
+                t.label
+            ))
+        })?;
+        if let Some(s) = &r {
+            self.sent += s.len() as u64;
+        }
+        Ok(r)
+    }
+
+    /// `WHERE` over the key columns from parameter `first` on.
+    fn key_clause(t: &TargetTable, first: usize) -> String {
+        let mut w = Vec::new();
+        for (n, &i) in t.key.iter().enumerate() {
+            let c = &t.columns[i];
+            let p = first + n;
+            if t.keyed {
+                w.push(format!("{} = ${p}::{}", c.sql_name, c.type_name));
+            } else {
+                // Any type, even without an equality operator.
+                w.push(format!(
+                    "{}::text IS NOT DISTINCT FROM (${p}::{})::text",
+                    c.sql_name, c.type_name
+                ));
+            }
+        }
+        w.join(" AND ")
+    }
+
+    fn key_params(
+        &mut self,
+        t: &TargetTable,
+        key: &[Value],
+    ) -> Result<Vec<Option<String>>, DbSinkError> {
+        t.key
+            .iter()
+            .zip(key)
+            .map(|(&i, v)| self.render(t, i, v))
+            .collect()
+    }
+}
+
+impl Target for PgTarget {
+    async fn table(
+        &mut self,
+        src: &Arc<TableSchema>,
+        s: &Settings,
+    ) -> Result<Arc<TargetTable>, DbSinkError> {
+        let id = Arc::as_ptr(src) as usize;
+        if let Some(t) = self.tables.get(&id) {
+            return Ok(t.clone());
+        }
+        let t = Arc::new(self.resolve(src, s).await?);
+        self.tables.insert(id, t.clone());
+        Ok(t)
+    }
+
+    fn has_table(&self, src: &Arc<TableSchema>) -> bool {
+        self.tables.contains_key(&(Arc::as_ptr(src) as usize))
+    }
+
+    async fn insert(&mut self, t: &TargetTable, rows: &[&[Value]]) -> Result<u64, DbSinkError> {
+        self.begin().await?;
+        let n = t.columns.len();
+        let mut arrays: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows.len()); n];
+        for row in rows {
+            for (i, array) in arrays.iter_mut().enumerate() {
+                let v = row.get(i).unwrap_or(&Value::Null);
+                array.push(self.render(t, i, v)?);
+            }
+        }
+        let names: Vec<&str> = t.columns.iter().map(|c| c.sql_name.as_str()).collect();
+        let casts: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| format!("u.{}::{}", c.sql_name, c.type_name))
+            .collect();
+        let params: Vec<String> = (1..=n).map(|p| format!("${p}::text[]")).collect();
+        let sql = format!(
+            "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({})",
+            t.sql_name,
+            names.join(", "),
+            casts.join(", "),
+            params.join(", "),
+            names.join(", ")
+        );
+        let st = self.prepared(sql, n, Type::TEXT_ARRAY).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        self.client
+            .execute(&st, &refs)
+            .await
+            .map_err(|e| classify(&format!("inserting into {}", t.label), e))
+    }
+
+    async fn update(
+        &mut self,
+        t: &TargetTable,
+        key: &[Value],
+        after: &[Value],
+    ) -> Result<u64, DbSinkError> {
+        self.begin().await?;
+        let mut sets = Vec::new();
+        let mut params: Vec<Option<String>> = Vec::new();
+        for (i, v) in after.iter().enumerate() {
+            if matches!(v, Value::Unchanged) || i >= t.columns.len() {
+                continue;
+            }
+            params.push(self.render(t, i, v)?);
+            let c = &t.columns[i];
+            sets.push(format!(
+                "{} = ${}::{}",
+                c.sql_name,
+                params.len(),
+                c.type_name
+            ));
+        }
+        if sets.is_empty() {
+            return Ok(1);
+        }
+        let first = params.len() + 1;
+        params.extend(self.key_params(t, key)?);
+        let sql = if t.keyed {
+            format!(
+                "UPDATE {} SET {} WHERE {}",
+                t.sql_name,
+                sets.join(", "),
+                Self::key_clause(t, first)
+            )
+        } else {
+            format!(
+                "UPDATE {} SET {} WHERE ctid = (SELECT ctid FROM {} WHERE {} LIMIT 1)",
+                t.sql_name,
+                sets.join(", "),
+                t.sql_name,
+                Self::key_clause(t, first)
+            )
+        };
+        let st = self.prepared(sql, params.len(), Type::TEXT).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        self.client
+            .execute(&st, &refs)
+            .await
+            .map_err(|e| classify(&format!("updating {}", t.label), e))
+    }
+
+    async fn delete(&mut self, t: &TargetTable, key: &[Value]) -> Result<u64, DbSinkError> {
+        self.begin().await?;
+        let params = self.key_params(t, key)?;
+        let sql = if t.keyed {
+            format!(
+                "DELETE FROM {} WHERE {}",
+                t.sql_name,
+                Self::key_clause(t, 1)
+            )
+        } else {
+            format!(
+                "DELETE FROM {} WHERE ctid = (SELECT ctid FROM {} WHERE {} LIMIT 1)",
+                t.sql_name,
+                t.sql_name,
+                Self::key_clause(t, 1)
+            )
+        };
+        let st = self.prepared(sql, params.len(), Type::TEXT).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        self.client
+            .execute(&st, &refs)
+            .await
+            .map_err(|e| classify(&format!("deleting from {}", t.label), e))
+    }
+
+    async fn truncate(&mut self, t: &TargetTable) -> Result<(), DbSinkError> {
+        self.begin().await?;
+        self.client
+            .batch_execute(&format!("TRUNCATE {}", t.sql_name))
+            .await
+            .map_err(|e| classify(&format!("truncating {}", t.label), e))
+    }
+
+    async fn ddl(&mut self, db: Option<&str>, sql: &str) -> Result<(), DbSinkError> {
+        self.begin().await?;
+        let _ = db;
+        self.client
+            .batch_execute(sql)
+            .await
+            .map_err(|e| classify("applying DDL", e))
+    }
+
+    async fn drop_table(&mut self, schema: &str, table: &str) -> Result<(), DbSinkError> {
+        self.ddl(
+            None,
+            &format!(
+                "DROP TABLE IF EXISTS {}.{}",
+                pg_ident(schema),
+                pg_ident(table)
+            ),
+        )
+        .await
+    }
+
+    async fn savepoint(&mut self) -> Result<(), DbSinkError> {
+        self.begin().await?;
+        self.client
+            .batch_execute("SAVEPOINT tidemark_row")
+            .await
+            .map_err(|e| classify("SAVEPOINT", e))
+    }
+
+    async fn release(&mut self) -> Result<(), DbSinkError> {
+        self.client
+            .batch_execute("RELEASE SAVEPOINT tidemark_row")
+            .await
+            .map_err(|e| classify("RELEASE SAVEPOINT", e))
+    }
+
+    async fn rollback_to(&mut self) -> Result<(), DbSinkError> {
+        self.client
+            .batch_execute("ROLLBACK TO SAVEPOINT tidemark_row")
+            .await
+            .map_err(|e| classify("ROLLBACK TO SAVEPOINT", e))
+    }
+
+    async fn commit(&mut self, task: &str, pos: &Position) -> Result<(), DbSinkError> {
+        self.begin().await?;
+        let sql = format!(
+            "INSERT INTO {}.apply_position (task, position, updated_at) VALUES ($1, $2, now())
+             ON CONFLICT (task) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at",
+            self.meta
+        );
+        let st = self.prepared(sql, 2, Type::TEXT).await?;
+        let text = pos.to_string();
+        self.client
+            .execute(&st, &[&task, &text])
+            .await
+            .map_err(|e| classify("writing the position", e))?;
+        self.in_tx = false;
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| classify("COMMIT", e))
+    }
+
+    async fn rollback(&mut self) -> Result<(), DbSinkError> {
+        if !self.in_tx {
+            return Ok(());
+        }
+        self.in_tx = false;
+        self.client
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(|e| classify("ROLLBACK", e))
+    }
+
+    fn transactional_ddl(&self) -> bool {
+        true
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::Postgres
+    }
+
+    fn forget_tables(&mut self) {
+        self.tables.clear();
+        self.stmts.clear();
+    }
+
+    fn sent_bytes(&self) -> u64 {
+        self.sent
+    }
+}
+
+/// Classes a PostgreSQL error: a unique violation is a conflict, a
+/// deadlock or serialization failure is run again, a lost connection is
+/// transient, a DDL replay finds its change in effect.
+fn classify(context: &str, e: tokio_postgres::Error) -> DbSinkError {
+    let Some(db) = e.as_db_error() else {
+        return DbSinkError::transient(format!("{context}: {e}")).caused_by(e);
+    };
+    let detail = db.detail().map(|d| format!(" ({d})")).unwrap_or_default();
+    let msg = format!("{context}: {}{detail}", db.message());
+    let code = db.code().code();
+    let err = match code {
+        "23505" => DbSinkError::definite(msg).with_kind(DbErrorKind::Duplicate),
+        "40001" | "40P01" | "55P03" => DbSinkError::transient(msg).with_kind(DbErrorKind::Retry),
+        "42P07" | "42701" | "42P01" | "42703" | "42P06" | "42710" | "42704" => {
+            DbSinkError::definite(msg).with_kind(DbErrorKind::InEffect)
+        }
+        "25006" => DbSinkError::definite(format!(
+            "{msg}: the target is read-only; point sink.url at a writable primary"
+        )),
+        "42501" => DbSinkError::definite(format!(
+            "{msg}: grant the target user the privilege (INSERT, UPDATE, DELETE on the tables; CREATE on the database to create tables)"
+        )),
+        c if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
+            DbSinkError::transient(msg)
+        }
+        _ => DbSinkError::definite(msg),
+    };
+    err.caused_by(e)
+}
