@@ -10,3 +10,4 @@ mod operator;
 mod postgres;
 mod runtime;
 mod snapshot;
+mod target;

@@ -239,6 +239,11 @@ pub struct ChangeEvent {
     /// 1-based order of the event among its table's events in the transaction.
     pub table_order: u64,
     pub connector: Connector,
+    /// A stream change of a table whose copy (snapshot) is not finished:
+    /// its row may not exist downstream yet (its chunk comes later), so a
+    /// database target applies it as an upsert and a missing row is no
+    /// conflict.
+    pub copying: bool,
 }
 
 impl ChangeEvent {

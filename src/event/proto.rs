@@ -258,6 +258,7 @@ mod tests {
             tx_order: 1,
             table_order: 1,
             connector: Connector::Mariadb,
+            copying: false,
         };
         let mut buf = Vec::new();
         encode(&ev, 1, &mut buf);

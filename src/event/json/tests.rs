@@ -39,6 +39,7 @@ fn encode_one(connector: Connector, ty: &str, v: Value, opts: JsonOptions) -> se
         tx_order: 1,
         table_order: 1,
         connector,
+        copying: false,
     };
     let mut out = Vec::new();
     JsonEncoder::new(opts, "fx", "t1").encode(&ev, 0, &mut out);
@@ -393,6 +394,7 @@ fn fast_path_writes_what_serde_writes() {
             tx_order: 1,
             table_order: 1,
             connector,
+            copying: false,
         });
     }
     for opts in [

@@ -73,12 +73,16 @@ pub trait Target: Send {
     ) -> impl Future<Output = Result<Arc<TargetTable>, DbSinkError>> + Send;
     /// Whether `src` is resolved already (resolving may run DDL).
     fn has_table(&self, src: &Arc<TableSchema>) -> bool;
-    /// Inserts rows; a taken key fails with [`DbErrorKind::Duplicate`].
+    /// Inserts rows; a taken key fails with [`DbErrorKind::Duplicate`],
+    /// unless `upsert`: then the row with the same key is replaced.
     fn insert(
         &mut self,
         t: &TargetTable,
         rows: &[&[Value]],
+        upsert: bool,
     ) -> impl Future<Output = Result<u64, DbSinkError>> + Send;
+    /// Deletes every row (a table without a key copied again whole).
+    fn clear(&mut self, t: &TargetTable) -> impl Future<Output = Result<(), DbSinkError>> + Send;
     /// Updates the row whose key `key` holds; returns rows matched.
     fn update(
         &mut self,
@@ -294,13 +298,21 @@ impl<T: Target> Applier<T> {
                     if self.committed.as_ref().is_some_and(|c| &ev.position <= c) {
                         continue;
                     }
+                    if ev.copying && !keyed(ev) {
+                        // A table without a key is copied whole in one
+                        // chunk, read after this change: the chunk has it.
+                        continue;
+                    }
                     let insert = matches!(ev.op, Op::Create | Op::Read);
                     if insert && mode == Mode::Optimistic {
                         if let Some(last) = run.last()
-                            && !same_table(last, ev)
+                            && (!same_table(last, ev) || upserts(last) != upserts(ev))
                         {
                             self.inserts(&run, durable).await?;
                             run.clear();
+                        }
+                        if ev.op == Op::Read && !keyed(ev) {
+                            self.fresh_copy(ev, durable).await?;
                         }
                         run.push(ev);
                         if run.len() >= 1024 {
@@ -340,7 +352,7 @@ impl<T: Target> Applier<T> {
         };
         let t = self.table_of(first, durable).await?;
         let rows: Vec<&[Value]> = run.iter().filter_map(|ev| ev.after.as_deref()).collect();
-        self.target.insert(&t, &rows).await?;
+        self.target.insert(&t, &rows, upserts(first)).await?;
         self.rows += rows.len();
         if let Some(last) = run.last() {
             self.applied = Some(last.position.clone());
@@ -391,9 +403,16 @@ impl<T: Target> Applier<T> {
     ) -> Result<(), Stop> {
         match ev.op {
             Op::Create | Op::Read => {
+                if ev.op == Op::Read && !keyed(ev) {
+                    self.fresh_copy(ev, durable).await?;
+                }
                 let t = self.table_of(ev, durable).await?;
                 let row = ev.after.as_deref().unwrap_or_default();
-                self.insert_one(&t, ev, row, mode).await?;
+                if upserts(ev) {
+                    self.target.insert(&t, &[row], true).await?;
+                } else {
+                    self.insert_one(&t, ev, row, mode).await?;
+                }
             }
             Op::Update => {
                 let t = self.table_of(ev, durable).await?;
@@ -422,6 +441,25 @@ impl<T: Target> Applier<T> {
         Ok(())
     }
 
+    /// A table without a key is copied whole, in one chunk: its first row
+    /// empties the target table (a copy again replaces the rows; the
+    /// changes before the chunk are in it, see `pass_inner`).
+    async fn fresh_copy(
+        &mut self,
+        ev: &ChangeEvent,
+        durable: &watch::Sender<Durable>,
+    ) -> Result<(), Stop> {
+        let Position::Snapshot(sp) = &ev.position else {
+            return Ok(());
+        };
+        if sp.row != 1 {
+            return Ok(());
+        }
+        let t = self.table_of(ev, durable).await?;
+        self.target.clear(&t).await?;
+        Ok(())
+    }
+
     /// One insert, with its conflict handled (careful mode).
     async fn insert_one(
         &mut self,
@@ -431,11 +469,11 @@ impl<T: Target> Applier<T> {
         mode: Mode,
     ) -> Result<(), Stop> {
         if mode == Mode::Optimistic {
-            self.target.insert(t, &[row]).await?;
+            self.target.insert(t, &[row], false).await?;
             return Ok(());
         }
         self.target.savepoint().await?;
-        match self.target.insert(t, &[row]).await {
+        match self.target.insert(t, &[row], false).await {
             Ok(_) => Ok(self.target.release().await?),
             Err(e) if e.kind() == DbErrorKind::Duplicate => {
                 self.target.rollback_to().await?;
@@ -458,7 +496,7 @@ impl<T: Target> Applier<T> {
     ) -> Result<(), Stop> {
         let key = row_key(t, None, row);
         self.target.delete(t, &key).await?;
-        match self.target.insert(t, &[row]).await {
+        match self.target.insert(t, &[row], false).await {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == DbErrorKind::Duplicate => Err(Stop::Fail(e.context(&format!(
                 "overwriting {} with key {} at {}: another row holds one of its unique keys",
@@ -519,7 +557,7 @@ impl<T: Target> Applier<T> {
                     if mode == Mode::Careful {
                         self.replace(t, ev, &row).await?;
                     } else {
-                        self.target.insert(t, &[&row]).await?;
+                        self.target.insert(t, &[&row], false).await?;
                     }
                 }
                 ConflictAction::Ignore | ConflictAction::Fail => {}
@@ -536,6 +574,11 @@ impl<T: Target> Applier<T> {
         op: ConflictOp,
         what: &str,
     ) -> Result<ConflictAction, Stop> {
+        if ev.copying {
+            // The row's chunk comes later: nothing to count, the source's
+            // change goes in.
+            return Ok(ConflictAction::Overwrite);
+        }
         let action = self.policy(t).get(op);
         let key = match op {
             ConflictOp::Insert => row_key(t, None, ev.after.as_deref().unwrap_or_default()),
@@ -714,6 +757,16 @@ impl<T: Target> Applier<T> {
         self.retire(durable);
         Ok(())
     }
+}
+
+/// Snapshot rows and changes of a table being copied replace what the
+/// target holds under their key: neither is a conflict.
+fn upserts(ev: &ChangeEvent) -> bool {
+    ev.op == Op::Read || ev.copying
+}
+
+fn keyed(ev: &ChangeEvent) -> bool {
+    ev.table.as_ref().is_some_and(|t| !t.key.is_empty())
 }
 
 fn same_table(a: &ChangeEvent, b: &ChangeEvent) -> bool {

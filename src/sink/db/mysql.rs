@@ -334,11 +334,34 @@ impl Target for MysqlTarget {
         self.tables.contains_key(&(Arc::as_ptr(src) as usize))
     }
 
-    async fn insert(&mut self, t: &TargetTable, rows: &[&[Value]]) -> Result<u64, DbSinkError> {
+    async fn clear(&mut self, t: &TargetTable) -> Result<(), DbSinkError> {
+        self.begin().await?;
+        self.conn
+            .query_drop(format!("DELETE FROM {}", t.sql_name))
+            .await
+            .map_err(|e| classify(&format!("emptying {}", t.label), e))
+    }
+
+    async fn insert(
+        &mut self,
+        t: &TargetTable,
+        rows: &[&[Value]],
+        upsert: bool,
+    ) -> Result<u64, DbSinkError> {
         self.begin().await?;
         let n = t.columns.len().max(1);
         let names: Vec<&str> = t.columns.iter().map(|c| c.sql_name.as_str()).collect();
         let one = format!("({})", vec!["?"; n].join(","));
+        let on_dup = if upsert && t.keyed {
+            let sets: Vec<String> = t
+                .columns
+                .iter()
+                .map(|c| format!("{0} = VALUES({0})", c.sql_name))
+                .collect();
+            format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", "))
+        } else {
+            String::new()
+        };
         let mut done = 0;
         let mut affected = 0;
         while done < rows.len() {
@@ -356,7 +379,7 @@ impl Target for MysqlTarget {
                 }
             }
             let sql = format!(
-                "INSERT INTO {} ({}) VALUES {}",
+                "INSERT INTO {} ({}) VALUES {}{on_dup}",
                 t.sql_name,
                 names.join(", "),
                 vec![one.as_str(); size].join(",")

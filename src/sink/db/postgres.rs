@@ -332,7 +332,20 @@ impl Target for PgTarget {
         self.tables.contains_key(&(Arc::as_ptr(src) as usize))
     }
 
-    async fn insert(&mut self, t: &TargetTable, rows: &[&[Value]]) -> Result<u64, DbSinkError> {
+    async fn clear(&mut self, t: &TargetTable) -> Result<(), DbSinkError> {
+        self.begin().await?;
+        self.client
+            .batch_execute(&format!("DELETE FROM {}", t.sql_name))
+            .await
+            .map_err(|e| classify(&format!("emptying {}", t.label), e))
+    }
+
+    async fn insert(
+        &mut self,
+        t: &TargetTable,
+        rows: &[&[Value]],
+        upsert: bool,
+    ) -> Result<u64, DbSinkError> {
         self.begin().await?;
         let n = t.columns.len();
         let mut arrays: Vec<Vec<Option<String>>> = vec![Vec::with_capacity(rows.len()); n];
@@ -349,7 +362,7 @@ impl Target for PgTarget {
             .map(|c| format!("u.{}::{}", c.sql_name, c.type_name))
             .collect();
         let params: Vec<String> = (1..=n).map(|p| format!("${p}::text[]")).collect();
-        let sql = format!(
+        let mut sql = format!(
             "INSERT INTO {} ({}) SELECT {} FROM unnest({}) AS u({})",
             t.sql_name,
             names.join(", "),
@@ -357,6 +370,26 @@ impl Target for PgTarget {
             params.join(", "),
             names.join(", ")
         );
+        if upsert && t.keyed {
+            let keys: Vec<&str> = t
+                .key
+                .iter()
+                .map(|&i| t.columns[i].sql_name.as_str())
+                .collect();
+            let sets: Vec<String> = (0..n)
+                .filter(|i| !t.key.contains(i))
+                .map(|i| format!("{0} = EXCLUDED.{0}", t.columns[i].sql_name))
+                .collect();
+            if sets.is_empty() {
+                sql.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", ")));
+            } else {
+                sql.push_str(&format!(
+                    " ON CONFLICT ({}) DO UPDATE SET {}",
+                    keys.join(", "),
+                    sets.join(", ")
+                ));
+            }
+        }
         let st = self.prepared(sql, n, Type::TEXT_ARRAY).await?;
         let refs: Vec<&(dyn ToSql + Sync)> =
             arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();

@@ -59,6 +59,7 @@ fn ev(op: Op, tx_pos: u64, row: u32) -> ChangeEvent {
         tx_order: 1,
         table_order: 1,
         connector: Connector::Mariadb,
+        copying: false,
     }
 }
 

@@ -439,6 +439,7 @@ impl BinlogDecoder {
             tx_order,
             table_order: 1,
             connector: self.connector,
+            copying: false,
         };
         self.ledger.push(ev);
     }
@@ -591,6 +592,7 @@ impl BinlogDecoder {
                     tx_order,
                     table_order,
                     connector: self.connector,
+                    copying: false,
                 });
             }
             row = row.checked_add(1).ok_or_else(|| {

@@ -329,6 +329,7 @@ impl WalDecoder {
             tx_order,
             table_order,
             connector: Connector::Postgres,
+            copying: false,
         });
         Ok(())
     }
@@ -359,6 +360,7 @@ impl WalDecoder {
             tx_order,
             table_order,
             connector: Connector::Postgres,
+            copying: false,
         });
         Ok(())
     }

@@ -268,6 +268,7 @@ impl SnapshotSource {
                 tx_order: 0,
                 table_order: 0,
                 connector,
+                copying: false,
             });
         }
         if n > 0 && !job.incremental {
@@ -364,21 +365,30 @@ impl SnapshotSource {
         });
     }
 
-    /// A table whose schema changes while it is copied: chunks read after
-    /// the change still carry the columns listed when its copy was
-    /// planned. Said once per table, with the fix.
-    fn watch_schemas(&mut self, b: &Batch) {
-        if self.open.is_empty() {
+    /// Marks the stream changes of tables whose copy is not finished
+    /// (`ChangeEvent::copying`: their rows may not exist downstream yet;
+    /// before the initial copy is planned, every table is one), and warns
+    /// once per table whose schema changes while it is copied: chunks
+    /// read after the change still carry the columns listed when its copy
+    /// was planned.
+    fn watch_stream(&mut self, b: &mut Batch) {
+        let all = self.initial_open && !self.initial_planned;
+        if self.open.is_empty() && !all {
             return;
         }
-        let mut last: Option<*const crate::event::TableSchema> = None;
-        for ev in &b.events {
+        let mut last: Option<(*const crate::event::TableSchema, bool)> = None;
+        for ev in &mut b.events {
             let Some(t) = ev.table.as_ref() else { continue };
-            if last == Some(Arc::as_ptr(t)) {
+            if let Some((p, copying)) = last
+                && p == Arc::as_ptr(t)
+            {
+                ev.copying = copying;
                 continue;
             }
-            last = Some(Arc::as_ptr(t));
             let name = t.qualified_name();
+            let copying = all || self.open.contains_key(&name);
+            last = Some((Arc::as_ptr(t), copying));
+            ev.copying = copying;
             let Some(open) = self.open.get_mut(&name) else {
                 continue;
             };
@@ -420,8 +430,8 @@ impl Source for SnapshotSource {
                 }
             }
             match self.rec.step(&mut self.held, read_to.as_ref()) {
-                Step::Pass(b) => {
-                    self.watch_schemas(&b);
+                Step::Pass(mut b) => {
+                    self.watch_stream(&mut b);
                     self.last_out = Some(b.end.clone());
                     return Ok(Some(b));
                 }

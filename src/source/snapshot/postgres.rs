@@ -252,7 +252,7 @@ impl PgEngine {
             .query(
                 "SELECT a.attname::text, a.atttypid::int8, a.atttypmod,
                         format_type(a.atttypid, a.atttypmod),
-                        coalesce(array_position(ri.indkey::int2[], a.attnum), 0) > 0
+                        coalesce(a.attnum = ANY(ri.indkey::int2[]), false)
                    FROM pg_catalog.pg_attribute a
                    LEFT JOIN pg_catalog.pg_index ri
                      ON ri.indrelid = a.attrelid

@@ -88,6 +88,7 @@ fn change(pos: Position, op: Op, id: i64, xid: Option<u64>, key: Vec<usize>) -> 
         tx_order: 1,
         table_order: 1,
         connector: Connector::Mariadb,
+        copying: false,
     }
 }
 
