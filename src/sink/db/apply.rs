@@ -661,7 +661,7 @@ impl<T: Target> Applier<T> {
                     ddl.kind.name()
                 ))));
             }
-            self.target.ddl(mapped_db.as_deref(), &ddl.statement).await
+            self.same_engine_ddl(ddl, mapped_db.as_deref()).await
         } else {
             self.cross_engine_ddl(ev).await
         };
@@ -687,6 +687,45 @@ impl<T: Target> Applier<T> {
                 .map_err(Stop::from)?;
         }
         Ok(())
+    }
+
+    /// DDL from the same engine: as written, its database qualifiers
+    /// renamed by the map; database-level statements name the mapped
+    /// database.
+    async fn same_engine_ddl(
+        &mut self,
+        ddl: &crate::event::Ddl,
+        mapped: Option<&str>,
+    ) -> Result<(), DbSinkError> {
+        let renamed = ddl.db.as_deref().zip(mapped).filter(|(a, b)| a != b);
+        match ddl.kind {
+            DdlKind::CreateDatabase => {
+                let db = mapped.unwrap_or_default();
+                if db.is_empty() {
+                    return self.target.ddl(None, &ddl.statement).await;
+                }
+                let sql = format!("CREATE DATABASE IF NOT EXISTS {}", my_ident(db));
+                self.target.ddl(None, &sql).await
+            }
+            DdlKind::DropDatabase if mapped.is_some() => {
+                let sql = format!(
+                    "DROP DATABASE IF EXISTS {}",
+                    my_ident(mapped.unwrap_or_default())
+                );
+                self.target.ddl(None, &sql).await
+            }
+            DdlKind::AlterDatabase if renamed.is_some() => {
+                info!(task = %self.s.task, statement = %one_line(&ddl.statement), "ALTER DATABASE of a mapped database is not rewritten; the target database is left as is");
+                Ok(())
+            }
+            _ => {
+                let sql = match renamed {
+                    Some((from, to)) => super::ddl::rename_db(&ddl.statement, from, to),
+                    None => ddl.statement.clone(),
+                };
+                self.target.ddl(mapped, &sql).await
+            }
+        }
     }
 
     /// DDL from the other engine: what can be done without parsing the

@@ -16,6 +16,7 @@
 
 mod apply;
 mod create;
+mod ddl;
 mod mysql;
 mod postgres;
 pub mod render;

@@ -452,6 +452,8 @@ impl Target for MysqlTarget {
 
     async fn ddl(&mut self, db: Option<&str>, sql: &str) -> Result<(), DbSinkError> {
         if let Some(db) = db {
+            // The statement runs in its (mapped) database, which may not
+            // exist on the target yet.
             self.conn
                 .query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", my_ident(db)))
                 .await
