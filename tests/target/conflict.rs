@@ -1,0 +1,179 @@
+//! Conflict policy: what the target already holds meets inserts, updates
+//! and deletes of the source (stream mode: no copy window).
+
+use std::time::Duration;
+
+use super::{Side, maria_sink};
+use crate::support::{Daemon, mariadb};
+
+const TABLE: &str = "(id BIGINT PRIMARY KEY, k BIGINT NOT NULL, v VARCHAR(40) NOT NULL)";
+
+/// Source `name` and target `name_dr` with table `t`; the target holds
+/// id 1 ("stale") and 99 ("target only"), the source ids 2 and 3.
+async fn setup(name: &'static str, conflict: &str) -> (Side, Side, Daemon) {
+    let m = mariadb();
+    let dr: &'static str = Box::leak(format!("{name}_dr").into_boxed_str());
+    let (source, target) = (Side::Maria(m, name), Side::Maria(m, dr));
+    source.fresh().await;
+    target.fresh().await;
+    target.forget_positions(name).await;
+    source
+        .exec(&format!(
+            "CREATE TABLE t {TABLE}; INSERT INTO t VALUES (2, 2, 'two'), (3, 3, 'three')"
+        ))
+        .await;
+    target
+        .exec(&format!(
+            "CREATE TABLE t {TABLE}; INSERT INTO t VALUES (1, 0, 'stale'), (99, 0, 'target only')"
+        ))
+        .await;
+    let sink = maria_sink(
+        m,
+        &format!("map = {{ {name} = \"{dr}\" }}\n[tasks.sink.conflict]\n{conflict}"),
+    );
+    let mut d = source.daemon(name, &sink, "");
+    d.start();
+    d.wait_log("reading binlog", Duration::from_secs(30));
+    (source, target, d)
+}
+
+const CHANGES: &str = "INSERT INTO t VALUES (1, 1, 'one'); UPDATE t SET k = 20 WHERE id = 2; DELETE FROM t WHERE id = 3; INSERT INTO t VALUES (4, 4, 'marker');";
+
+async fn wait_marker(target: Side, d: &Daemon) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !target.rows("", "t").await.iter().any(|r| r.0 == 4) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the marker row never arrived:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overwrite_lets_the_source_win_and_counts_each_conflict() {
+    let (source, target, mut d) = setup("tg_cow", "default = \"overwrite\"").await;
+    source.exec(CHANGES).await;
+    wait_marker(target, &d).await;
+    assert_eq!(
+        target.rows("", "t").await,
+        vec![
+            (1, 1, "one".into()),
+            (2, 20, "two".into()),
+            (4, 4, "marker".into()),
+            (99, 0, "target only".into())
+        ]
+    );
+    let log = d.log();
+    for (op, key) in [("insert", "id=1"), ("update", "id=2"), ("delete", "id=3")] {
+        assert!(
+            log.lines().any(|l| l.contains("conflict:")
+                && l.contains(&format!("op=\"{op}\""))
+                && l.contains(key)),
+            "{op} conflict on {key} logged:\n{log}"
+        );
+    }
+    assert!(d.stop().success(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ignore_keeps_the_target_row() {
+    let (source, target, mut d) = setup("tg_cig", "default = \"ignore\"").await;
+    source.exec(CHANGES).await;
+    wait_marker(target, &d).await;
+    assert_eq!(
+        target.rows("", "t").await,
+        vec![
+            (1, 0, "stale".into()),
+            (4, 4, "marker".into()),
+            (99, 0, "target only".into())
+        ]
+    );
+    assert!(d.stop().success(), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fail_stops_the_task_naming_table_key_and_position() {
+    // Deletes of missing rows are ignored; inserts fail.
+    let (source, target, mut d) = setup("tg_cfa", "default = \"ignore\"\ninsert = \"fail\"").await;
+    source
+        .exec("DELETE FROM t WHERE id = 3; INSERT INTO t VALUES (1, 1, 'one')")
+        .await;
+    let status = d.wait_exit(Duration::from_secs(30));
+    assert!(!status.success());
+    let log = d.log();
+    assert!(
+        log.contains(
+            "conflict on tg_cfa_dr.t: insert the key exists (key id=1, source position binlog:"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("then resume"), "the fix is named: {log}");
+    // Nothing of the failing transaction is on the target.
+    assert_eq!(target.rows("", "t").await[0], (1, 0, "stale".into()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn table_rules_override_the_task_policy() {
+    let m = mariadb();
+    let (source, target, mut d) = setup(
+        "tg_ctr",
+        "default = \"fail\"\n[tasks.sink.conflict.tables.\"tg_ctr.t\"]\ndefault = \"overwrite\"",
+    )
+    .await;
+    let _ = m;
+    source.exec(CHANGES).await;
+    wait_marker(target, &d).await;
+    assert_eq!(target.rows("", "t").await[0], (1, 1, "one".into()));
+    assert!(d.stop().success(), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_swap_on_a_secondary_unique_key_applies() {
+    // Two rows trade their unique `code` in one transaction: applied in
+    // source order, never a conflict.
+    let m = mariadb();
+    let (source, target) = (Side::Maria(m, "tg_swap"), Side::Maria(m, "tg_swap_dr"));
+    source.fresh().await;
+    target.fresh().await;
+    target.forget_positions("tg_swap").await;
+    source
+        .exec("CREATE TABLE u (id INT PRIMARY KEY, code VARCHAR(10) NOT NULL, UNIQUE KEY (code)); INSERT INTO u VALUES (1, 'a'), (2, 'b')")
+        .await;
+    let sink = maria_sink(
+        m,
+        "map = { tg_swap = \"tg_swap_dr\" }\n[tasks.sink.conflict]\ndefault = \"fail\"",
+    );
+    let mut d = source
+        .daemon("tg_swap", &sink, "")
+        .with_mode("snapshot+stream", 100, 1);
+    d.start();
+    d.wait_log(
+        "initial snapshot: every table copied",
+        Duration::from_secs(30),
+    );
+    source
+        .exec("START TRANSACTION; UPDATE u SET code = 'tmp' WHERE id = 1; UPDATE u SET code = 'a' WHERE id = 2; UPDATE u SET code = 'b' WHERE id = 1; COMMIT; UPDATE u SET id = 3 WHERE id = 1;")
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        use mysql_async::prelude::Queryable;
+        let mut c = m.conn().await;
+        let got: Option<String> = c
+            .query_first("SELECT GROUP_CONCAT(id, code ORDER BY id) FROM tg_swap_dr.u")
+            .await
+            .unwrap_or(None);
+        let _ = c.disconnect().await;
+        if got.as_deref() == Some("2a,3b") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the swap never applied ({got:?}):\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(d.stop().success(), "{}", d.log());
+}

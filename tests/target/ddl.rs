@@ -1,0 +1,173 @@
+//! DDL on database targets: replayed on the same engine, followed by the
+//! rows across engines, refused by a `fail` policy, DROP DATABASE skipped.
+
+use std::time::Duration;
+
+use super::{Side, maria_sink, pg_sink};
+use crate::support::{mariadb, postgres};
+
+async fn wait_rows(
+    target: Side,
+    schema: &str,
+    table: &str,
+    want: &[(i64, i64, &str)],
+    d: &crate::support::Daemon,
+) {
+    let want: Vec<(i64, i64, String)> = want
+        .iter()
+        .map(|(a, b, c)| (*a, *b, c.to_string()))
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = target.rows(schema, table).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{table}: got {got:?}, want {want:?}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_engine_ddl_replays_and_drop_database_is_skipped() {
+    let m = mariadb();
+    let (source, target) = (Side::Maria(m, "tg_ddl"), Side::Maria(m, "tg_ddl_dr"));
+    source.fresh().await;
+    target.fresh().await;
+    target.forget_positions("tg_ddl").await;
+    let sink = maria_sink(m, "map = { tg_ddl = \"tg_ddl_dr\" }");
+    let mut d = source.daemon("tg_ddl", &sink, "");
+    d.start();
+    d.wait_log("reading binlog", Duration::from_secs(30));
+    source
+        .exec(
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, k BIGINT NOT NULL, v VARCHAR(40) NOT NULL);
+             INSERT INTO t VALUES (1, 1, 'one');
+             ALTER TABLE t ADD COLUMN extra INT NULL DEFAULT 7;
+             INSERT INTO t (id, k, v, extra) VALUES (2, 2, 'two', 9);
+             ALTER TABLE t CHANGE v v VARCHAR(60) NOT NULL;
+             UPDATE t SET v = 'one!' WHERE id = 1;",
+        )
+        .await;
+    wait_rows(target, "", "t", &[(1, 1, "one!"), (2, 2, "two")], &d).await;
+    // The statement ran as written: the column type is the source's.
+    let mut c = m.conn().await;
+    use mysql_async::prelude::Queryable;
+    let ty: Option<String> = c
+        .query_first("SELECT COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'tg_ddl_dr' AND TABLE_NAME = 't' AND COLUMN_NAME = 'v'")
+        .await
+        .unwrap();
+    let extra: Option<Option<i32>> = c
+        .query_first("SELECT extra FROM tg_ddl_dr.t WHERE id = 1")
+        .await
+        .unwrap();
+    let _ = c.disconnect().await;
+    assert_eq!(ty.as_deref(), Some("varchar(60)"));
+    assert_eq!(extra, Some(Some(7)), "the default the ALTER gave old rows");
+    m.exec("DROP DATABASE tg_ddl").await;
+    source.fresh().await;
+    source
+        .exec("CREATE TABLE after_drop (id INT PRIMARY KEY)")
+        .await;
+    // A statement after the drop arrives, so the drop was passed over.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = m.conn().await;
+        let n: Option<i64> = c
+            .query_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'tg_ddl_dr' AND TABLE_NAME = 'after_drop'")
+            .await
+            .unwrap();
+        let _ = c.disconnect().await;
+        if n == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the table created after the drop never arrived:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        target.rows("", "t").await.len(),
+        2,
+        "DROP DATABASE was skipped"
+    );
+    assert!(d.stop().success(), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fail_policy_stops_at_the_statement_with_the_fix() {
+    let m = mariadb();
+    let (source, target) = (Side::Maria(m, "tg_ddlf"), Side::Maria(m, "tg_ddlf_dr"));
+    source.fresh().await;
+    target.fresh().await;
+    target.forget_positions("tg_ddlf").await;
+    source
+        .exec("CREATE TABLE t (id BIGINT PRIMARY KEY, k BIGINT NOT NULL, v VARCHAR(40) NOT NULL)")
+        .await;
+    let sink = maria_sink(m, "map = { tg_ddlf = \"tg_ddlf_dr\" }");
+    let mut d = source.daemon(
+        "tg_ddlf",
+        &sink,
+        "[tasks.ddl]\nkinds = { drop_table = \"fail\" }",
+    );
+    d.start();
+    d.wait_log("reading binlog", Duration::from_secs(30));
+    source
+        .exec("INSERT INTO t VALUES (1, 1, 'one'); DROP TABLE t;")
+        .await;
+    let status = d.wait_exit(Duration::from_secs(30));
+    assert!(!status.success());
+    let log = d.log();
+    assert!(
+        log.contains("the DDL policy for drop_table is \"fail\""),
+        "{log}"
+    );
+    assert!(
+        log.contains("kinds.drop_table = \"skip\""),
+        "the fix is named: {log}"
+    );
+    assert_eq!(
+        target.rows("", "t").await,
+        vec![(1, 1, "one".to_string())],
+        "the insert before the DDL is applied"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cross_engine_tables_follow_the_rows_and_truncate_applies() {
+    let (m, p) = (mariadb(), postgres());
+    let (source, target) = (Side::Maria(m, "tg_ddlx"), Side::Pg(p, "tg_ddlx_dr"));
+    source.fresh().await;
+    target.fresh().await;
+    let sink = pg_sink(p, "tg_ddlx_dr", "");
+    let mut d = source.daemon("tg_ddlx", &sink, "");
+    d.start();
+    d.wait_log("reading binlog", Duration::from_secs(30));
+    source
+        .exec(
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, k BIGINT NOT NULL, v VARCHAR(40) NOT NULL);
+             INSERT INTO t VALUES (1, 1, 'one');
+             ALTER TABLE t ADD COLUMN extra INT NULL;
+             INSERT INTO t VALUES (2, 2, 'two', 5);",
+        )
+        .await;
+    wait_rows(target, "tg_ddlx", "t", &[(1, 1, "one"), (2, 2, "two")], &d).await;
+    let c = p.client("tg_ddlx_dr").await;
+    let extra: Option<i32> = c
+        .query_one("SELECT extra FROM tg_ddlx.t WHERE id = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(extra, Some(5), "the new column was added on the target");
+    source
+        .exec("TRUNCATE TABLE t; INSERT INTO t VALUES (3, 3, 'three', NULL);")
+        .await;
+    wait_rows(target, "tg_ddlx", "t", &[(3, 3, "three")], &d).await;
+    assert!(d.stop().success(), "{}", d.log());
+}
