@@ -32,6 +32,12 @@ pub struct MysqlSourceConfig {
     /// Largest number of events handed to the sink in one batch. Default 4096.
     #[serde(default = "default_batch_events")]
     pub max_batch_events: usize,
+    /// Leave out the changes a tidemark database target applied to this
+    /// server (they carry MariaDB's `@@skip_replication` flag), so that
+    /// the two tasks of a bidirectional pair don't send each other's
+    /// changes back. Default false.
+    #[serde(default)]
+    pub exclude_replicated: bool,
 }
 
 fn default_heartbeat() -> u64 {
@@ -90,6 +96,12 @@ pub struct PostgresSourceConfig {
     /// commit. Default true; older servers use protocol version 1.
     #[serde(default = "default_true")]
     pub streaming: bool,
+    /// Leave out the transactions a tidemark database target applied to
+    /// this database (under a `tidemark_<task>` replication origin), so
+    /// that the two tasks of a bidirectional pair don't send each other's
+    /// changes back. Default false.
+    #[serde(default)]
+    pub exclude_replicated: bool,
     /// Directory for chunks of in-progress transactions (one file per
     /// transaction, deleted at its commit or abort). Default
     /// `<daemon.data_dir>/postgres/<task id>/spill`.

@@ -37,6 +37,12 @@ pub struct DbSinkConfig {
     /// it; the position resumes exactly either way). Default 100000.
     #[serde(default = "default_max_tx_rows")]
     pub max_tx_rows: usize,
+    /// PostgreSQL replication origin the changes are applied under
+    /// (`exclude_replicated` on a reverse task's source leaves them out).
+    /// Default `tidemark_<task id>`; unique per target server, starting
+    /// with `tidemark`.
+    #[serde(default)]
+    pub origin: Option<String>,
     /// Schema (PostgreSQL) or database (MySQL) holding tidemark's position
     /// table `apply_position` on the target. Default `tidemark`.
     #[serde(default = "default_meta_schema")]
@@ -65,6 +71,7 @@ impl fmt::Debug for DbSinkConfig {
             .field("create_tables", &self.create_tables)
             .field("max_tx_rows", &self.max_tx_rows)
             .field("meta_schema", &self.meta_schema)
+            .field("origin", &self.origin)
             .finish()
     }
 }
@@ -278,6 +285,14 @@ impl DbSinkConfig {
         }
         for glob in self.conflict.tables.keys() {
             TablePattern::parse(glob).map_err(|m| (format!("conflict.tables.{glob:?}"), m))?;
+        }
+        if let Some(o) = &self.origin
+            && (!o.starts_with("tidemark") || !is_identifier(o))
+        {
+            return err(
+                "origin",
+                "must start with `tidemark` and hold only letters, digits and _ (a reverse task recognizes tidemark's origins by the prefix)".into(),
+            );
         }
         if self.max_tx_rows == 0 {
             return err("max_tx_rows", "must be at least 1".into());

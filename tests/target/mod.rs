@@ -2,6 +2,7 @@
 //! applied to MariaDB and PostgreSQL targets (a second database on the
 //! test servers), compared row by row with the source.
 
+mod bidirectional;
 mod conflict;
 mod crash;
 mod ddl;
@@ -63,10 +64,15 @@ impl Side {
         match self {
             Side::Maria(m, db) => {
                 m.exec(&format!(
-                    "CREATE TABLE `{db}`.`{table}` (id BIGINT PRIMARY KEY, k BIGINT NOT NULL, v VARCHAR(40) NOT NULL);
-                     INSERT INTO `{db}`.`{table}` SELECT seq, seq % 1000, CONCAT('row', seq) FROM `{db}`.seq_1_to_{n};"
+                    "CREATE TABLE `{db}`.`{table}` (id BIGINT PRIMARY KEY, k BIGINT NOT NULL, v VARCHAR(40) NOT NULL)"
                 ))
-                .await
+                .await;
+                if n > 0 {
+                    m.exec(&format!(
+                        "INSERT INTO `{db}`.`{table}` SELECT seq, seq % 1000, CONCAT('row', seq) FROM `{db}`.seq_1_to_{n}"
+                    ))
+                    .await;
+                }
             }
             Side::Pg(p, db) => {
                 p.exec(

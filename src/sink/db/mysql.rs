@@ -82,6 +82,13 @@ impl MysqlTarget {
             sent: 0,
             describe,
         };
+        // Changes applied here carry the skip-replication flag: the source
+        // of a reverse task (a bidirectional pair) leaves them out
+        // (`exclude_replicated`); native replicas still replicate them
+        // (`replicate_events_marked_for_skip` = REPLICATE, the default).
+        if let Err(e) = t.conn.query_drop("SET SESSION skip_replication = 1").await {
+            tracing::warn!(task = %s.task, target = %t.describe, error = %e, "applying without @@skip_replication (MariaDB only; it needs SUPER or BINLOG ADMIN): a reverse task can't tell this task's changes from others (bidirectional pairs need it)");
+        }
         let ro: Option<(u8, u8)> = t
             .conn
             .query_first("SELECT @@read_only, @@global.read_only")

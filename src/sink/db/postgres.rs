@@ -52,6 +52,41 @@ impl PgTarget {
         {
             warn!(task = %s.task, target = %describe, error = %e, "session_replication_role = replica was refused (it needs a superuser, or GRANT SET ON PARAMETER session_replication_role on PostgreSQL 15+): foreign keys and triggers of the target stay active while applying");
         }
+        // Changes applied here carry a replication origin: the source of a
+        // reverse task (a bidirectional pair) leaves them out
+        // (`exclude_replicated`). Its session is also the task's fence:
+        // one session at a time may use an origin.
+        let origin = s
+            .cfg
+            .origin
+            .clone()
+            .unwrap_or_else(|| format!("tidemark_{}", s.task.replace('-', "_")));
+        let setup = client
+            .execute(
+                "SELECT pg_catalog.pg_replication_origin_create($1) WHERE pg_catalog.pg_replication_origin_oid($1) IS NULL",
+                &[&origin],
+            )
+            .await;
+        let setup = match setup {
+            Ok(_) => client
+                .execute(
+                    "SELECT pg_catalog.pg_replication_origin_session_setup($1)",
+                    &[&origin],
+                )
+                .await
+                .map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = setup {
+            if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) {
+                return Err(DbSinkError::transient(format!(
+                    "replication origin {origin} on {describe} is in use by another session (a previous run of task {} still connected?)",
+                    s.task
+                ))
+                .caused_by(e));
+            }
+            warn!(task = %s.task, target = %describe, error = %e, "applying without a replication origin (it needs a superuser, or GRANT EXECUTE ON FUNCTION pg_replication_origin_create, pg_replication_origin_oid, pg_replication_origin_session_setup TO the target user): a reverse task can't tell this task's changes from others (bidirectional pairs need it)");
+        }
         Ok(PgTarget {
             client,
             meta: pg_ident(&s.cfg.meta_schema),

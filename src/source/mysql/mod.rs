@@ -339,6 +339,7 @@ impl MysqlSource {
         decoder.set_file(&file_name);
         decoder.set_checksum(info.checksum);
         decoder.set_skips(&self.skips);
+        decoder.set_exclude_flagged(self.cfg.exclude_replicated);
         let mut catalog_conn: Option<Conn> = None;
         let idle = Duration::from_secs(self.cfg.heartbeat_secs * 3);
         let read_pos = Arc::new(Mutex::new((file_name.clone(), pos)));
@@ -387,6 +388,7 @@ impl MysqlSource {
                 server_id: h.server_id(),
                 log_pos: u64::from(h.log_pos()),
                 event_size: u64::from(h.event_size()),
+                flags: h.flags_raw(),
             };
             ctx.metrics.read(header.event_size);
             if header.log_pos != 0 {

@@ -26,7 +26,13 @@ pub struct Header {
     /// Position just after the event (0 for artificial events).
     pub log_pos: u64,
     pub event_size: u64,
+    /// The common header's flags (`LOG_EVENT_SKIP_REPLICATION_F`: the
+    /// session set `@@skip_replication`, as tidemark's targets do).
+    pub flags: u16,
 }
+
+/// MariaDB's `LOG_EVENT_SKIP_REPLICATION_F`.
+pub const SKIP_REPLICATION_FLAG: u16 = 0x8000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
@@ -70,6 +76,9 @@ struct CachedTable {
 }
 
 pub struct BinlogDecoder {
+    /// Skip changes flagged `LOG_EVENT_SKIP_REPLICATION_F`
+    /// (`exclude_replicated`).
+    exclude_flagged: bool,
     connector: Connector,
     /// Transactions (`file`, start) whose statement-based DML the operator
     /// chose to skip (`tidemark offsets skip`).
@@ -101,6 +110,7 @@ impl BinlogDecoder {
         resume_after: Option<Position>,
     ) -> Self {
         BinlogDecoder {
+            exclude_flagged: false,
             connector,
             skips: Vec::new(),
             statements_skipped: 0,
@@ -134,6 +144,11 @@ impl BinlogDecoder {
     }
 
     /// Transactions whose statement-based DML is skipped, by position.
+    /// Leaves out changes a tidemark target applied (`exclude_replicated`).
+    pub fn set_exclude_flagged(&mut self, on: bool) {
+        self.exclude_flagged = on;
+    }
+
     pub fn set_skips(&mut self, skips: &[Position]) {
         self.skips = skips
             .iter()
@@ -258,6 +273,7 @@ impl BinlogDecoder {
             events::MYSQL_ANONYMOUS_GTID => self.begin(start, h, None, true),
             events::QUERY | events::MARIADB_QUERY_COMPRESSED => {
                 let body;
+                let flagged = self.exclude_flagged && h.flags & SKIP_REPLICATION_FLAG != 0;
                 let data = if h.event_type == events::MARIADB_QUERY_COMPRESSED {
                     // The statement text follows the fixed part, compressed.
                     body = self.uncompress_query(data, start)?;
@@ -266,12 +282,24 @@ impl BinlogDecoder {
                     data
                 };
                 let q = events::parse_query(data).map_err(self.decode_err("query", start))?;
+                if flagged
+                    && !matches!(
+                        classify(&q.sql),
+                        Statement::Begin | Statement::Commit | Statement::Rollback
+                    )
+                {
+                    // Applied by a tidemark target (a bidirectional pair):
+                    // not a change of this side's users.
+                    return Ok(());
+                }
                 self.on_query(h, start, q)?;
             }
             events::XID => self.commit(),
             events::TABLE_MAP => self.on_table_map(data, start)?,
             t => {
-                if let Some((kind, compressed)) = events::rows_kind(t) {
+                if let Some((kind, compressed)) = events::rows_kind(t)
+                    && !(self.exclude_flagged && h.flags & SKIP_REPLICATION_FLAG != 0)
+                {
                     self.on_rows(h, data, start, kind, compressed)?;
                 }
                 // Everything else (heartbeats, format descriptions, MariaDB

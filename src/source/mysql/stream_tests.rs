@@ -8,6 +8,7 @@ use crate::source::mysql::jsonb::{Json, encode};
 
 fn header(event_type: u8, log_pos: u64, size: u64) -> Header {
     Header {
+        flags: 0,
         event_type,
         timestamp: 1_700_000_000,
         server_id: 7,

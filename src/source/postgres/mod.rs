@@ -206,8 +206,13 @@ impl PostgresSource {
             max_batch: self.cfg.max_batch_events,
             client,
             repl,
-            decoder: WalDecoder::new(target.database.clone(), self.filter.clone(), *resume),
+            decoder: {
+                let mut d = WalDecoder::new(target.database.clone(), self.filter.clone(), *resume);
+                d.set_exclude_replicated(self.cfg.exclude_replicated);
+                d
+            },
             spill,
+            excluded_streams: std::collections::HashSet::new(),
             ack,
             resume,
             ctx,
@@ -245,6 +250,8 @@ struct Session<'a> {
     repl: ReplicationClient,
     decoder: WalDecoder,
     spill: Spill,
+    /// Streamed transactions whose origin `exclude_replicated` leaves out.
+    excluded_streams: std::collections::HashSet<u32>,
     ack: &'a mut AckTracker,
     resume: &'a mut Option<LsnPosition>,
     ctx: &'a ReaderContext,
@@ -412,9 +419,20 @@ impl Session<'_> {
     }
 
     async fn on_data(&mut self, lsn: u64, data: bytes::Bytes) -> Result<(), SourceError> {
-        if self.spill.current().is_some() {
+        if let Some(xid) = self.spill.current() {
             if data.first() == Some(&b'E') {
                 return self.spill.stop().map_err(|e| spill_err(&self.spill.dir, e));
+            }
+            if data.first() == Some(&b'O') {
+                // The streamed transaction's replication origin (its first
+                // block carries it, without an xid).
+                if let LogicalMessage::Origin(o) =
+                    pgoutput::decode(&data, false).map_err(|e| malformed(lsn, e))?
+                    && self.decoder.excludes_origin(&o.name)
+                {
+                    self.excluded_streams.insert(xid);
+                }
+                return Ok(());
             }
             let subxid = pgoutput::streamed_xid(&data).map_err(|e| malformed(lsn, e))?;
             return self
@@ -466,6 +484,9 @@ impl Session<'_> {
         self.decoder
             .begin(c.xid, c.commit_lsn, c.commit_ts_us)
             .map_err(definite)?;
+        if self.excluded_streams.remove(&c.xid) {
+            self.decoder.skip_open_transaction();
+        }
         self.ack.begin();
         if let Some(mut reader) = self
             .spill

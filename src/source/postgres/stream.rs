@@ -72,6 +72,11 @@ struct OpenTx {
 
 /// The state machine of one replication session (see the module docs).
 pub struct WalDecoder {
+    /// Leave out transactions a tidemark target applied
+    /// (`exclude_replicated`): their replication origin is `tidemark…`.
+    exclude_replicated: bool,
+    /// The open transaction is left out (its origin is excluded).
+    skip_tx: bool,
     db: String,
     filter: TableFilter,
     types: HashMap<u32, TypeDef>,
@@ -87,6 +92,8 @@ impl WalDecoder {
     /// `resume_after` are skipped.
     pub fn new(db: String, filter: TableFilter, resume_after: Option<LsnPosition>) -> Self {
         WalDecoder {
+            exclude_replicated: false,
+            skip_tx: false,
             db,
             filter,
             types: HashMap::new(),
@@ -119,6 +126,23 @@ impl WalDecoder {
     /// True when everything handled was taken in a batch.
     pub fn is_drained(&self) -> bool {
         self.ledger.is_drained()
+    }
+
+    /// Leave out transactions applied under a `tidemark…` replication
+    /// origin (a tidemark target's; see `exclude_replicated`).
+    pub fn set_exclude_replicated(&mut self, on: bool) {
+        self.exclude_replicated = on;
+    }
+
+    /// Whether transactions from origin `name` are left out.
+    pub fn excludes_origin(&self, name: &str) -> bool {
+        self.exclude_replicated && is_tidemark_origin(name)
+    }
+
+    /// The open transaction came through an excluded origin (a streamed
+    /// transaction's origin arrives in its first block).
+    pub fn skip_open_transaction(&mut self) {
+        self.skip_tx = true;
     }
 
     /// True between Begin and Commit.
@@ -155,6 +179,7 @@ impl WalDecoder {
             )));
         }
         self.ledger.order.reset();
+        self.skip_tx = false;
         self.tx = Some(OpenTx {
             commit_lsn,
             meta: Arc::new(TxMeta {
@@ -213,8 +238,14 @@ impl WalDecoder {
                 }
                 Ok(())
             }
-            // Replication origins and logical messages carry no row change.
-            LogicalMessage::Origin(_) | LogicalMessage::Message(_) => Ok(()),
+            LogicalMessage::Origin(o) => {
+                if self.exclude_replicated && is_tidemark_origin(&o.name) {
+                    self.skip_tx = true;
+                }
+                Ok(())
+            }
+            // Logical messages carry no row change.
+            LogicalMessage::Message(_) => Ok(()),
             other => Err(StreamError::Definite(format!(
                 "unexpected {} message here",
                 other.name()
@@ -303,7 +334,7 @@ impl WalDecoder {
         self.codec(rel_id)?;
         let (position, meta) = self.next_position("row change")?;
         let table = self.codec(rel_id)?;
-        if !table.selected {
+        if !table.selected || self.skip_tx {
             self.advance(position);
             return Ok(());
         }
@@ -338,7 +369,7 @@ impl WalDecoder {
         self.codec(rel_id)?;
         let (position, meta) = self.next_position("truncate")?;
         let codec = self.codec(rel_id)?;
-        if !codec.selected {
+        if !codec.selected || self.skip_tx {
             self.advance(position);
             return Ok(());
         }
@@ -477,6 +508,11 @@ pub fn type_display(t: &PgType) -> String {
         _ => String::new(),
     };
     format!("{}{modifier}", t.name)
+}
+
+/// Replication origins tidemark's PostgreSQL targets apply under.
+pub fn is_tidemark_origin(name: &str) -> bool {
+    name.starts_with("tidemark")
 }
 
 #[cfg(test)]
