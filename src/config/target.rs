@@ -39,10 +39,15 @@ pub struct DbSinkConfig {
     pub max_tx_rows: usize,
     /// PostgreSQL replication origin the changes are applied under
     /// (`exclude_replicated` on a reverse task's source leaves them out).
-    /// Default `tidemark_<task id>`; unique per target server, starting
-    /// with `tidemark`.
+    /// Default `tidemark_<target database>_<task id>`; unique per target
+    /// server, starting with `tidemark`.
     #[serde(default)]
     pub origin: Option<String>,
+    /// Connections applying at once: independent source transactions of a
+    /// group go to several of them (see docs/targets.md for the ordering
+    /// rules); 1 applies everything on one connection. Default 4.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
     /// Schema (PostgreSQL) or database (MySQL) holding tidemark's position
     /// table `apply_position` on the target. Default `tidemark`.
     #[serde(default = "default_meta_schema")]
@@ -55,6 +60,10 @@ fn default_true() -> bool {
 
 fn default_max_tx_rows() -> usize {
     100_000
+}
+
+fn default_workers() -> usize {
+    4
 }
 
 fn default_meta_schema() -> String {
@@ -72,6 +81,7 @@ impl fmt::Debug for DbSinkConfig {
             .field("max_tx_rows", &self.max_tx_rows)
             .field("meta_schema", &self.meta_schema)
             .field("origin", &self.origin)
+            .field("workers", &self.workers)
             .finish()
     }
 }
@@ -293,6 +303,9 @@ impl DbSinkConfig {
                 "origin",
                 "must start with `tidemark` and hold only letters, digits and _ (a reverse task recognizes tidemark's origins by the prefix)".into(),
             );
+        }
+        if self.workers == 0 || self.workers > 64 {
+            return err("workers", "must be between 1 and 64".into());
         }
         if self.max_tx_rows == 0 {
             return err("max_tx_rows", "must be at least 1".into());

@@ -26,6 +26,10 @@ async fn replicate(
     let mut d = source
         .daemon(name, sink, "")
         .with_mode("snapshot+stream", 2000, 2);
+    d.env.push((
+        "TIDEMARK_LOG".into(),
+        "info,tidemark::sink::db::parallel=debug".into(),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let w = tokio::spawn(writer(source, "t".into(), rows as i64, stop.clone(), 7));
     d.start();
@@ -48,10 +52,14 @@ async fn replicate(
         got.len()
     );
     assert!(d.stop().success(), "{}", d.log());
+    let log = d.log();
     assert!(
-        !d.log().contains("conflict:"),
-        "exactly once: no conflicts\n{}",
-        d.log()
+        !log.contains("conflict:"),
+        "exactly once: no conflicts\n{log}"
+    );
+    assert!(
+        log.contains("parallel group"),
+        "groups went to the parallel workers\n{log}"
     );
 }
 

@@ -29,6 +29,7 @@ use crate::config::{ConflictAction, ConflictOp, DbSinkConfig, DdlAction, DdlConf
 use crate::event::{Batch, ChangeEvent, Connector, DdlKind, Op, Position, TableSchema, Value};
 
 /// What the applier needs besides its target.
+#[derive(Clone)]
 pub struct Settings {
     pub task: String,
     pub source: Connector,
@@ -52,6 +53,26 @@ pub struct TargetTable {
     pub key: Vec<usize>,
     /// Whether the source table has a key (else rows match on every column).
     pub keyed: bool,
+    /// Every unique key of the target table (the primary key included),
+    /// as source column indices: what parallel apply orders by.
+    pub uniques: Vec<Vec<usize>>,
+}
+
+impl TargetTable {
+    /// Builds `uniques` from the target's unique indexes (column names),
+    /// adding the source key.
+    pub fn set_uniques(&mut self, indexes: Vec<Vec<String>>) {
+        let pos = |n: &String| self.source.columns.iter().position(|c| &c.name == n);
+        let mut out: Vec<Vec<usize>> = indexes
+            .iter()
+            .filter_map(|cols| cols.iter().map(pos).collect::<Option<Vec<usize>>>())
+            .filter(|k| !k.is_empty())
+            .collect();
+        if self.keyed && !out.contains(&self.key) {
+            out.push(self.key.clone());
+        }
+        self.uniques = out;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -115,13 +136,26 @@ pub trait Target: Send {
     fn savepoint(&mut self) -> impl Future<Output = Result<(), DbSinkError>> + Send;
     fn release(&mut self) -> impl Future<Output = Result<(), DbSinkError>> + Send;
     fn rollback_to(&mut self) -> impl Future<Output = Result<(), DbSinkError>> + Send;
-    /// Writes the position and commits.
+    /// Writes the position and commits; `clear_done`: also forgets the
+    /// parallel workers' rows (the position now covers them).
     fn commit(
         &mut self,
         task: &str,
         pos: &Position,
+        clear_done: bool,
+    ) -> impl Future<Output = Result<(), DbSinkError>> + Send;
+    /// A parallel worker's commit: records the transactions (`tx_end`
+    /// positions, one per line) it applied, in its own row.
+    fn commit_done(
+        &mut self,
+        task: &str,
+        worker: usize,
+        txs: &str,
     ) -> impl Future<Output = Result<(), DbSinkError>> + Send;
     fn rollback(&mut self) -> impl Future<Output = Result<(), DbSinkError>> + Send;
+    /// Commits a transaction that holds nothing but schema changes (tables
+    /// created for a parallel group, which the workers must see).
+    fn commit_schema(&mut self) -> impl Future<Output = Result<(), DbSinkError>> + Send;
     /// Whether DDL runs inside the transaction (PostgreSQL) or commits it
     /// (MySQL).
     fn transactional_ddl(&self) -> bool;
@@ -137,13 +171,13 @@ use std::future::Future;
 
 /// Mode of a pass over the open transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(super) enum Mode {
     Optimistic,
     Careful,
 }
 
 /// Why a pass stopped before its end.
-enum Stop {
+pub(super) enum Stop {
     /// Roll back and apply the open transaction again, carefully.
     Replay(DbSinkError),
     Fail(DbSinkError),
@@ -159,22 +193,31 @@ impl From<DbSinkError> for Stop {
 }
 
 pub struct Applier<T: Target> {
-    target: T,
-    s: Settings,
+    pub(super) target: T,
+    pub(super) s: Settings,
     bytes: Arc<AtomicU64>,
     /// Groups in the open target transaction (or partly committed).
-    open: Vec<(u64, Vec<Batch>)>,
+    pub(super) open: Vec<(u64, Vec<Batch>)>,
     /// The last position committed on the target.
-    committed: Option<Position>,
+    pub(super) committed: Option<Position>,
     /// Rows in the open transaction.
-    rows: usize,
+    pub(super) rows: usize,
     /// The position of the last event applied in the open transaction.
-    applied: Option<Position>,
+    pub(super) applied: Option<Position>,
     policies: HashMap<(String, String), TablePolicy>,
     conflicts: HashMap<String, [u64; 3]>,
     /// Set until the first event after open is applied: a DDL that fails
     /// because it is already in effect was applied before a crash.
     first_after_open: bool,
+    /// Transactions (their `tx_end` positions) past `committed` that
+    /// parallel workers committed: skipped when they come again.
+    pub(super) done: std::collections::HashSet<Position>,
+    /// Set on a parallel worker: its number (it never commits positions).
+    pub(super) worker: Option<usize>,
+    /// The parallel workers (`workers` > 1), each with its connection.
+    pub(super) workers: Vec<Applier<T>>,
+    /// A parallel group committed worker rows since the last commit.
+    pub(super) parallel_ran: bool,
 }
 
 impl<T: Target> Applier<T> {
@@ -190,7 +233,36 @@ impl<T: Target> Applier<T> {
             policies: HashMap::new(),
             conflicts: HashMap::new(),
             first_after_open: true,
+            done: std::collections::HashSet::new(),
+            worker: None,
+            workers: Vec::new(),
+            parallel_ran: false,
         }
+    }
+
+    /// An applier with parallel workers on `extra` connections (none:
+    /// serial), skipping `done` transactions a previous run's workers
+    /// applied past the position.
+    pub fn with_workers(
+        target: T,
+        s: Settings,
+        bytes: Arc<AtomicU64>,
+        done: std::collections::HashSet<Position>,
+        extra: Vec<T>,
+    ) -> Self {
+        let workers = extra
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let mut w = Applier::new(t, s.clone(), Arc::new(AtomicU64::new(0)));
+                w.worker = Some(i + 1);
+                w
+            })
+            .collect();
+        let mut a = Applier::new(target, s, bytes);
+        a.done = done;
+        a.workers = workers;
+        a
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>, durable: watch::Sender<Durable>) {
@@ -219,6 +291,9 @@ impl<T: Target> Applier<T> {
         durable: &watch::Sender<Durable>,
     ) -> Result<(), DbSinkError> {
         let ends_tx = batches.last().is_some_and(|b| b.end.is_tx_end());
+        if !self.workers.is_empty() && self.open.is_empty() && super::parallel::eligible(&batches) {
+            return self.parallel_group(ticket, batches, durable).await;
+        }
         self.open.push((ticket, batches));
         let idx = self.open.len() - 1;
         let mut attempt = 0u32;
@@ -271,7 +346,7 @@ impl<T: Target> Applier<T> {
     }
 
     /// Drops the groups the last commit covers and reports them durable.
-    fn retire(&mut self, durable: &watch::Sender<Durable>) {
+    pub(super) fn retire(&mut self, durable: &watch::Sender<Durable>) {
         let Some(c) = &self.committed else { return };
         let done = self
             .open
@@ -291,48 +366,64 @@ impl<T: Target> Applier<T> {
         mode: Mode,
         durable: &watch::Sender<Durable>,
     ) -> Result<(), Stop> {
+        let evs: Vec<&ChangeEvent> = groups
+            .iter()
+            .flat_map(|(_, b)| b.iter())
+            .flat_map(|b| b.events.iter())
+            .filter(|ev| !self.is_applied(ev))
+            .collect();
+        self.apply_events(&evs, mode, durable).await
+    }
+
+    /// Whether `ev` is on the target already: at or below the last commit,
+    /// or in a transaction a parallel worker committed past it.
+    pub(super) fn is_applied(&self, ev: &ChangeEvent) -> bool {
+        self.committed.as_ref().is_some_and(|c| &ev.position <= c)
+            || (!self.done.is_empty() && self.done.contains(&ev.position.tx_end()))
+    }
+
+    /// Applies events in order inside the open target transaction.
+    pub(super) async fn apply_events(
+        &mut self,
+        evs: &[&ChangeEvent],
+        mode: Mode,
+        durable: &watch::Sender<Durable>,
+    ) -> Result<(), Stop> {
         let mut run: Vec<&ChangeEvent> = Vec::new();
-        for (_, batches) in groups {
-            for b in batches {
-                for ev in &b.events {
-                    if self.committed.as_ref().is_some_and(|c| &ev.position <= c) {
-                        continue;
-                    }
-                    if ev.copying && !keyed(ev) {
-                        // A table without a key is copied whole in one
-                        // chunk, read after this change: the chunk has it.
-                        continue;
-                    }
-                    let insert = matches!(ev.op, Op::Create | Op::Read);
-                    if insert && mode == Mode::Optimistic {
-                        if let Some(last) = run.last()
-                            && (!same_table(last, ev) || upserts(last) != upserts(ev))
-                        {
-                            self.inserts(&run, durable).await?;
-                            run.clear();
-                        }
-                        if ev.op == Op::Read && !keyed(ev) {
-                            self.fresh_copy(ev, durable).await?;
-                        }
-                        run.push(ev);
-                        if run.len() >= 1024 {
-                            self.inserts(&run, durable).await?;
-                            run.clear();
-                        }
-                        continue;
-                    }
-                    if !run.is_empty() {
-                        self.inserts(&run, durable).await?;
-                        run.clear();
-                    }
-                    self.event(ev, mode, durable).await?;
-                    if self.rows >= self.s.cfg.max_tx_rows {
-                        // A source transaction too large for one target
-                        // transaction: commit inside it.
-                        let pos = ev.position.clone();
-                        self.commit_at(pos, durable).await?;
-                    }
+        for &ev in evs {
+            if ev.copying && !keyed(ev) {
+                // A table without a key is copied whole in one chunk,
+                // read after this change: the chunk has it.
+                continue;
+            }
+            let insert = matches!(ev.op, Op::Create | Op::Read);
+            if insert && mode == Mode::Optimistic {
+                if let Some(last) = run.last()
+                    && (!same_table(last, ev) || upserts(last) != upserts(ev))
+                {
+                    self.inserts(&run, durable).await?;
+                    run.clear();
                 }
+                if ev.op == Op::Read && !keyed(ev) {
+                    self.fresh_copy(ev, durable).await?;
+                }
+                run.push(ev);
+                if run.len() >= 1024 {
+                    self.inserts(&run, durable).await?;
+                    run.clear();
+                }
+                continue;
+            }
+            if !run.is_empty() {
+                self.inserts(&run, durable).await?;
+                run.clear();
+            }
+            self.event(ev, mode, durable).await?;
+            if self.rows >= self.s.cfg.max_tx_rows && self.worker.is_none() {
+                // A source transaction too large for one target
+                // transaction: commit inside it.
+                let pos = ev.position.clone();
+                self.commit_at(pos, durable).await?;
             }
         }
         if !run.is_empty() {
@@ -395,7 +486,7 @@ impl<T: Target> Applier<T> {
         p
     }
 
-    async fn event(
+    pub(super) async fn event(
         &mut self,
         ev: &ChangeEvent,
         mode: Mode,
@@ -782,7 +873,7 @@ impl<T: Target> Applier<T> {
         }
     }
 
-    async fn commit_at(
+    pub(super) async fn commit_at(
         &mut self,
         pos: Position,
         durable: &watch::Sender<Durable>,
@@ -790,8 +881,11 @@ impl<T: Target> Applier<T> {
         if self.committed.as_ref().is_some_and(|c| &pos <= c) {
             return Ok(());
         }
-        self.target.commit(&self.s.task, &pos).await?;
+        let clear = !self.done.is_empty() || self.parallel_ran;
+        self.target.commit(&self.s.task, &pos, clear).await?;
+        self.parallel_ran = false;
         self.rows = 0;
+        self.done.retain(|p| p > &pos);
         self.committed = Some(pos);
         self.retire(durable);
         Ok(())

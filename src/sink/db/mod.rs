@@ -18,6 +18,7 @@ mod apply;
 mod create;
 mod ddl;
 mod mysql;
+mod parallel;
 mod postgres;
 pub mod render;
 
@@ -138,6 +139,52 @@ pub struct DbSink {
     applier: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// What the target holds for a task when the sink opens.
+pub struct Opened {
+    /// Everything up to here is applied.
+    pub position: Option<Position>,
+    /// Transactions past `position` that parallel workers applied.
+    pub done: std::collections::HashSet<Position>,
+}
+
+impl Opened {
+    fn parse(
+        task: &str,
+        table: &str,
+        position: Option<String>,
+        done: &[String],
+        target: &str,
+    ) -> Result<Opened, DbSinkError> {
+        let bad = |text: &str, e: crate::event::position::ParsePositionError| {
+            DbSinkError::definite(format!(
+                "the position {text:?} of task {task} in {table} on the target is not a position ({e}): delete the task's rows there to start it over"
+            ))
+        };
+        let position = match position {
+            Some(text) => Some(text.parse::<Position>().map_err(|e| bad(&text, e))?),
+            None => None,
+        };
+        let mut set = std::collections::HashSet::new();
+        for line in done
+            .iter()
+            .flat_map(|t| t.lines())
+            .filter(|l| !l.is_empty())
+        {
+            let p = line.parse::<Position>().map_err(|e| bad(line, e))?;
+            if position.as_ref().is_none_or(|w| &p > w) {
+                set.insert(p);
+            }
+        }
+        if let Some(p) = &position {
+            tracing::info!(task, position = %p, applied_past_it = set.len(), target, "resuming after the target's position");
+        }
+        Ok(Opened {
+            position,
+            done: set,
+        })
+    }
+}
+
 /// Which engine the target is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -164,22 +211,47 @@ impl DbSink {
             ddl,
             cfg,
         };
+        let workers = settings.cfg.workers;
         let (label, open_position, applier) = match engine {
             Engine::Postgres => {
-                let mut t = postgres::PgTarget::connect(&settings).await?;
-                let pos = t.open(&settings.task).await?;
-                let a = apply::Applier::new(t, settings, bytes.clone());
+                let mut t = postgres::PgTarget::connect(&settings, None).await?;
+                let opened = t.open(&settings.task).await?;
+                let mut extra = Vec::new();
+                // Parallel apply: `workers` connections, besides this one
+                // (which applies what must go serially and moves the
+                // position).
+                if workers > 1 {
+                    for w in 1..=workers {
+                        extra.push(postgres::PgTarget::connect(&settings, Some(w)).await?);
+                    }
+                }
+                let a =
+                    apply::Applier::with_workers(t, settings, bytes.clone(), opened.done, extra);
                 (
                     "PostgreSQL target",
-                    pos,
+                    opened.position,
                     tokio::spawn(a.run(rx, durable_tx)),
                 )
             }
             Engine::Mysql => {
-                let mut t = mysql::MysqlTarget::connect(&settings).await?;
-                let pos = t.open(&settings.task).await?;
-                let a = apply::Applier::new(t, settings, bytes.clone());
-                ("MySQL target", pos, tokio::spawn(a.run(rx, durable_tx)))
+                let mut t = mysql::MysqlTarget::connect(&settings, None).await?;
+                let opened = t.open(&settings.task).await?;
+                let mut extra = Vec::new();
+                // Parallel apply: `workers` connections, besides this one
+                // (which applies what must go serially and moves the
+                // position).
+                if workers > 1 {
+                    for w in 1..=workers {
+                        extra.push(mysql::MysqlTarget::connect(&settings, Some(w)).await?);
+                    }
+                }
+                let a =
+                    apply::Applier::with_workers(t, settings, bytes.clone(), opened.done, extra);
+                (
+                    "MySQL target",
+                    opened.position,
+                    tokio::spawn(a.run(rx, durable_tx)),
+                )
             }
         };
         Ok(DbSink {
@@ -282,5 +354,39 @@ impl Drop for DbSink {
         if let Some(a) = self.applier.take() {
             a.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Opened;
+
+    #[test]
+    fn transactions_applied_past_the_position_are_remembered() {
+        let w = "lsn:0/100:*".to_string();
+        let done = vec![
+            "lsn:0/90:*\nlsn:0/200:*".to_string(),
+            "lsn:0/300:*".to_string(),
+        ];
+        let o = Opened::parse("t", "tidemark.apply_position", Some(w), &done, "target")
+            .expect("parses");
+        let mut got: Vec<String> = o.done.iter().map(|p| p.to_string()).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec!["lsn:0/200:*", "lsn:0/300:*"],
+            "at or below the position: forgotten"
+        );
+        assert_eq!(
+            o.position.map(|p| p.to_string()).as_deref(),
+            Some("lsn:0/100:*")
+        );
+        let bad = Opened::parse("t", "x", Some("nonsense".into()), &[], "target")
+            .err()
+            .expect("a damaged position is an error");
+        assert!(
+            bad.to_string().contains("delete the task's rows there"),
+            "{bad}"
+        );
     }
 }

@@ -42,7 +42,7 @@ pub struct MysqlTarget {
 }
 
 impl MysqlTarget {
-    pub async fn connect(s: &Settings) -> Result<MysqlTarget, DbSinkError> {
+    pub async fn connect(s: &Settings, _worker: Option<usize>) -> Result<MysqlTarget, DbSinkError> {
         let describe = redact_url(&s.cfg.url);
         let base = Opts::from_url(&s.cfg.url)
             .map_err(|e| DbSinkError::definite(format!("sink.url {describe}: {e}")))?;
@@ -110,7 +110,7 @@ impl MysqlTarget {
     }
 
     /// Creates the position table if missing; returns the task's position.
-    pub async fn open(&mut self, task: &str) -> Result<Option<Position>, DbSinkError> {
+    pub async fn open(&mut self, task: &str) -> Result<super::Opened, DbSinkError> {
         let m = self.meta.clone();
         for sql in [
             format!("CREATE DATABASE IF NOT EXISTS {m}"),
@@ -119,6 +119,13 @@ impl MysqlTarget {
                      task VARCHAR(255) NOT NULL PRIMARY KEY,
                      position TEXT NOT NULL,
                      updated_at DATETIME(6) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {m}.apply_done (
+                     task VARCHAR(255) NOT NULL,
+                     worker INT NOT NULL,
+                     txs LONGTEXT NOT NULL,
+                     PRIMARY KEY (task, worker)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
             ),
         ] {
             self.conn.query_drop(&sql).await.map_err(|e| {
@@ -139,14 +146,21 @@ impl MysqlTarget {
             )
             .await
             .map_err(|e| classify("reading the task's position on the target", e))?;
-        let Some(text) = text else { return Ok(None) };
-        let pos = text.parse::<Position>().map_err(|e| {
-            DbSinkError::definite(format!(
-                "the position {text:?} of task {task} in {m}.apply_position on the target is not a position ({e}): delete that row to start the task over"
-            ))
-        })?;
-        info!(task, position = %pos, target = %self.describe, "resuming after the target's position");
-        Ok(Some(pos))
+        let done: Vec<String> = self
+            .conn
+            .exec(
+                format!("SELECT txs FROM {m}.apply_done WHERE task = ?"),
+                (task,),
+            )
+            .await
+            .map_err(|e| classify("reading the task's applied transactions on the target", e))?;
+        super::Opened::parse(
+            task,
+            &format!("{m}.apply_position"),
+            text,
+            &done,
+            &self.describe,
+        )
     }
 
     async fn begin(&mut self) -> Result<(), DbSinkError> {
@@ -261,7 +275,24 @@ impl MysqlTarget {
             });
         }
         let keyed = !src.key.is_empty();
-        Ok(TargetTable {
+        let stats: Vec<(String, String)> = self
+            .conn
+            .exec(
+                "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS
+                  WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0
+                  ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+                (&db, &name),
+            )
+            .await
+            .map_err(|e| classify("reading the target's unique keys", e))?;
+        let mut indexes: Vec<(String, Vec<String>)> = Vec::new();
+        for (index, column) in stats {
+            match indexes.last_mut() {
+                Some((i, cols)) if *i == index => cols.push(column),
+                _ => indexes.push((index, vec![column])),
+            }
+        }
+        let mut t = TargetTable {
             source: src.clone(),
             sql_name,
             label,
@@ -272,7 +303,10 @@ impl MysqlTarget {
                 (0..src.columns.len()).collect()
             },
             keyed,
-        })
+            uniques: Vec::new(),
+        };
+        t.set_uniques(indexes.into_iter().map(|(_, c)| c).collect());
+        Ok(t)
     }
 
     fn render(
@@ -502,8 +536,45 @@ impl Target for MysqlTarget {
         Ok(())
     }
 
-    async fn commit(&mut self, task: &str, pos: &Position) -> Result<(), DbSinkError> {
+    async fn commit_done(
+        &mut self,
+        task: &str,
+        worker: usize,
+        txs: &str,
+    ) -> Result<(), DbSinkError> {
         self.begin().await?;
+        let sql = format!(
+            "INSERT INTO {}.apply_done (task, worker, txs) VALUES (?, ?, ?)
+             ON DUPLICATE KEY UPDATE txs = CONCAT(txs, '\n', VALUES(txs))",
+            self.meta
+        );
+        self.conn
+            .exec_drop(sql, (task, worker as u64, txs))
+            .await
+            .map_err(|e| classify("writing the applied transactions", e))?;
+        self.in_tx = false;
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| classify("COMMIT", e))
+    }
+
+    async fn commit(
+        &mut self,
+        task: &str,
+        pos: &Position,
+        clear_done: bool,
+    ) -> Result<(), DbSinkError> {
+        self.begin().await?;
+        if clear_done {
+            self.conn
+                .exec_drop(
+                    format!("DELETE FROM {}.apply_done WHERE task = ?", self.meta),
+                    (task,),
+                )
+                .await
+                .map_err(|e| classify("clearing the applied transactions", e))?;
+        }
         let sql = format!(
             "INSERT INTO {}.apply_position (task, position, updated_at) VALUES (?, ?, UTC_TIMESTAMP(6))
              ON DUPLICATE KEY UPDATE position = VALUES(position), updated_at = VALUES(updated_at)",
@@ -529,6 +600,17 @@ impl Target for MysqlTarget {
             .query_drop("ROLLBACK")
             .await
             .map_err(|e| classify("ROLLBACK", e))
+    }
+
+    async fn commit_schema(&mut self) -> Result<(), DbSinkError> {
+        if !self.in_tx {
+            return Ok(());
+        }
+        self.in_tx = false;
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| classify("COMMIT", e))
     }
 
     fn transactional_ddl(&self) -> bool {

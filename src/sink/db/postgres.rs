@@ -28,7 +28,9 @@ pub struct PgTarget {
 }
 
 impl PgTarget {
-    pub async fn connect(s: &Settings) -> Result<PgTarget, DbSinkError> {
+    /// Connects; `worker` numbers a parallel worker's connection (each
+    /// needs its own replication origin).
+    pub async fn connect(s: &Settings, worker: Option<usize>) -> Result<PgTarget, DbSinkError> {
         let target = connect::Target::parse(&s.cfg.url).map_err(DbSinkError::from_source)?;
         let client = connect::sql(&target, &s.cfg.tls, &format!("tidemark-apply:{}", s.task))
             .await
@@ -56,11 +58,17 @@ impl PgTarget {
         // reverse task (a bidirectional pair) leaves them out
         // (`exclude_replicated`). Its session is also the task's fence:
         // one session at a time may use an origin.
-        let origin = s
-            .cfg
-            .origin
-            .clone()
-            .unwrap_or_else(|| format!("tidemark_{}", s.task.replace('-', "_")));
+        let origin = s.cfg.origin.clone().unwrap_or_else(|| {
+            // Origins are per server: the database keeps tasks of the
+            // same id on different databases apart.
+            let name = format!("tidemark_{}_{}", target.database, s.task)
+                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
+            name.chars().take(56).collect()
+        });
+        let origin = match worker {
+            Some(w) => format!("{origin}_w{w}"),
+            None => origin,
+        };
         let setup = client
             .execute(
                 "SELECT pg_catalog.pg_replication_origin_create($1) WHERE pg_catalog.pg_replication_origin_oid($1) IS NULL",
@@ -99,7 +107,7 @@ impl PgTarget {
     }
 
     /// Creates the position table if missing; returns the task's position.
-    pub async fn open(&mut self, task: &str) -> Result<Option<Position>, DbSinkError> {
+    pub async fn open(&mut self, task: &str) -> Result<super::Opened, DbSinkError> {
         let m = &self.meta;
         self.client
             .batch_execute(&format!(
@@ -107,7 +115,12 @@ impl PgTarget {
                  CREATE TABLE IF NOT EXISTS {m}.apply_position (
                      task text PRIMARY KEY,
                      position text NOT NULL,
-                     updated_at timestamptz NOT NULL DEFAULT now())"
+                     updated_at timestamptz NOT NULL DEFAULT now());
+                 CREATE TABLE IF NOT EXISTS {m}.apply_done (
+                     task text NOT NULL,
+                     worker int NOT NULL,
+                     txs text NOT NULL,
+                     PRIMARY KEY (task, worker))"
             ))
             .await
             .map_err(|e| {
@@ -127,15 +140,23 @@ impl PgTarget {
             )
             .await
             .map_err(|e| classify("reading the task's position on the target", e))?;
-        let Some(row) = row else { return Ok(None) };
-        let text: String = row.get(0);
-        let pos = text.parse::<Position>().map_err(|e| {
-            DbSinkError::definite(format!(
-                "the position {text:?} of task {task} in {m}.apply_position on the target is not a position ({e}): delete that row to start the task over"
-            ))
-        })?;
-        info!(task, position = %pos, target = %self.describe, "resuming after the target's position");
-        Ok(Some(pos))
+        let done_rows = self
+            .client
+            .query(
+                &format!("SELECT txs FROM {m}.apply_done WHERE task = $1"),
+                &[&task],
+            )
+            .await
+            .map_err(|e| classify("reading the task's applied transactions on the target", e))?;
+        let texts: Vec<String> = done_rows.iter().map(|r| r.get(0)).collect();
+        let position = row.map(|r| r.get::<_, String>(0));
+        super::Opened::parse(
+            task,
+            &format!("{m}.apply_position"),
+            position,
+            &texts,
+            &self.describe,
+        )
     }
 
     async fn begin(&mut self) -> Result<(), DbSinkError> {
@@ -260,7 +281,24 @@ impl PgTarget {
             });
         }
         let keyed = !src.key.is_empty();
-        Ok(TargetTable {
+        let indexes: Vec<Vec<String>> = self
+            .client
+            .query(
+                "SELECT array_agg(a.attname::text ORDER BY k.ord)
+                   FROM pg_catalog.pg_index i
+                   CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+                   JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                  WHERE i.indrelid = $1::text::regclass AND i.indisunique
+                    AND i.indpred IS NULL AND i.indexprs IS NULL
+                  GROUP BY i.indexrelid",
+                &[&sql_name],
+            )
+            .await
+            .map_err(|e| classify("reading the target's unique keys", e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut t = TargetTable {
             source: src.clone(),
             sql_name,
             label,
@@ -271,7 +309,10 @@ impl PgTarget {
                 (0..src.columns.len()).collect()
             },
             keyed,
-        })
+            uniques: Vec::new(),
+        };
+        t.set_uniques(indexes);
+        Ok(t)
     }
 
     async fn columns(
@@ -563,8 +604,46 @@ impl Target for PgTarget {
             .map_err(|e| classify("ROLLBACK TO SAVEPOINT", e))
     }
 
-    async fn commit(&mut self, task: &str, pos: &Position) -> Result<(), DbSinkError> {
+    async fn commit_done(
+        &mut self,
+        task: &str,
+        worker: usize,
+        txs: &str,
+    ) -> Result<(), DbSinkError> {
         self.begin().await?;
+        let sql = format!(
+            "INSERT INTO {}.apply_done (task, worker, txs) VALUES ($1, $2::text::int, $3)
+             ON CONFLICT (task, worker) DO UPDATE SET txs = {}.apply_done.txs || E'\\n' || EXCLUDED.txs",
+            self.meta, self.meta
+        );
+        let st = self.prepared(sql, 3, Type::TEXT).await?;
+        let w = worker.to_string();
+        self.client
+            .execute(&st, &[&task, &w, &txs])
+            .await
+            .map_err(|e| classify("writing the applied transactions", e))?;
+        self.in_tx = false;
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| classify("COMMIT", e))
+    }
+
+    async fn commit(
+        &mut self,
+        task: &str,
+        pos: &Position,
+        clear_done: bool,
+    ) -> Result<(), DbSinkError> {
+        self.begin().await?;
+        if clear_done {
+            let sql = format!("DELETE FROM {}.apply_done WHERE task = $1", self.meta);
+            let st = self.prepared(sql, 1, Type::TEXT).await?;
+            self.client
+                .execute(&st, &[&task])
+                .await
+                .map_err(|e| classify("clearing the applied transactions", e))?;
+        }
         let sql = format!(
             "INSERT INTO {}.apply_position (task, position, updated_at) VALUES ($1, $2, now())
              ON CONFLICT (task) DO UPDATE SET position = EXCLUDED.position, updated_at = EXCLUDED.updated_at",
@@ -592,6 +671,17 @@ impl Target for PgTarget {
             .batch_execute("ROLLBACK")
             .await
             .map_err(|e| classify("ROLLBACK", e))
+    }
+
+    async fn commit_schema(&mut self) -> Result<(), DbSinkError> {
+        if !self.in_tx {
+            return Ok(());
+        }
+        self.in_tx = false;
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| classify("COMMIT", e))
     }
 
     fn transactional_ddl(&self) -> bool {
