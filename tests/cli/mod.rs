@@ -64,6 +64,11 @@ fn every_shipped_example_config_validates() {
                     ("MYSQL_PASSWORD", "pw"),
                     ("PGPASSWORD", "pw"),
                     ("KAFKA_PASSWORD", "pw"),
+                    ("SRC_PASSWORD", "pw"),
+                    ("DR_PASSWORD", "pw"),
+                    ("PG_PASSWORD", "pw"),
+                    ("A_PASSWORD", "pw"),
+                    ("B_PASSWORD", "pw"),
                 ],
             );
             assert!(ok, "{}: {out}", path.display());
