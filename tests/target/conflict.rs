@@ -177,3 +177,54 @@ async fn a_key_swap_on_a_secondary_unique_key_applies() {
     }
     assert!(d.stop().success(), "{}", d.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_row_inside_a_multi_row_update_meets_the_policy() {
+    // One statement updating ten rows and one deleting five: applied as
+    // runs, two rows of each missing on the target.
+    let m = mariadb();
+    let (source, target) = (Side::Maria(m, "tg_crun"), Side::Maria(m, "tg_crun_dr"));
+    source.fresh().await;
+    target.fresh().await;
+    target.forget_positions("tg_crun").await;
+    source
+        .exec(&format!(
+            "CREATE TABLE t {TABLE}; INSERT INTO t SELECT seq, seq, 'v' FROM seq_1_to_20"
+        ))
+        .await;
+    target
+        .exec(&format!(
+            "CREATE TABLE t {TABLE}; INSERT INTO t SELECT seq, seq, 'v' FROM seq_1_to_20 WHERE seq NOT IN (5, 6, 15, 16)"
+        ))
+        .await;
+    let sink = maria_sink(m, "map = { tg_crun = \"tg_crun_dr\" }\nworkers = 1");
+    let mut d = source.daemon("tg_crun", &sink, "");
+    d.start();
+    d.wait_log("reading binlog", Duration::from_secs(30));
+    source
+        .exec("UPDATE t SET k = k + 100 WHERE id <= 10; DELETE FROM t WHERE id > 12 AND id <= 17; INSERT INTO t VALUES (99, 0, 'marker')")
+        .await;
+    wait_marker_id(target, &d, 99).await;
+    assert_eq!(target.rows("", "t").await, source.rows("", "t").await);
+    let log = d.log();
+    for key in ["id=5", "id=6", "id=15", "id=16"] {
+        assert!(
+            log.lines()
+                .any(|l| l.contains("conflict:") && l.contains(key)),
+            "conflict on {key} logged:\n{log}"
+        );
+    }
+    assert!(d.stop().success(), "{log}");
+}
+
+async fn wait_marker_id(target: Side, d: &Daemon, id: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !target.rows("", "t").await.iter().any(|r| r.0 == id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "row {id} never arrived:\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -111,6 +111,20 @@ pub trait Target: Send {
         key: &[Value],
         after: &[Value],
     ) -> impl Future<Output = Result<u64, DbSinkError>> + Send;
+    /// Updates many rows (keys `keys`, after images `afters`, all leaving
+    /// the same columns alone; no row twice); returns rows matched.
+    fn update_many(
+        &mut self,
+        t: &TargetTable,
+        keys: &[Vec<Value>],
+        afters: &[&[Value]],
+    ) -> impl Future<Output = Result<u64, DbSinkError>> + Send;
+    /// Deletes many rows by key (no row twice); returns rows deleted.
+    fn delete_many(
+        &mut self,
+        t: &TargetTable,
+        keys: &[Vec<Value>],
+    ) -> impl Future<Output = Result<u64, DbSinkError>> + Send;
     /// Deletes the row whose key `key` holds; returns rows deleted.
     fn delete(
         &mut self,
@@ -208,7 +222,7 @@ pub struct Applier<T: Target> {
     conflicts: HashMap<String, [u64; 3]>,
     /// Set until the first event after open is applied: a DDL that fails
     /// because it is already in effect was applied before a crash.
-    first_after_open: bool,
+    pub(super) first_after_open: bool,
     /// Transactions (their `tx_end` positions) past `committed` that
     /// parallel workers committed: skipped when they come again.
     pub(super) done: std::collections::HashSet<Position>,
@@ -382,77 +396,7 @@ impl<T: Target> Applier<T> {
             || (!self.done.is_empty() && self.done.contains(&ev.position.tx_end()))
     }
 
-    /// Applies events in order inside the open target transaction.
-    pub(super) async fn apply_events(
-        &mut self,
-        evs: &[&ChangeEvent],
-        mode: Mode,
-        durable: &watch::Sender<Durable>,
-    ) -> Result<(), Stop> {
-        let mut run: Vec<&ChangeEvent> = Vec::new();
-        for &ev in evs {
-            if ev.copying && !keyed(ev) {
-                // A table without a key is copied whole in one chunk,
-                // read after this change: the chunk has it.
-                continue;
-            }
-            let insert = matches!(ev.op, Op::Create | Op::Read);
-            if insert && mode == Mode::Optimistic {
-                if let Some(last) = run.last()
-                    && (!same_table(last, ev) || upserts(last) != upserts(ev))
-                {
-                    self.inserts(&run, durable).await?;
-                    run.clear();
-                }
-                if ev.op == Op::Read && !keyed(ev) {
-                    self.fresh_copy(ev, durable).await?;
-                }
-                run.push(ev);
-                if run.len() >= 1024 {
-                    self.inserts(&run, durable).await?;
-                    run.clear();
-                }
-                continue;
-            }
-            if !run.is_empty() {
-                self.inserts(&run, durable).await?;
-                run.clear();
-            }
-            self.event(ev, mode, durable).await?;
-            if self.rows >= self.s.cfg.max_tx_rows && self.worker.is_none() {
-                // A source transaction too large for one target
-                // transaction: commit inside it.
-                let pos = ev.position.clone();
-                self.commit_at(pos, durable).await?;
-            }
-        }
-        if !run.is_empty() {
-            self.inserts(&run, durable).await?;
-        }
-        Ok(())
-    }
-
-    /// A run of inserts of one table, in multi-row statements (optimistic).
-    async fn inserts(
-        &mut self,
-        run: &[&ChangeEvent],
-        durable: &watch::Sender<Durable>,
-    ) -> Result<(), Stop> {
-        let Some(first) = run.first() else {
-            return Ok(());
-        };
-        let t = self.table_of(first, durable).await?;
-        let rows: Vec<&[Value]> = run.iter().filter_map(|ev| ev.after.as_deref()).collect();
-        self.target.insert(&t, &rows, upserts(first)).await?;
-        self.rows += rows.len();
-        if let Some(last) = run.last() {
-            self.applied = Some(last.position.clone());
-        }
-        self.first_after_open = false;
-        Ok(())
-    }
-
-    async fn table_of(
+    pub(super) async fn table_of(
         &mut self,
         ev: &ChangeEvent,
         durable: &watch::Sender<Durable>,
@@ -474,7 +418,7 @@ impl<T: Target> Applier<T> {
         Ok(self.target.table(src, &self.s).await?)
     }
 
-    fn policy(&mut self, t: &TargetTable) -> TablePolicy {
+    pub(super) fn policy(&mut self, t: &TargetTable) -> TablePolicy {
         let src = &t.source;
         let db = src.schema.clone().unwrap_or_else(|| src.db.clone());
         let key = (db, src.name.clone());
@@ -535,7 +479,7 @@ impl<T: Target> Applier<T> {
     /// A table without a key is copied whole, in one chunk: its first row
     /// empties the target table (a copy again replaces the rows; the
     /// changes before the chunk are in it, see `pass_inner`).
-    async fn fresh_copy(
+    pub(super) async fn fresh_copy(
         &mut self,
         ev: &ChangeEvent,
         durable: &watch::Sender<Durable>,
@@ -658,7 +602,7 @@ impl<T: Target> Applier<T> {
     }
 
     /// Counts and logs a conflict; returns the action, or the failure.
-    fn conflict(
+    pub(super) fn conflict(
         &mut self,
         t: &TargetTable,
         ev: &ChangeEvent,
@@ -894,15 +838,15 @@ impl<T: Target> Applier<T> {
 
 /// Snapshot rows and changes of a table being copied replace what the
 /// target holds under their key: neither is a conflict.
-fn upserts(ev: &ChangeEvent) -> bool {
+pub(super) fn upserts(ev: &ChangeEvent) -> bool {
     ev.op == Op::Read || ev.copying
 }
 
-fn keyed(ev: &ChangeEvent) -> bool {
+pub(super) fn keyed(ev: &ChangeEvent) -> bool {
     ev.table.as_ref().is_some_and(|t| !t.key.is_empty())
 }
 
-fn same_table(a: &ChangeEvent, b: &ChangeEvent) -> bool {
+pub(super) fn same_table(a: &ChangeEvent, b: &ChangeEvent) -> bool {
     match (&a.table, &b.table) {
         (Some(x), Some(y)) => Arc::ptr_eq(x, y),
         _ => false,

@@ -15,6 +15,7 @@
 //! is the sink's [`Sink::durable_position`], which the task resumes after.
 
 mod apply;
+mod batch;
 mod create;
 mod ddl;
 mod mysql;

@@ -466,6 +466,129 @@ impl Target for MysqlTarget {
             .await
     }
 
+    async fn update_many(
+        &mut self,
+        t: &TargetTable,
+        keys: &[Vec<Value>],
+        afters: &[&[Value]],
+    ) -> Result<u64, DbSinkError> {
+        self.begin().await?;
+        let Some(first) = afters.first() else {
+            return Ok(0);
+        };
+        let set: Vec<usize> = (0..t.columns.len())
+            .filter(|&i| !matches!(first.get(i), None | Some(Value::Unchanged)))
+            .collect();
+        if set.is_empty() {
+            return Ok(keys.len() as u64);
+        }
+        let per_row = set.len() + t.key.len();
+        let sets: Vec<String> = set
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| format!("t.{} = u.v{j}", t.columns[i].sql_name))
+            .collect();
+        let on: Vec<String> = t
+            .key
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| format!("t.{} = u.k{j}", t.columns[i].sql_name))
+            .collect();
+        let first_select: Vec<String> = (0..set.len())
+            .map(|j| format!("? AS v{j}"))
+            .chain((0..t.key.len()).map(|j| format!("? AS k{j}")))
+            .collect();
+        let other_select = vec!["?"; per_row].join(", ");
+        let mut done = 0;
+        let mut matched = 0;
+        while done < keys.len() {
+            let left = keys.len() - done;
+            let size = INSERT_SIZES
+                .iter()
+                .copied()
+                .find(|&s| s <= left && s * per_row <= 65_535)
+                .unwrap_or(1);
+            let mut params = Vec::with_capacity(size * per_row);
+            for (row, key) in afters[done..done + size]
+                .iter()
+                .zip(&keys[done..done + size])
+            {
+                for &i in &set {
+                    params.push(self.render(t, i, row.get(i).unwrap_or(&Value::Null))?);
+                }
+                for (&i, v) in t.key.iter().zip(key) {
+                    params.push(self.render(t, i, v)?);
+                }
+            }
+            let mut selects = vec![format!("SELECT {}", first_select.join(", "))];
+            selects.extend(std::iter::repeat_n(
+                format!("SELECT {other_select}"),
+                size - 1,
+            ));
+            let sql = format!(
+                "UPDATE {} AS t JOIN ({}) AS u ON {} SET {}",
+                t.sql_name,
+                selects.join(" UNION ALL "),
+                on.join(" AND "),
+                sets.join(", ")
+            );
+            matched += self
+                .exec(sql, params, &format!("updating {}", t.label))
+                .await?;
+            done += size;
+        }
+        Ok(matched)
+    }
+
+    async fn delete_many(
+        &mut self,
+        t: &TargetTable,
+        keys: &[Vec<Value>],
+    ) -> Result<u64, DbSinkError> {
+        self.begin().await?;
+        let cols: Vec<&str> = t
+            .key
+            .iter()
+            .map(|&i| t.columns[i].sql_name.as_str())
+            .collect();
+        let one = if cols.len() == 1 {
+            "?".to_string()
+        } else {
+            format!("({})", vec!["?"; cols.len()].join(","))
+        };
+        let lhs = if cols.len() == 1 {
+            cols[0].to_string()
+        } else {
+            format!("({})", cols.join(", "))
+        };
+        let mut done = 0;
+        let mut deleted = 0;
+        while done < keys.len() {
+            let left = keys.len() - done;
+            let size = INSERT_SIZES
+                .iter()
+                .copied()
+                .find(|&s| s <= left && s * cols.len() <= 65_535)
+                .unwrap_or(1);
+            let mut params = Vec::with_capacity(size * cols.len());
+            for key in &keys[done..done + size] {
+                for (&i, v) in t.key.iter().zip(key) {
+                    params.push(self.render(t, i, v)?);
+                }
+            }
+            let sql = format!(
+                "DELETE FROM {} WHERE {lhs} IN ({})",
+                t.sql_name,
+                vec![one.as_str(); size].join(",")
+            );
+            deleted += self
+                .exec(sql, params, &format!("deleting from {}", t.label))
+                .await?;
+            done += size;
+        }
+        Ok(deleted)
+    }
+
     async fn delete(&mut self, t: &TargetTable, key: &[Value]) -> Result<u64, DbSinkError> {
         self.begin().await?;
         let mut params = Vec::new();

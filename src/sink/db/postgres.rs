@@ -527,6 +527,112 @@ impl Target for PgTarget {
             .map_err(|e| classify(&format!("updating {}", t.label), e))
     }
 
+    async fn update_many(
+        &mut self,
+        t: &TargetTable,
+        keys: &[Vec<Value>],
+        afters: &[&[Value]],
+    ) -> Result<u64, DbSinkError> {
+        self.begin().await?;
+        let Some(first) = afters.first() else {
+            return Ok(0);
+        };
+        let set: Vec<usize> = (0..t.columns.len())
+            .filter(|&i| !matches!(first.get(i), None | Some(Value::Unchanged)))
+            .collect();
+        if set.is_empty() {
+            return Ok(keys.len() as u64);
+        }
+        let mut arrays: Vec<Vec<Option<String>>> =
+            vec![Vec::with_capacity(keys.len()); set.len() + t.key.len()];
+        for (row, key) in afters.iter().zip(keys) {
+            for (j, &i) in set.iter().enumerate() {
+                let v = row.get(i).unwrap_or(&Value::Null);
+                arrays[j].push(self.render(t, i, v)?);
+            }
+            for (j, (&i, v)) in t.key.iter().zip(key).enumerate() {
+                arrays[set.len() + j].push(self.render(t, i, v)?);
+            }
+        }
+        let sets: Vec<String> = set
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| {
+                let c = &t.columns[i];
+                format!("{} = u.v{j}::{}", c.sql_name, c.type_name)
+            })
+            .collect();
+        let wheres: Vec<String> = t
+            .key
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| {
+                let c = &t.columns[i];
+                format!("t.{} = u.k{j}::{}", c.sql_name, c.type_name)
+            })
+            .collect();
+        let names: Vec<String> = (0..set.len())
+            .map(|j| format!("v{j}"))
+            .chain((0..t.key.len()).map(|j| format!("k{j}")))
+            .collect();
+        let params: Vec<String> = (1..=names.len()).map(|p| format!("${p}::text[]")).collect();
+        let sql = format!(
+            "UPDATE {} AS t SET {} FROM unnest({}) AS u({}) WHERE {}",
+            t.sql_name,
+            sets.join(", "),
+            params.join(", "),
+            names.join(", "),
+            wheres.join(" AND ")
+        );
+        let st = self.prepared(sql, names.len(), Type::TEXT_ARRAY).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        self.client
+            .execute(&st, &refs)
+            .await
+            .map_err(|e| classify(&format!("updating {}", t.label), e))
+    }
+
+    async fn delete_many(
+        &mut self,
+        t: &TargetTable,
+        keys: &[Vec<Value>],
+    ) -> Result<u64, DbSinkError> {
+        self.begin().await?;
+        let mut arrays: Vec<Vec<Option<String>>> =
+            vec![Vec::with_capacity(keys.len()); t.key.len()];
+        for key in keys {
+            for (j, (&i, v)) in t.key.iter().zip(key).enumerate() {
+                arrays[j].push(self.render(t, i, v)?);
+            }
+        }
+        let wheres: Vec<String> = t
+            .key
+            .iter()
+            .enumerate()
+            .map(|(j, &i)| {
+                let c = &t.columns[i];
+                format!("t.{} = u.k{j}::{}", c.sql_name, c.type_name)
+            })
+            .collect();
+        let names: Vec<String> = (0..t.key.len()).map(|j| format!("k{j}")).collect();
+        let params: Vec<String> = (1..=names.len()).map(|p| format!("${p}::text[]")).collect();
+        let sql = format!(
+            "DELETE FROM {} AS t USING unnest({}) AS u({}) WHERE {}",
+            t.sql_name,
+            params.join(", "),
+            names.join(", "),
+            wheres.join(" AND ")
+        );
+        let st = self.prepared(sql, names.len(), Type::TEXT_ARRAY).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            arrays.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        self.client
+            .execute(&st, &refs)
+            .await
+            .map_err(|e| classify(&format!("deleting from {}", t.label), e))
+    }
+
     async fn delete(&mut self, t: &TargetTable, key: &[Value]) -> Result<u64, DbSinkError> {
         self.begin().await?;
         let params = self.key_params(t, key)?;
