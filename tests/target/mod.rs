@@ -6,6 +6,7 @@ mod bidirectional;
 mod conflict;
 mod crash;
 mod ddl;
+mod faults;
 mod replicate;
 mod types;
 
