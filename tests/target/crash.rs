@@ -87,3 +87,67 @@ async fn kill_9_postgres_to_mariadb_stays_exact() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_between_the_workers_commits_and_the_position_repeats_nothing() {
+    let m = mariadb();
+    let (source, target) = (Side::Maria(m, "tg_kpar"), Side::Maria(m, "tg_kpar_dr"));
+    source.fresh().await;
+    target.fresh().await;
+    target.forget_positions("tg_kpar").await;
+    source.load("t", 0).await;
+    target.load("t", 0).await;
+    let sink = maria_sink(
+        m,
+        "map = { tg_kpar = \"tg_kpar_dr\" }\nworkers = 4\n[tasks.sink.conflict]\ndefault = \"fail\"",
+    );
+    let mut d = source.daemon("tg_kpar", &sink, "");
+    // The task's start position, then a backlog of small transactions.
+    d.start();
+    d.wait_log("reading binlog", Duration::from_secs(30));
+    assert!(d.stop().success(), "{}", d.log());
+    let mut sql = String::new();
+    for id in 1..=3000 {
+        sql.push_str(&format!("INSERT INTO t VALUES ({id}, {id}, 'v');"));
+    }
+    source.exec(&sql).await;
+    let gate = d.dir.join("abort");
+    std::fs::write(&gate, "").unwrap();
+    d.env.push((
+        "TIDEMARK_FAILPOINT_APPLY_ABORT".into(),
+        gate.display().to_string(),
+    ));
+    d.start();
+    let status = d.wait_exit(Duration::from_secs(60));
+    assert!(
+        !status.success(),
+        "the failpoint aborted the daemon:\n{}",
+        d.log()
+    );
+    assert!(
+        d.log().contains("aborting after the workers committed"),
+        "{}",
+        d.log()
+    );
+    let partial = target.rows("", "t").await.len();
+    assert!(
+        partial > 0,
+        "the workers' parts are on the target ({partial} rows), the position is not"
+    );
+    d.env.clear();
+    d.start();
+    wait_same(&d, source, target, "t", "", Duration::from_secs(60)).await;
+    assert!(d.stop().success(), "{}", d.log());
+    let log = d.log();
+    assert!(!log.contains("conflict"), "nothing applied twice:\n{log}");
+    let past: u64 = log
+        .rsplit("applied_past_it=")
+        .next()
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        past > 0,
+        "the restart found transactions the workers had applied:\n{log}"
+    );
+}

@@ -223,9 +223,10 @@ pub struct Applier<T: Target> {
     /// Set until the first event after open is applied: a DDL that fails
     /// because it is already in effect was applied before a crash.
     pub(super) first_after_open: bool,
-    /// Transactions (their `tx_end` positions) past `committed` that
-    /// parallel workers committed: skipped when they come again.
-    pub(super) done: std::collections::HashSet<Position>,
+    /// Ranges of changes past `committed` that parallel workers committed
+    /// (a transaction, from its first change to its end; or a part of a
+    /// snapshot chunk): skipped when they come again.
+    pub(super) done: Vec<(Position, Position)>,
     /// Set on a parallel worker: its number (it never commits positions).
     pub(super) worker: Option<usize>,
     /// The parallel workers (`workers` > 1), each with its connection.
@@ -247,7 +248,7 @@ impl<T: Target> Applier<T> {
             policies: HashMap::new(),
             conflicts: HashMap::new(),
             first_after_open: true,
-            done: std::collections::HashSet::new(),
+            done: Vec::new(),
             worker: None,
             workers: Vec::new(),
             parallel_ran: false,
@@ -261,7 +262,7 @@ impl<T: Target> Applier<T> {
         target: T,
         s: Settings,
         bytes: Arc<AtomicU64>,
-        done: std::collections::HashSet<Position>,
+        done: Vec<(Position, Position)>,
         extra: Vec<T>,
     ) -> Self {
         let workers = extra
@@ -393,7 +394,10 @@ impl<T: Target> Applier<T> {
     /// or in a transaction a parallel worker committed past it.
     pub(super) fn is_applied(&self, ev: &ChangeEvent) -> bool {
         self.committed.as_ref().is_some_and(|c| &ev.position <= c)
-            || (!self.done.is_empty() && self.done.contains(&ev.position.tx_end()))
+            || self
+                .done
+                .iter()
+                .any(|(lo, hi)| lo <= &ev.position && &ev.position <= hi)
     }
 
     pub(super) async fn table_of(
@@ -829,7 +833,7 @@ impl<T: Target> Applier<T> {
         self.target.commit(&self.s.task, &pos, clear).await?;
         self.parallel_ran = false;
         self.rows = 0;
-        self.done.retain(|p| p > &pos);
+        self.done.retain(|(_, hi)| hi > &pos);
         self.committed = Some(pos);
         self.retire(durable);
         Ok(())

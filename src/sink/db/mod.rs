@@ -144,8 +144,8 @@ pub struct DbSink {
 pub struct Opened {
     /// Everything up to here is applied.
     pub position: Option<Position>,
-    /// Transactions past `position` that parallel workers applied.
-    pub done: std::collections::HashSet<Position>,
+    /// Ranges of changes past `position` that parallel workers applied.
+    pub done: Vec<(Position, Position)>,
 }
 
 impl Opened {
@@ -165,15 +165,17 @@ impl Opened {
             Some(text) => Some(text.parse::<Position>().map_err(|e| bad(&text, e))?),
             None => None,
         };
-        let mut set = std::collections::HashSet::new();
+        let mut set = Vec::new();
         for line in done
             .iter()
             .flat_map(|t| t.lines())
             .filter(|l| !l.is_empty())
         {
-            let p = line.parse::<Position>().map_err(|e| bad(line, e))?;
-            if position.as_ref().is_none_or(|w| &p > w) {
-                set.insert(p);
+            let (lo, hi) = line.split_once('\t').unwrap_or((line, line));
+            let lo = lo.parse::<Position>().map_err(|e| bad(line, e))?;
+            let hi = hi.parse::<Position>().map_err(|e| bad(line, e))?;
+            if position.as_ref().is_none_or(|w| &hi > w) {
+                set.push((lo, hi));
             }
         }
         if let Some(p) = &position {
@@ -366,16 +368,20 @@ mod tests {
     fn transactions_applied_past_the_position_are_remembered() {
         let w = "lsn:0/100:*".to_string();
         let done = vec![
-            "lsn:0/90:*\nlsn:0/200:*".to_string(),
+            "lsn:0/90:1\tlsn:0/90:*\nlsn:0/200:1\tlsn:0/200:*".to_string(),
             "lsn:0/300:*".to_string(),
         ];
         let o = Opened::parse("t", "tidemark.apply_position", Some(w), &done, "target")
             .expect("parses");
-        let mut got: Vec<String> = o.done.iter().map(|p| p.to_string()).collect();
+        let mut got: Vec<String> = o
+            .done
+            .iter()
+            .map(|(lo, hi)| format!("{lo}..{hi}"))
+            .collect();
         got.sort();
         assert_eq!(
             got,
-            vec!["lsn:0/200:*", "lsn:0/300:*"],
+            vec!["lsn:0/200:1..lsn:0/200:*", "lsn:0/300:*..lsn:0/300:*"],
             "at or below the position: forgotten"
         );
         assert_eq!(

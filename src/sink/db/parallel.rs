@@ -36,6 +36,11 @@ use super::apply::{Applier, Mode, Stop, Target, TargetTable};
 use super::{DbErrorKind, DbSinkError, Durable};
 use crate::event::{Batch, ChangeEvent, Op, Position, Value};
 
+/// Environment variable naming a file: if it exists once the workers
+/// committed a group, it is removed and the process aborts before the
+/// position moves. For tests; unset in production.
+pub const ABORT_FAILPOINT: &str = "TIDEMARK_FAILPOINT_APPLY_ABORT";
+
 /// Fewer events than this go serially: splitting costs more than it saves.
 const MIN_PARALLEL_EVENTS: usize = 64;
 
@@ -53,10 +58,19 @@ pub fn eligible(batches: &[Batch]) -> bool {
         })
 }
 
-/// One source transaction of the group.
+/// Rows of a snapshot chunk per unit: a chunk's rows are independent, so
+/// a chunk spreads over the workers.
+const CHUNK_PART_ROWS: usize = 1024;
+
+/// One source transaction of the group, or a part of a snapshot chunk.
 struct Unit<'a> {
     events: Vec<&'a ChangeEvent>,
+    /// The transaction (chunk) it belongs to.
     tx_end: Position,
+    /// What it covers: from its first change to the end of its transaction
+    /// (a chunk part: to its last row), recorded when a worker commits it.
+    first: Position,
+    last: Position,
 }
 
 /// Union-find over units.
@@ -118,10 +132,22 @@ impl<T: Target> Applier<T> {
                 continue;
             }
             let tx_end = ev.position.tx_end();
+            let part = ev.op == Op::Read;
             match units.last_mut() {
-                Some(u) if u.tx_end == tx_end => u.events.push(ev),
+                Some(u) if u.tx_end == tx_end && !(part && u.events.len() >= CHUNK_PART_ROWS) => {
+                    u.events.push(ev);
+                    if part {
+                        u.last = ev.position.clone();
+                    }
+                }
                 _ => units.push(Unit {
                     events: vec![ev],
+                    first: ev.position.clone(),
+                    last: if part {
+                        ev.position.clone()
+                    } else {
+                        tx_end.clone()
+                    },
                     tx_end,
                 }),
             }
@@ -202,16 +228,27 @@ impl<T: Target> Applier<T> {
                     .iter()
                     .flat_map(|&i| units[i].events.iter().copied())
                     .collect();
-                let txs: Vec<String> = a.iter().map(|&i| units[i].tx_end.to_string()).collect();
+                let txs: Vec<String> = a
+                    .iter()
+                    .map(|&i| format!("{}\t{}", units[i].first, units[i].last))
+                    .collect();
                 async move { w.apply_part(&evs, &txs.join("\n")).await }
             });
         let results = futures_util::future::join_all(jobs).await;
         for r in results {
             r?;
         }
+        if let Some(gate) = std::env::var_os(ABORT_FAILPOINT)
+            && std::fs::remove_file(&gate).is_ok()
+        {
+            // Test failpoint: the process dies between the workers' commits
+            // and the position's, the window the `apply_done` rows cover.
+            tracing::error!("failpoint {ABORT_FAILPOINT}: aborting after the workers committed");
+            std::process::abort();
+        }
         self.parallel_ran = true;
         for u in units {
-            self.done.insert(u.tx_end.clone());
+            self.done.push((u.first.clone(), u.last.clone()));
         }
         let end = batches.last().map(|b| b.end.clone());
         self.open.push((ticket, batches));
