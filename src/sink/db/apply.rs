@@ -37,6 +37,19 @@ pub struct Settings {
     pub cfg: DbSinkConfig,
 }
 
+/// How rows go in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertMode {
+    /// INSERT; a taken key is an error.
+    Plain,
+    /// INSERT that replaces the row with the same key.
+    Upsert,
+    /// Rows of a snapshot chunk, by the engine's bulk path (PostgreSQL
+    /// COPY); a taken key is an error, after which the rows go again one
+    /// by one as upserts.
+    Load,
+}
+
 /// A source table as it exists on the target.
 #[derive(Debug)]
 pub struct TargetTable {
@@ -94,13 +107,13 @@ pub trait Target: Send {
     ) -> impl Future<Output = Result<Arc<TargetTable>, DbSinkError>> + Send;
     /// Whether `src` is resolved already (resolving may run DDL).
     fn has_table(&self, src: &Arc<TableSchema>) -> bool;
-    /// Inserts rows; a taken key fails with [`DbErrorKind::Duplicate`],
-    /// unless `upsert`: then the row with the same key is replaced.
+    /// Inserts rows: a taken key fails with [`DbErrorKind::Duplicate`]
+    /// (`Plain`, `Load`), or the row with the key is replaced (`Upsert`).
     fn insert(
         &mut self,
         t: &TargetTable,
         rows: &[&[Value]],
-        upsert: bool,
+        how: InsertMode,
     ) -> impl Future<Output = Result<u64, DbSinkError>> + Send;
     /// Deletes every row (a table without a key copied again whole).
     fn clear(&mut self, t: &TargetTable) -> impl Future<Output = Result<(), DbSinkError>> + Send;
@@ -448,7 +461,7 @@ impl<T: Target> Applier<T> {
                 let t = self.table_of(ev, durable).await?;
                 let row = ev.after.as_deref().unwrap_or_default();
                 if upserts(ev) {
-                    self.target.insert(&t, &[row], true).await?;
+                    self.target.insert(&t, &[row], InsertMode::Upsert).await?;
                 } else {
                     self.insert_one(&t, ev, row, mode).await?;
                 }
@@ -508,11 +521,11 @@ impl<T: Target> Applier<T> {
         mode: Mode,
     ) -> Result<(), Stop> {
         if mode == Mode::Optimistic {
-            self.target.insert(t, &[row], false).await?;
+            self.target.insert(t, &[row], InsertMode::Plain).await?;
             return Ok(());
         }
         self.target.savepoint().await?;
-        match self.target.insert(t, &[row], false).await {
+        match self.target.insert(t, &[row], InsertMode::Plain).await {
             Ok(_) => Ok(self.target.release().await?),
             Err(e) if e.kind() == DbErrorKind::Duplicate => {
                 self.target.rollback_to().await?;
@@ -535,7 +548,7 @@ impl<T: Target> Applier<T> {
     ) -> Result<(), Stop> {
         let key = row_key(t, None, row);
         self.target.delete(t, &key).await?;
-        match self.target.insert(t, &[row], false).await {
+        match self.target.insert(t, &[row], InsertMode::Plain).await {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == DbErrorKind::Duplicate => Err(Stop::Fail(e.context(&format!(
                 "overwriting {} with key {} at {}: another row holds one of its unique keys",
@@ -596,7 +609,7 @@ impl<T: Target> Applier<T> {
                     if mode == Mode::Careful {
                         self.replace(t, ev, &row).await?;
                     } else {
-                        self.target.insert(t, &[&row], false).await?;
+                        self.target.insert(t, &[&row], InsertMode::Plain).await?;
                     }
                 }
                 ConflictAction::Ignore | ConflictAction::Fail => {}

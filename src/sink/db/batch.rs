@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::apply::{Applier, Mode, Stop, Target, TargetTable, keyed, row_key, same_table, upserts};
+use super::apply::{
+    Applier, InsertMode, Mode, Stop, Target, TargetTable, keyed, row_key, same_table, upserts,
+};
 use super::{DbErrorKind, DbSinkError, Durable};
 use crate::event::{ChangeEvent, Op, Value};
 
@@ -175,7 +177,14 @@ impl<T: Target> Applier<T> {
                     .iter()
                     .filter_map(|ev| ev.after.as_deref())
                     .collect();
-                self.target.insert(&t, &rows, upserts(first)).await?;
+                let how = if first.op == Op::Read {
+                    InsertMode::Load
+                } else if upserts(first) {
+                    InsertMode::Upsert
+                } else {
+                    InsertMode::Plain
+                };
+                self.target.insert(&t, &rows, how).await?;
             }
             Some(Kind::Update) if n == 1 => {
                 // One update: the row-by-row path, which handles a missing

@@ -14,7 +14,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params, SslOpts};
 use tracing::info;
 
-use super::apply::{Settings, Target, TargetColumn, TargetTable, my_ident};
+use super::apply::{InsertMode, Settings, Target, TargetColumn, TargetTable, my_ident};
 use super::render::{Kind, mysql_value};
 use super::{DbErrorKind, DbSinkError, Engine};
 use crate::config::{TlsMode, redact_url};
@@ -387,8 +387,10 @@ impl Target for MysqlTarget {
         &mut self,
         t: &TargetTable,
         rows: &[&[Value]],
-        upsert: bool,
+        how: InsertMode,
     ) -> Result<u64, DbSinkError> {
+        // Snapshot rows replace what the copy window put there first.
+        let upsert = how != InsertMode::Plain;
         self.begin().await?;
         let n = t.columns.len().max(1);
         let names: Vec<&str> = t.columns.iter().map(|c| c.sql_name.as_str()).collect();
