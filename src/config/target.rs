@@ -127,6 +127,11 @@ pub struct ConflictConfig {
     /// the same keys.
     #[serde(default)]
     pub tables: BTreeMap<String, ConflictRule>,
+    /// Record every conflict in `<meta_schema>.conflicts` on the target
+    /// (table, operation, key, source and target rows, position, action,
+    /// time), in the same transaction as the change. Default false.
+    #[serde(default)]
+    pub journal: bool,
 }
 
 /// One table rule of `[tasks.sink.conflict.tables]`; unset keys fall back
@@ -152,6 +157,7 @@ impl Default for ConflictConfig {
             update: None,
             delete: None,
             tables: BTreeMap::new(),
+            journal: false,
         }
     }
 }

@@ -53,7 +53,7 @@ async fn wait_marker(target: Side, d: &Daemon) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overwrite_lets_the_source_win_and_counts_each_conflict() {
-    let (source, target, mut d) = setup("tg_cow", "default = \"overwrite\"").await;
+    let (source, target, mut d) = setup("tg_cow", "default = \"overwrite\"\njournal = true").await;
     source.exec(CHANGES).await;
     wait_marker(target, &d).await;
     assert_eq!(
@@ -74,6 +74,38 @@ async fn overwrite_lets_the_source_win_and_counts_each_conflict() {
             "{op} conflict on {key} logged:\n{log}"
         );
     }
+    // The journal holds each conflict, with both rows.
+    let mut c = mariadb().conn().await;
+    use mysql_async::prelude::Queryable;
+    let journal: Vec<(String, String, Option<String>, Option<String>, String)> = c
+        .query(
+            "SELECT op, `key`, source_row, target_row, action FROM tm_tg_cow.conflicts ORDER BY id",
+        )
+        .await
+        .unwrap();
+    let _ = c.disconnect().await;
+    assert_eq!(journal.len(), 3, "{journal:?}");
+    assert_eq!(
+        (journal[0].0.as_str(), journal[0].1.as_str()),
+        ("insert", "id=1")
+    );
+    assert!(
+        journal[0]
+            .2
+            .as_deref()
+            .is_some_and(|r| r.contains("\"one\"")),
+        "{journal:?}"
+    );
+    assert!(
+        journal[0].3.as_deref().is_some_and(|r| r.contains("stale")),
+        "the target's row as it was: {journal:?}"
+    );
+    assert_eq!(journal[1].0, "update");
+    assert_eq!(journal[1].3, None, "the row to update was missing");
+    assert_eq!(
+        (journal[2].0.as_str(), journal[2].4.as_str()),
+        ("delete", "overwrite")
+    );
     assert!(d.stop().success(), "{log}");
 }
 

@@ -37,6 +37,37 @@ pub struct Settings {
     pub cfg: DbSinkConfig,
 }
 
+/// One conflict for the journal table.
+pub struct Journal<'a> {
+    pub task: &'a str,
+    pub op: &'static str,
+    pub what: &'a str,
+    pub key_text: String,
+    pub key: &'a [Value],
+    /// The source's row image (after, or before for a delete).
+    pub source_row: Option<&'a [Value]>,
+    pub position: String,
+    pub action: &'static str,
+}
+
+impl Journal<'_> {
+    /// The source row as a JSON object of column texts.
+    pub fn source_json(&self, t: &TargetTable) -> Option<String> {
+        let row = self.source_row?;
+        let mut m = serde_json::Map::new();
+        for (c, v) in t.source.columns.iter().zip(row) {
+            let text = super::render::pg_text(v, &super::render::Kind::Other)
+                .ok()
+                .flatten();
+            m.insert(
+                c.name.clone(),
+                text.map_or(serde_json::Value::Null, serde_json::Value::String),
+            );
+        }
+        Some(serde_json::Value::Object(m).to_string())
+    }
+}
+
 /// How rows go in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InsertMode {
@@ -146,6 +177,13 @@ pub trait Target: Send {
     ) -> impl Future<Output = Result<u64, DbSinkError>> + Send;
     fn truncate(&mut self, t: &TargetTable)
     -> impl Future<Output = Result<(), DbSinkError>> + Send;
+    /// Records a conflict in `<meta_schema>.conflicts`, with the target's
+    /// row as it is, inside the open transaction.
+    fn journal(
+        &mut self,
+        t: &TargetTable,
+        entry: &Journal<'_>,
+    ) -> impl Future<Output = Result<(), DbSinkError>> + Send;
     /// Runs a DDL statement in database `db` (mapped).
     fn ddl(
         &mut self,
@@ -478,7 +516,8 @@ impl<T: Target> Applier<T> {
                 let key = row_key(&t, Some(before), before);
                 let n = self.target.delete(&t, &key).await?;
                 if n == 0 {
-                    self.conflict(&t, ev, ConflictOp::Delete, "the row to delete is missing")?;
+                    self.conflict(&t, ev, ConflictOp::Delete, "the row to delete is missing")
+                        .await?;
                 }
             }
             Op::Truncate => {
@@ -529,7 +568,10 @@ impl<T: Target> Applier<T> {
             Ok(_) => Ok(self.target.release().await?),
             Err(e) if e.kind() == DbErrorKind::Duplicate => {
                 self.target.rollback_to().await?;
-                match self.conflict(t, ev, ConflictOp::Insert, "the key exists")? {
+                match self
+                    .conflict(t, ev, ConflictOp::Insert, "the key exists")
+                    .await?
+                {
                     ConflictAction::Overwrite => self.replace(t, ev, row).await,
                     _ => Ok(()),
                 }
@@ -580,7 +622,10 @@ impl<T: Target> Applier<T> {
             }
             Err(e) if e.kind() == DbErrorKind::Duplicate && mode == Mode::Careful => {
                 self.target.rollback_to().await?;
-                return match self.conflict(t, ev, ConflictOp::Update, "its new key is taken")? {
+                return match self
+                    .conflict(t, ev, ConflictOp::Update, "its new key is taken")
+                    .await?
+                {
                     ConflictAction::Overwrite => {
                         let new_key = row_key(t, None, after);
                         self.target.delete(t, &new_key).await?;
@@ -593,7 +638,10 @@ impl<T: Target> Applier<T> {
             Err(e) => return Err(e.into()),
         };
         if n == 0 {
-            match self.conflict(t, ev, ConflictOp::Update, "the row to update is missing")? {
+            match self
+                .conflict(t, ev, ConflictOp::Update, "the row to update is missing")
+                .await?
+            {
                 ConflictAction::Overwrite => {
                     // The after image, less what the source didn't send.
                     if after.iter().any(|v| matches!(v, Value::Unchanged)) {
@@ -618,8 +666,48 @@ impl<T: Target> Applier<T> {
         Ok(())
     }
 
+    /// Counts, logs and (with `conflict.journal`) records a conflict;
+    /// returns the action, or the failure.
+    pub(super) async fn conflict(
+        &mut self,
+        t: &TargetTable,
+        ev: &ChangeEvent,
+        op: ConflictOp,
+        what: &str,
+    ) -> Result<ConflictAction, Stop> {
+        let action = self.count_conflict(t, ev, op, what)?;
+        if self.s.cfg.conflict.journal && !ev.copying {
+            let key = match op {
+                ConflictOp::Insert => row_key(t, None, ev.after.as_deref().unwrap_or_default()),
+                ConflictOp::Update if what.contains("new key") => {
+                    row_key(t, None, ev.after.as_deref().unwrap_or_default())
+                }
+                _ => row_key(
+                    t,
+                    ev.before.as_deref(),
+                    ev.after
+                        .as_deref()
+                        .or(ev.before.as_deref())
+                        .unwrap_or_default(),
+                ),
+            };
+            let entry = Journal {
+                task: &self.s.task,
+                op: op.name(),
+                what,
+                key_text: key_text(t, &key),
+                key: &key,
+                source_row: ev.after.as_deref().or(ev.before.as_deref()),
+                position: ev.position.to_string(),
+                action: action.name(),
+            };
+            self.target.journal(t, &entry).await?;
+        }
+        Ok(action)
+    }
+
     /// Counts and logs a conflict; returns the action, or the failure.
-    pub(super) fn conflict(
+    pub(super) fn count_conflict(
         &mut self,
         t: &TargetTable,
         ev: &ChangeEvent,

@@ -218,7 +218,9 @@ impl DbSink {
         let (label, open_position, applier) = match engine {
             Engine::Postgres => {
                 let mut t = postgres::PgTarget::connect(&settings, None).await?;
-                let opened = t.open(&settings.task).await?;
+                let opened = t
+                    .open(&settings.task, settings.cfg.conflict.journal)
+                    .await?;
                 let mut extra = Vec::new();
                 // Parallel apply: `workers` connections, besides this one
                 // (which applies what must go serially and moves the
@@ -238,7 +240,9 @@ impl DbSink {
             }
             Engine::Mysql => {
                 let mut t = mysql::MysqlTarget::connect(&settings, None).await?;
-                let opened = t.open(&settings.task).await?;
+                let opened = t
+                    .open(&settings.task, settings.cfg.conflict.journal)
+                    .await?;
                 let mut extra = Vec::new();
                 // Parallel apply: `workers` connections, besides this one
                 // (which applies what must go serially and moves the

@@ -14,7 +14,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params, SslOpts};
 use tracing::info;
 
-use super::apply::{InsertMode, Settings, Target, TargetColumn, TargetTable, my_ident};
+use super::apply::{InsertMode, Journal, Settings, Target, TargetColumn, TargetTable, my_ident};
 use super::render::{Kind, mysql_value};
 use super::{DbErrorKind, DbSinkError, Engine};
 use crate::config::{TlsMode, redact_url};
@@ -110,8 +110,32 @@ impl MysqlTarget {
     }
 
     /// Creates the position table if missing; returns the task's position.
-    pub async fn open(&mut self, task: &str) -> Result<super::Opened, DbSinkError> {
+    pub async fn open(&mut self, task: &str, journal: bool) -> Result<super::Opened, DbSinkError> {
         let m = self.meta.clone();
+        if journal {
+            for sql in [
+                format!("CREATE DATABASE IF NOT EXISTS {m}"),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {m}.conflicts (
+                         id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                         task VARCHAR(255) NOT NULL,
+                         table_name VARCHAR(512) NOT NULL,
+                         op VARCHAR(16) NOT NULL,
+                         what VARCHAR(255) NOT NULL,
+                         `key` TEXT NOT NULL,
+                         source_row LONGTEXT,
+                         target_row LONGTEXT,
+                         position TEXT NOT NULL,
+                         action VARCHAR(16) NOT NULL,
+                         at DATETIME(6) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+                ),
+            ] {
+                self.conn
+                    .query_drop(&sql)
+                    .await
+                    .map_err(|e| classify(&format!("creating {m}.conflicts"), e))?;
+            }
+        }
         for sql in [
             format!("CREATE DATABASE IF NOT EXISTS {m}"),
             format!(
@@ -605,6 +629,68 @@ impl Target for MysqlTarget {
         );
         self.exec(sql, params, &format!("deleting from {}", t.label))
             .await
+    }
+
+    async fn journal(&mut self, t: &TargetTable, e: &Journal<'_>) -> Result<(), DbSinkError> {
+        self.begin().await?;
+        let mut params = Vec::new();
+        for (&i, v) in t.key.iter().zip(e.key) {
+            params.push(self.render(t, i, v)?);
+        }
+        let row: Option<mysql_async::Row> = self
+            .conn
+            .exec_first(
+                format!(
+                    "SELECT * FROM {} WHERE {} LIMIT 1",
+                    t.sql_name,
+                    Self::key_clause(t)
+                ),
+                Params::Positional(params),
+            )
+            .await
+            .map_err(|err| classify("reading the target row of a conflict", err))?;
+        let target_row = row.map(|r| {
+            let mut m = serde_json::Map::new();
+            let names: Vec<String> = r
+                .columns_ref()
+                .iter()
+                .map(|c| c.name_str().to_string())
+                .collect();
+            for (name, v) in names.into_iter().zip(r.unwrap()) {
+                let j = match v {
+                    mysql_async::Value::NULL => serde_json::Value::Null,
+                    mysql_async::Value::Bytes(b) => {
+                        serde_json::Value::String(String::from_utf8_lossy(&b).into_owned())
+                    }
+                    other => serde_json::Value::String(other.as_sql(true)),
+                };
+                m.insert(name, j);
+            }
+            serde_json::Value::Object(m).to_string()
+        });
+        let sql = format!(
+            "INSERT INTO {}.conflicts (task, table_name, op, what, `key`, source_row, target_row, position, action, at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(6))",
+            self.meta
+        );
+        let source_row = e.source_json(t);
+        self.conn
+            .exec_drop(
+                sql,
+                Params::Positional(vec![
+                    e.task.into(),
+                    t.label.as_str().into(),
+                    e.op.into(),
+                    e.what.into(),
+                    e.key_text.as_str().into(),
+                    source_row.into(),
+                    target_row.into(),
+                    e.position.as_str().into(),
+                    e.action.into(),
+                ]),
+            )
+            .await
+            .map_err(|err| classify("writing the conflict journal", err))
     }
 
     async fn truncate(&mut self, t: &TargetTable) -> Result<(), DbSinkError> {

@@ -10,7 +10,7 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 use tracing::{info, warn};
 
-use super::apply::{InsertMode, Settings, Target, TargetColumn, TargetTable, pg_ident};
+use super::apply::{InsertMode, Journal, Settings, Target, TargetColumn, TargetTable, pg_ident};
 use super::render::{Kind, pg_text};
 use super::{DbErrorKind, DbSinkError, Engine};
 use crate::event::{Position, TableSchema, Value};
@@ -107,8 +107,28 @@ impl PgTarget {
     }
 
     /// Creates the position table if missing; returns the task's position.
-    pub async fn open(&mut self, task: &str) -> Result<super::Opened, DbSinkError> {
+    pub async fn open(&mut self, task: &str, journal: bool) -> Result<super::Opened, DbSinkError> {
         let m = &self.meta;
+        if journal {
+            self.client
+                .batch_execute(&format!(
+                    "CREATE SCHEMA IF NOT EXISTS {m};
+                     CREATE TABLE IF NOT EXISTS {m}.conflicts (
+                         id bigserial PRIMARY KEY,
+                         task text NOT NULL,
+                         table_name text NOT NULL,
+                         op text NOT NULL,
+                         what text NOT NULL,
+                         key text NOT NULL,
+                         source_row text,
+                         target_row text,
+                         position text NOT NULL,
+                         action text NOT NULL,
+                         at timestamptz NOT NULL DEFAULT now())"
+                ))
+                .await
+                .map_err(|e| classify(&format!("creating {m}.conflicts"), e))?;
+        }
         self.client
             .batch_execute(&format!(
                 "CREATE SCHEMA IF NOT EXISTS {m};
@@ -720,6 +740,50 @@ impl Target for PgTarget {
             .execute(&st, &refs)
             .await
             .map_err(|e| classify(&format!("deleting from {}", t.label), e))
+    }
+
+    async fn journal(&mut self, t: &TargetTable, e: &Journal<'_>) -> Result<(), DbSinkError> {
+        self.begin().await?;
+        let params = self.key_params(t, e.key)?;
+        let sql = format!(
+            "SELECT row_to_json(x)::text FROM {} AS x WHERE {} LIMIT 1",
+            t.sql_name,
+            Self::key_clause(t, 1)
+        );
+        let st = self.prepared(sql, params.len(), Type::TEXT).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        let target_row: Option<String> = self
+            .client
+            .query_opt(&st, &refs)
+            .await
+            .map_err(|err| classify("reading the target row of a conflict", err))?
+            .map(|r| r.get(0));
+        let sql = format!(
+            "INSERT INTO {}.conflicts (task, table_name, op, what, key, source_row, target_row, position, action)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            self.meta
+        );
+        let st = self.prepared(sql, 9, Type::TEXT).await?;
+        let source_row = e.source_json(t);
+        self.client
+            .execute(
+                &st,
+                &[
+                    &e.task,
+                    &t.label,
+                    &e.op,
+                    &e.what,
+                    &e.key_text,
+                    &source_row,
+                    &target_row,
+                    &e.position,
+                    &e.action,
+                ],
+            )
+            .await
+            .map_err(|err| classify("writing the conflict journal", err))?;
+        Ok(())
     }
 
     async fn truncate(&mut self, t: &TargetTable) -> Result<(), DbSinkError> {
