@@ -6,6 +6,9 @@ use std::time::Duration;
 use super::{Side, maria_sink};
 use crate::support::{Daemon, mariadb};
 
+/// `op, key, source_row, target_row, action` of a journal row.
+type JournalRow = (String, String, Option<String>, Option<String>, String);
+
 const TABLE: &str = "(id BIGINT PRIMARY KEY, k BIGINT NOT NULL, v VARCHAR(40) NOT NULL)";
 
 /// Source `name` and target `name_dr` with table `t`; the target holds
@@ -77,7 +80,7 @@ async fn overwrite_lets_the_source_win_and_counts_each_conflict() {
     // The journal holds each conflict, with both rows.
     let mut c = mariadb().conn().await;
     use mysql_async::prelude::Queryable;
-    let journal: Vec<(String, String, Option<String>, Option<String>, String)> = c
+    let journal: Vec<JournalRow> = c
         .query(
             "SELECT op, `key`, source_row, target_row, action FROM tm_tg_cow.conflicts ORDER BY id",
         )
