@@ -169,5 +169,48 @@ async fn cross_engine_tables_follow_the_rows_and_truncate_applies() {
         .exec("TRUNCATE TABLE t; INSERT INTO t VALUES (3, 3, 'three', NULL);")
         .await;
     wait_rows(target, "tg_ddlx", "t", &[(3, 3, "three")], &d).await;
+    // Column changes are translated.
+    source
+        .exec(
+            "ALTER TABLE t DROP COLUMN extra, RENAME COLUMN v TO label;
+             ALTER TABLE t MODIFY k BIGINT UNSIGNED NOT NULL;
+             INSERT INTO t VALUES (4, 18446744073709551615, 'four');",
+        )
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = c
+            .query(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns
+                  WHERE table_schema = 'tg_ddlx' AND table_name = 't' ORDER BY ordinal_position",
+                &[],
+            )
+            .await
+            .unwrap();
+        let cols: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let four = c
+            .query_opt("SELECT k::text FROM tg_ddlx.t WHERE id = 4", &[])
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get::<_, String>(0));
+        if four.as_deref() == Some("18446744073709551615") {
+            assert_eq!(
+                cols,
+                vec![
+                    ("id".to_string(), "bigint".to_string()),
+                    ("k".into(), "numeric".into()),
+                    ("label".into(), "text".into())
+                ]
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "columns {cols:?}, row 4 {four:?}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     assert!(d.stop().success(), "{}", d.log());
 }

@@ -876,8 +876,38 @@ impl<T: Target> Applier<T> {
         };
         let named = ddl.db.as_deref().zip(ddl.table.as_deref());
         match (ddl.kind, named) {
-            (DdlKind::CreateTable | DdlKind::AlterTable, _) => {
-                debug!(task = %self.s.task, position = %ev.position, "DDL from the other engine: the target table follows the rows (created, or given the new columns)");
+            (DdlKind::CreateTable, _) => {
+                debug!(task = %self.s.task, position = %ev.position, "DDL from the other engine: the target table is created from the source's columns with its first row");
+                Ok(())
+            }
+            (DdlKind::AlterTable | DdlKind::RenameTable, Some((db, table)))
+                if self.target.engine() == super::Engine::Postgres =>
+            {
+                let (schema, name) = self.s.cfg.target_of(db, table);
+                let stmts = super::translate::mysql_to_postgres(&ddl.statement, &schema, &name)
+                    .map_err(|why| {
+                        DbSinkError::definite(format!(
+                            "{why}: set [tasks.ddl] kinds.{} = \"skip\" and change the target by hand",
+                            ddl.kind.name()
+                        ))
+                    })?;
+                for sql in stmts {
+                    self.target.savepoint().await?;
+                    match self.target.ddl(None, &sql).await {
+                        Ok(()) => self.target.release().await?,
+                        // The table isn't on the target yet (it comes with
+                        // its rows), or the change is there already.
+                        Err(e) if e.kind() == DbErrorKind::InEffect => {
+                            info!(task = %self.s.task, position = %ev.position, statement = %sql, error = %e, "translated DDL not needed on the target");
+                            self.target.rollback_to().await?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            (DdlKind::AlterTable, _) => {
+                debug!(task = %self.s.task, position = %ev.position, "DDL from the other engine: the target table follows the rows (given the new columns)");
                 Ok(())
             }
             (DdlKind::TruncateTable, Some((db, table))) => {

@@ -22,6 +22,7 @@ mod mysql;
 mod parallel;
 mod postgres;
 pub mod render;
+mod translate;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
