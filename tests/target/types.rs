@@ -317,3 +317,62 @@ async fn a_value_the_target_cannot_hold_is_refused_with_the_reason() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_edge_values_stream_bit_exact_to_mariadb() {
+    // Charsets, geometry, BIT(64), negative TIME fractions, DECIMAL(65,30),
+    // -0.0, a 1 MB text, a 100 kB blob: replayed DDL, values bit-exact.
+    let m = mariadb();
+    let (db, dr) = ("tg_edge", "tg_edge_dr");
+    m.exec(&format!(
+        "DROP DATABASE IF EXISTS `{db}`; DROP DATABASE IF EXISTS `{dr}`; CREATE DATABASE `{db}`"
+    ))
+    .await;
+    Side::Maria(m, dr).forget_positions(db).await;
+    let sink = maria_sink(m, &format!("map = {{ {db} = \"{dr}\" }}"));
+    let mut d = Side::Maria(m, db).daemon(db, &sink, "");
+    d.start();
+    d.wait_log("reading binlog", Duration::from_secs(30));
+    m.exec(&format!(
+        "CREATE TABLE {db}.e (
+            id INT PRIMARY KEY, g GEOMETRY, cyr VARCHAR(20) CHARACTER SET cp1251,
+            zh VARCHAR(20) CHARACTER SET gbk, u2 VARCHAR(20) CHARACTER SET ucs2,
+            u32 VARCHAR(20) CHARACTER SET utf32, big_char CHAR(100) CHARACTER SET utf8mb4,
+            long_latin VARCHAR(300) CHARACTER SET latin1, b64 BIT(64), t6 TIME(6), t0 TIME,
+            dt3 DATETIME(3), ts0 TIMESTAMP NULL, d65 DECIMAL(65,30), d5 DECIMAL(5,5),
+            dneg DECIMAL(10,0), f FLOAT, dbl DOUBLE, s SET('a','b','c','d'), lb LONGBLOB,
+            lt LONGTEXT, y YEAR, ti TINYINT UNSIGNED, mi MEDIUMINT
+        ) ENGINE=InnoDB"
+    ))
+    .await;
+    let big_text = "ü".repeat(1_000_000);
+    let mut conn = m.conn().await;
+    conn.query_drop("SET NAMES utf8mb4, time_zone = '+00:00'")
+        .await
+        .unwrap();
+    conn.exec_drop(
+        format!(
+            "INSERT INTO {db}.e VALUES (1, ST_GeomFromText('POINT(1 2)', 4326), 'Привет', '你好', 'Aé', 'A🦀',
+                'ü', REPEAT('é', 300), x'FFFFFFFFFFFFFFFF', '-00:00:00.000001', '-12:00:00',
+                '2024-01-01 00:00:00.123', '2024-01-01 00:00:00',
+                '-12345678901234567890123456789012345.123456789012345678901234567890', 0.00001, -1234567890,
+                -0.0, 2.2250738585072014E-308, 'a,b,c,d', REPEAT(x'00FF', 50000), ?, 1901, 255, -8388608)"
+        ),
+        (big_text.as_str(),),
+    )
+    .await
+    .unwrap();
+    conn.query_drop(format!(
+        "UPDATE {db}.e SET t0 = '838:59:59', y = 2155 WHERE id = 1"
+    ))
+    .await
+    .unwrap();
+    let _ = conn.disconnect().await;
+    let want = maria_table(m, db, "e").await;
+    assert_eq!(want.len(), 1);
+    until(&d, "the edge row", || async {
+        (maria_table(m, dr, "e").await == want).then_some(())
+    })
+    .await;
+    assert!(d.stop().success(), "{}", d.log());
+}
