@@ -216,6 +216,10 @@ pub enum DdlAction {
     /// Fail the task at the statement (database targets), naming it; the
     /// operator applies it by hand, sets the kind to `skip` and resumes.
     Fail,
+    /// Pause the task at the statement (database targets): resuming it
+    /// applies the statement; setting the kind to `skip` (modify) before
+    /// resuming passes over it.
+    Pause,
 }
 
 /// `[tasks.sink]`, chosen by its `type` key.
@@ -504,6 +508,22 @@ impl TaskConfig {
         ] {
             for (j, p) in patterns.iter().enumerate() {
                 TablePattern::parse(p).map_err(|msg| (format!("{list}[{j}]"), msg))?;
+            }
+        }
+        if matches!(self.sink, SinkConfig::Jsonl(_) | SinkConfig::Kafka(_)) {
+            let acting = std::iter::once(("default".to_string(), self.ddl.default)).chain(
+                self.ddl
+                    .kinds
+                    .iter()
+                    .map(|(k, a)| (format!("kinds.{}", k.name()), *a)),
+            );
+            for (key_name, action) in acting {
+                if matches!(action, DdlAction::Fail | DdlAction::Pause) {
+                    return Err((
+                        key(&format!("ddl.{key_name}")),
+                        "\"fail\" and \"pause\" act on database targets (sink type mysql or postgres); a JSONL or Kafka sink passes DDL on (\"emit\") or drops it (\"skip\")".into(),
+                    ));
+                }
             }
         }
         match &self.sink {

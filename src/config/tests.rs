@@ -270,3 +270,24 @@ fn one_task_validates_on_its_own_with_key_paths() {
     assert_eq!(key, "filter.exclude[0]");
     assert!(msg.contains("db.table"), "{msg}");
 }
+
+#[test]
+fn fail_and_pause_ddl_actions_need_a_database_target() {
+    let jsonl = ISSUE_EXAMPLE.replace(
+        "[tasks.sink]",
+        "[tasks.ddl]\nkinds = { alter_table = \"pause\" }\n[tasks.sink]",
+    );
+    let e = err(&jsonl);
+    assert!(e.contains("tasks[0].ddl.kinds.alter_table"), "{e}");
+    assert!(e.contains("act on database targets"), "{e}");
+    let db = jsonl.replace(
+        "type = \"jsonl\"\npath = \"/var/lib/tidemark/shop.jsonl\"",
+        "type = \"mysql\"\nurl = \"mysql://u:p@127.0.0.1:3307\"",
+    );
+    assert!(
+        db.contains("type = \"mysql\"\nurl = \"mysql://u:p@127.0.0.1:3307\""),
+        "the sink was replaced: {db}"
+    );
+    let c = parse_with(&db, &[("MYSQL_PASSWORD", "pw")]).expect("valid with a database target");
+    assert_eq!(c.tasks[0].ddl.action(DdlKind::AlterTable), DdlAction::Pause);
+}

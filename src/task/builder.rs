@@ -38,7 +38,12 @@ pub fn stage(cfg: &TaskConfig) -> Result<Stage, TaskError> {
 }
 
 /// Opens the task's sink (reading back its own position, if it keeps one).
-pub async fn open_sink(cfg: &TaskConfig) -> Result<AnySink, TaskError> {
+/// `approved_ddl`: the DDL statement an operator resumed the task at
+/// (database targets, `pause` policy).
+pub async fn open_sink(
+    cfg: &TaskConfig,
+    approved_ddl: Option<Position>,
+) -> Result<AnySink, TaskError> {
     match &cfg.sink {
         SinkConfig::Jsonl(j) => {
             let encoder = JsonEncoder::new(cfg.format.clone(), cfg.id.clone(), cfg.id.clone());
@@ -79,6 +84,7 @@ pub async fn open_sink(cfg: &TaskConfig) -> Result<AnySink, TaskError> {
                 &cfg.id,
                 connector,
                 cfg.ddl.clone(),
+                approved_ddl,
             )
             .await
             .map_err(|e| TaskError::Sink {

@@ -32,6 +32,10 @@ pub(super) struct TaskLoop {
     pub(super) commands: mpsc::Receiver<(Command, Reply)>,
     pub(super) shutdown: CancellationToken,
     pub(super) abandoned: Arc<Mutex<Vec<String>>>,
+    /// The DDL statement the task paused at (database targets, `pause`
+    /// policy), and the one an operator resumed it at (applied next run).
+    pub(super) waiting_ddl: Option<crate::event::Position>,
+    pub(super) approved_ddl: Option<crate::event::Position>,
 }
 
 /// What the loop does next.
@@ -121,6 +125,12 @@ impl TaskLoop {
                     r
                 }
                 (Command::Start, _) | (Command::Resume, TaskState::Paused | TaskState::Failed) => {
+                    if matches!(cmd, Command::Resume)
+                        && let Some(p) = self.waiting_ddl.take()
+                    {
+                        info!(task = %self.cfg.id, position = %p, "resumed at a DDL statement: it is applied");
+                        self.approved_ddl = Some(p);
+                    }
                     self.status.send_modify(|s| s.retry = None);
                     let _ = reply.send(Ok(()));
                     return Next::Run;
@@ -317,6 +327,7 @@ impl TaskLoop {
             self.status.clone(),
             stop.clone(),
             requests,
+            self.approved_ddl.clone(),
         ));
         let started = tokio::time::Instant::now();
         let commits_at_start = self
@@ -443,6 +454,14 @@ impl TaskLoop {
     /// A run ended with `e`: retry or fail.
     fn failed_run(&mut self, e: &TaskError, backoff: &mut Backoff) -> Next {
         let text = chain(e);
+        if let Some(at) = e.ddl_pause() {
+            // Not a failure: the task waits for an operator at a DDL.
+            warn!(task = %self.cfg.id, position = %at, note = %text, "paused at a DDL statement");
+            self.waiting_ddl = Some(at.clone());
+            self.status.send_modify(|s| s.retry = None);
+            self.set(TaskState::Paused, Some(text));
+            return Next::Idle;
+        }
         self.progress.set_error(Some(text.clone()));
         let now = now_ms();
         let series_since = self
@@ -507,12 +526,13 @@ async fn run_task(
     status: watch::Sender<TaskStatus>,
     stop: CancellationToken,
     requests: tokio::sync::mpsc::UnboundedReceiver<Vec<String>>,
+    approved_ddl: Option<crate::event::Position>,
 ) -> Result<RunEnd, TaskError> {
     let id = cfg.id.clone();
     let mut stage = builder::stage(&cfg)?;
     let stored = store.load(&id).await.map_err(TaskError::Store)?;
     let reset = store.was_reset(&id).await.map_err(TaskError::Store)?;
-    let mut sink = builder::open_sink(&cfg).await?;
+    let mut sink = builder::open_sink(&cfg, approved_ddl).await?;
     // After `offsets reset` the sink's own position is stale by intent.
     let sink_position = if reset {
         None

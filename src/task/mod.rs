@@ -57,6 +57,20 @@ pub enum TaskError {
     Config(String),
 }
 
+impl TaskError {
+    /// The DDL statement a database target paused the task at (`pause`
+    /// policy), if that is what ended the run.
+    pub fn ddl_pause(&self) -> Option<&crate::event::Position> {
+        match self {
+            TaskError::Sink {
+                source: SinkError::Database(d),
+                ..
+            } => d.pause_at(),
+            _ => None,
+        }
+    }
+}
+
 impl Classify for TaskError {
     fn class(&self) -> ErrorClass {
         match self {

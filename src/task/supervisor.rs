@@ -127,6 +127,8 @@ impl Supervisor {
             commands: control_rx,
             shutdown: self.shutdown.clone(),
             abandoned: self.abandoned.clone(),
+            waiting_ddl: None,
+            approved_ddl: None,
         };
         self.tracker.spawn(task_loop.run(start));
         tasks.insert(handle.id().to_string(), handle.clone());

@@ -214,3 +214,154 @@ async fn cross_engine_tables_follow_the_rows_and_truncate_applies() {
     }
     assert!(d.stop().success(), "{}", d.log());
 }
+
+/// A task from config text, with a MariaDB target database `dr`.
+fn pause_task(
+    name: &str,
+    m: &crate::support::Mariadb,
+    data: &std::path::Path,
+    kinds: &str,
+) -> tidemark::config::TaskConfig {
+    let toml = format!(
+        r#"[daemon]
+data_dir = "{data}"
+
+[[tasks]]
+id = "{name}"
+[tasks.source]
+type = "mysql"
+url = "{url}"
+server_id = {sid}
+heartbeat_secs = 1
+[tasks.filter]
+include = ["{name}.*"]
+[tasks.ddl]
+kinds = {{ {kinds} }}
+[tasks.sink]
+type = "mysql"
+url = "{url}"
+map = {{ {name} = "{name}_dr" }}
+meta_schema = "tm_{name}"
+"#,
+        data = data.display(),
+        url = m.url(),
+        sid = crate::support::server_id(name),
+    );
+    tidemark::config::Config::parse(&toml, "test config")
+        .unwrap()
+        .tasks
+        .remove(0)
+}
+
+async fn wait_state(t: &tidemark::task::TaskHandle, want: tidemark::task::TaskState) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while t.state() != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "state {want:?} never came: {:?}",
+            t.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pause_policy_waits_at_the_statement_until_resumed_or_skipped() {
+    use std::sync::Arc;
+    use tidemark::store::FileOffsetStore;
+    use tidemark::task::{Supervisor, SupervisorSettings, TaskChange, TaskState};
+    let m = mariadb();
+    let name = "tg_ddlp";
+    let (source, target) = (Side::Maria(m, "tg_ddlp"), Side::Maria(m, "tg_ddlp_dr"));
+    source.fresh().await;
+    target.fresh().await;
+    target.forget_positions(name).await;
+    source
+        .exec("CREATE TABLE t (id BIGINT PRIMARY KEY, k BIGINT NOT NULL, v VARCHAR(40) NOT NULL)")
+        .await;
+    let dir = crate::support::scratch(name);
+    let data = dir.join("data");
+    let cfg = pause_task(
+        name,
+        m,
+        &data,
+        "alter_table = \"pause\", drop_table = \"pause\"",
+    );
+    let sup = Supervisor::new(
+        Arc::new(FileOffsetStore::open(&data).unwrap()),
+        SupervisorSettings {
+            drain_timeout: Duration::from_secs(20),
+            healthy_after: Duration::from_secs(5),
+            data_dir: data.clone(),
+        },
+    );
+    let t = sup.add(cfg, true).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while t.progress().committed_position.is_none() {
+        assert!(std::time::Instant::now() < deadline, "{:?}", t.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    source
+        .exec("INSERT INTO t VALUES (1, 1, 'one'); ALTER TABLE t ADD COLUMN extra INT NULL; INSERT INTO t VALUES (2, 2, 'two', 5);")
+        .await;
+    // The task waits at the ALTER: the row before it is applied.
+    wait_state(&t, TaskState::Paused).await;
+    let note = t
+        .status()
+        .history
+        .back()
+        .and_then(|h| h.note.clone())
+        .unwrap_or_default();
+    assert!(
+        note.contains("waits for an operator") && note.contains("ADD COLUMN extra"),
+        "{note}"
+    );
+    assert_eq!(target.rows("", "t").await.len(), 1);
+    // Resume: the statement is applied, then the rest.
+    t.resume().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while target.rows("", "t").await.len() != 2 {
+        assert!(std::time::Instant::now() < deadline, "{:?}", t.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The next pause is skipped by the operator: the kind set to skip.
+    source
+        .exec(
+            "DROP TABLE t; CREATE TABLE after (id INT PRIMARY KEY); INSERT INTO after VALUES (1);",
+        )
+        .await;
+    wait_state(&t, TaskState::Paused).await;
+    let mut ddl = tidemark::config::DdlConfig::default();
+    ddl.kinds.insert(
+        tidemark::event::DdlKind::DropTable,
+        tidemark::config::DdlAction::Skip,
+    );
+    t.modify(TaskChange {
+        ddl: Some(ddl),
+        ..TaskChange::default()
+    })
+    .await
+    .unwrap();
+    t.resume().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut c = m.conn().await;
+        use mysql_async::prelude::Queryable;
+        let n: Option<i64> = c
+            .query_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'tg_ddlp_dr' AND TABLE_NAME = 'after'")
+            .await
+            .unwrap();
+        let _ = c.disconnect().await;
+        if n == Some(1) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", t.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        target.rows("", "t").await.len(),
+        2,
+        "the skipped DROP left the table"
+    );
+    t.stop().await.unwrap();
+}

@@ -35,6 +35,9 @@ pub struct Settings {
     pub source: Connector,
     pub ddl: DdlConfig,
     pub cfg: DbSinkConfig,
+    /// The DDL statement an operator resumed the task at (`pause` policy):
+    /// applied this time.
+    pub approved_ddl: Option<Position>,
 }
 
 /// One conflict for the journal table.
@@ -357,6 +360,13 @@ impl<T: Target> Applier<T> {
         durable: &watch::Sender<Durable>,
     ) -> Result<(), DbSinkError> {
         let ends_tx = batches.last().is_some_and(|b| b.end.is_tx_end());
+        if self.open.is_empty() && batches.iter().all(|b| b.events.is_empty()) {
+            // Nothing for this target (an idle or filtered stream): the
+            // position moves in the offset store; the target's own moves
+            // with its next transaction.
+            durable.send_modify(|d| d.ticket = d.ticket.max(ticket));
+            return Ok(());
+        }
         if !self.workers.is_empty() && self.open.is_empty() && super::parallel::eligible(&batches) {
             return self.parallel_group(ticket, batches, durable).await;
         }
@@ -776,6 +786,18 @@ impl<T: Target> Applier<T> {
         }
         if action == DdlAction::Skip {
             return Ok(());
+        }
+        if action == DdlAction::Pause && self.s.approved_ddl.as_ref() != Some(&ev.position) {
+            return Err(Stop::Fail(DbSinkError::pause(
+                format!(
+                    "DDL at {} waits for an operator (the DDL policy for {} is \"pause\"): `{}`. Resume the task to apply it, or set [tasks.ddl] kinds.{} = \"skip\" (modify) and resume to pass over it",
+                    ev.position,
+                    ddl.kind.name(),
+                    one_line(&ddl.statement),
+                    ddl.kind.name()
+                ),
+                ev.position.clone(),
+            )));
         }
         let same_engine = matches!(
             (self.s.source, self.target.engine()),

@@ -41,6 +41,8 @@ pub struct DbSinkError {
     message: String,
     class: ErrorClass,
     kind: DbErrorKind,
+    /// Set when a DDL statement waits for an operator (`pause` policy).
+    pause_at: Option<Position>,
     #[source]
     cause: Option<BoxError>,
 }
@@ -65,8 +67,23 @@ impl DbSinkError {
             message: message.into(),
             class: ErrorClass::Definite,
             kind: DbErrorKind::Other,
+            pause_at: None,
             cause: None,
         }
+    }
+
+    /// A DDL statement at `at` waits for an operator: the task pauses.
+    pub fn pause(message: impl Into<String>, at: Position) -> DbSinkError {
+        DbSinkError {
+            pause_at: Some(at),
+            ..DbSinkError::definite(message)
+        }
+    }
+
+    /// The position of the DDL statement the task pauses at, if that is
+    /// what this error is.
+    pub fn pause_at(&self) -> Option<&Position> {
+        self.pause_at.as_ref()
     }
 
     pub fn transient(message: impl Into<String>) -> DbSinkError {
@@ -102,6 +119,7 @@ impl DbSinkError {
             message: e.to_string().replace("source.", "sink."),
             class,
             kind: DbErrorKind::Other,
+            pause_at: None,
             cause: std::error::Error::source(&e).map(|c| c.to_string().into()),
         }
     }
@@ -205,6 +223,7 @@ impl DbSink {
         task: &str,
         source: Connector,
         ddl: DdlConfig,
+        approved_ddl: Option<Position>,
     ) -> Result<DbSink, DbSinkError> {
         let bytes = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel(2);
@@ -214,6 +233,7 @@ impl DbSink {
             source,
             ddl,
             cfg,
+            approved_ddl,
         };
         let workers = settings.cfg.workers;
         let (label, open_position, applier) = match engine {
