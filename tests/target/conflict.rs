@@ -196,9 +196,12 @@ async fn a_key_swap_on_a_secondary_unique_key_applies() {
         use mysql_async::prelude::Queryable;
         let mut c = m.conn().await;
         let got: Option<String> = c
-            .query_first("SELECT GROUP_CONCAT(id, code ORDER BY id) FROM tg_swap_dr.u")
+            .query_first::<Option<String>, _>(
+                "SELECT GROUP_CONCAT(id, code ORDER BY id) FROM tg_swap_dr.u",
+            )
             .await
-            .unwrap_or(None);
+            .unwrap_or(None)
+            .flatten();
         let _ = c.disconnect().await;
         if got.as_deref() == Some("2a,3b") {
             break;

@@ -179,6 +179,13 @@ async fn cross_engine_tables_follow_the_rows_and_truncate_applies() {
         .await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
+        // The row first: the columns read after it include its DDL.
+        let four = c
+            .query_opt("SELECT k::text FROM tg_ddlx.t WHERE id = 4", &[])
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get::<_, String>(0));
         let rows = c
             .query(
                 "SELECT column_name::text, data_type::text FROM information_schema.columns
@@ -188,12 +195,6 @@ async fn cross_engine_tables_follow_the_rows_and_truncate_applies() {
             .await
             .unwrap();
         let cols: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let four = c
-            .query_opt("SELECT k::text FROM tg_ddlx.t WHERE id = 4", &[])
-            .await
-            .ok()
-            .flatten()
-            .map(|r| r.get::<_, String>(0));
         if four.as_deref() == Some("18446744073709551615") {
             assert_eq!(
                 cols,

@@ -197,8 +197,19 @@ impl Opened {
                 set.push((lo, hi));
             }
         }
-        if let Some(p) = &position {
-            tracing::info!(task, position = %p, applied_past_it = set.len(), target, "resuming after the target's position");
+        match &position {
+            Some(p) => {
+                tracing::info!(task, position = %p, applied_past_it = set.len(), target, "resuming after the target's position")
+            }
+            None if !set.is_empty() => {
+                tracing::info!(
+                    task,
+                    applied_past_it = set.len(),
+                    target,
+                    "the target holds transactions parallel workers applied before any position: they are skipped"
+                )
+            }
+            None => {}
         }
         Ok(Opened {
             position,
