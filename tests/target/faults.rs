@@ -58,3 +58,34 @@ async fn a_target_restarted_mid_load_loses_and_repeats_nothing() {
         d.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_constraint_the_policy_does_not_cover_fails_the_task_naming_the_row() {
+    let m = mariadb();
+    let (source, target) = (Side::Maria(m, "tg_chk"), Side::Maria(m, "tg_chk_dr"));
+    source.fresh().await;
+    target.fresh().await;
+    target.forget_positions("tg_chk").await;
+    source.load("t", 0).await;
+    target
+        .exec("CREATE TABLE t (id BIGINT PRIMARY KEY, k BIGINT NOT NULL CHECK (k < 100), v VARCHAR(40) NOT NULL)")
+        .await;
+    let sink = super::maria_sink(m, "map = { tg_chk = \"tg_chk_dr\" }");
+    let mut d = source.daemon("tg_chk", &sink, "");
+    d.start();
+    d.wait_log("reading binlog", Duration::from_secs(30));
+    source
+        .exec("INSERT INTO t VALUES (1, 1, 'ok'); INSERT INTO t VALUES (7, 500, 'too big')")
+        .await;
+    assert!(!d.wait_exit(Duration::from_secs(30)).success());
+    let log = d.log();
+    assert!(
+        log.contains("applying the insert of tg_chk.t key id=7 (source position binlog:"),
+        "the row is named:\n{log}"
+    );
+    assert!(log.contains("CONSTRAINT"), "the server's reason:\n{log}");
+    assert!(
+        !target.rows("", "t").await.iter().any(|r| r.0 == 7),
+        "nothing of the failing transaction is on the target"
+    );
+}

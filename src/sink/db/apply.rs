@@ -255,7 +255,7 @@ impl From<DbSinkError> for Stop {
     fn from(e: DbSinkError) -> Stop {
         match e.kind() {
             DbErrorKind::Duplicate | DbErrorKind::Retry => Stop::Replay(e),
-            DbErrorKind::InEffect | DbErrorKind::Other => Stop::Fail(e),
+            DbErrorKind::InEffect | DbErrorKind::Conflict | DbErrorKind::Other => Stop::Fail(e),
         }
     }
 }
@@ -758,7 +758,8 @@ impl<T: Target> Applier<T> {
                 ev.position,
                 op.name(),
                 op.name(),
-            ))));
+            ))
+            .with_kind(DbErrorKind::Conflict)));
         }
         if total <= 100 || total.is_power_of_two() {
             warn!(task = %self.s.task, table = %t.label, op = op.name(), key = %key_text(t, &key), position = %ev.position, action = action.name(), conflicts = total, "conflict: {what}");

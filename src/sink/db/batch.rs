@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
+use crate::error::Classify;
+
 use super::apply::{
     Applier, InsertMode, Mode, Stop, Target, TargetTable, keyed, row_key, same_table, upserts,
 };
@@ -119,7 +121,9 @@ impl<T: Target> Applier<T> {
                 continue;
             }
             self.flush_run(&mut run, durable).await?;
-            self.event(ev, mode, durable).await?;
+            self.event(ev, mode, durable)
+                .await
+                .map_err(|stop| at_change(stop, ev))?;
             self.maybe_split(ev, durable).await?;
         }
         self.flush_run(&mut run, durable).await
@@ -160,6 +164,35 @@ impl<T: Target> Applier<T> {
     }
 
     async fn flush_run(
+        &mut self,
+        run: &mut Run<'_>,
+        durable: &watch::Sender<Durable>,
+    ) -> Result<(), Stop> {
+        let n = run.events.len();
+        match self.flush_run_inner(run, durable).await {
+            // A statement of several rows failed for a reason of its data
+            // (a constraint, a value the column refuses): applied again row
+            // by row, the failing row is named.
+            Err(Stop::Fail(e))
+                if n > 1
+                    && e.kind() == DbErrorKind::Other
+                    && e.pause_at().is_none()
+                    && e.class() == crate::error::ErrorClass::Definite =>
+            {
+                Err(Stop::Replay(e))
+            }
+            Err(Stop::Fail(e)) if n == 1 => {
+                let ev = run.events.first().copied();
+                Err(match ev {
+                    Some(ev) => at_change(Stop::Fail(e), ev),
+                    None => Stop::Fail(e),
+                })
+            }
+            other => other,
+        }
+    }
+
+    async fn flush_run_inner(
         &mut self,
         run: &mut Run<'_>,
         durable: &watch::Sender<Durable>,
@@ -233,6 +266,61 @@ impl<T: Target> Applier<T> {
         run.rows.clear();
         run.kind = None;
         self.maybe_split(last, durable).await
+    }
+}
+
+/// A definite failure of one change names it: table, key, position.
+fn at_change(stop: Stop, ev: &ChangeEvent) -> Stop {
+    match stop {
+        Stop::Fail(e) if e.pause_at().is_none() && e.kind() != DbErrorKind::Conflict => {
+            let key = ev
+                .table
+                .as_ref()
+                .map(|t| {
+                    let row = ev
+                        .after
+                        .as_deref()
+                        .or(ev.before.as_deref())
+                        .unwrap_or_default();
+                    let parts: Vec<String> = t
+                        .key
+                        .iter()
+                        .filter_map(|&i| {
+                            let v = row.get(i)?;
+                            let text = super::render::pg_text(v, &super::render::Kind::Other)
+                                .ok()
+                                .flatten()
+                                .unwrap_or_else(|| "NULL".into());
+                            let text: String = text.chars().take(64).collect();
+                            Some(format!("{}={text}", t.columns.get(i)?.name))
+                        })
+                        .collect();
+                    format!(
+                        "{}.{} key {}",
+                        t.schema.as_deref().unwrap_or(&t.db),
+                        t.name,
+                        parts.join(", ")
+                    )
+                })
+                .unwrap_or_else(|| "a statement".into());
+            Stop::Fail(e.context(&format!(
+                "applying the {} of {key} (source position {})",
+                op_name(ev.op),
+                ev.position
+            )))
+        }
+        other => other,
+    }
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Create => "insert",
+        Op::Read => "snapshot row",
+        Op::Update => "update",
+        Op::Delete => "delete",
+        Op::Truncate => "truncate",
+        Op::Ddl => "DDL",
     }
 }
 

@@ -55,6 +55,9 @@ pub enum DbErrorKind {
     /// Deadlock, lock timeout, serialization failure: run the
     /// transaction again.
     Retry,
+    /// A conflict the policy fails on (the message names table, key and
+    /// position already).
+    Conflict,
     /// A DDL's change is already there (the table exists, the column is
     /// gone): a DDL replayed after a crash between it and its position.
     InEffect,
