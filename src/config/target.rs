@@ -37,10 +37,13 @@ pub struct DbSinkConfig {
     /// it; the position resumes exactly either way). Default 100000.
     #[serde(default = "default_max_tx_rows")]
     pub max_tx_rows: usize,
-    /// PostgreSQL replication origin the changes are applied under
-    /// (`exclude_replicated` on a reverse task's source leaves them out).
-    /// Default `tidemark_<target database>_<task id>`; unique per target
-    /// server, starting with `tidemark`.
+    /// PostgreSQL: apply under this replication origin (parallel workers
+    /// under `<origin>_w<n>`), so that the source of a reverse task with
+    /// `exclude_replicated` leaves these changes out: set it on both tasks
+    /// of a bidirectional pair. Must start with `tidemark`; unique per
+    /// target server. Needs the replication-origin functions; each origin
+    /// in use takes one of the target's `max_replication_slots`. Default:
+    /// none.
     #[serde(default)]
     pub origin: Option<String>,
     /// Connections applying at once: independent source transactions of a
@@ -48,6 +51,12 @@ pub struct DbSinkConfig {
     /// rules); 1 applies everything on one connection. Default 4.
     #[serde(default = "default_workers")]
     pub workers: usize,
+    /// Seconds a statement may wait for a lock on the target (a row an
+    /// application or an operator holds) before it gives up and the
+    /// transaction is applied again with backoff: never a silent stall.
+    /// Default 10.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout_secs: u64,
     /// Schema (PostgreSQL) or database (MySQL) holding tidemark's position
     /// table `apply_position` on the target. Default `tidemark`.
     #[serde(default = "default_meta_schema")]
@@ -60,6 +69,10 @@ fn default_true() -> bool {
 
 fn default_max_tx_rows() -> usize {
     100_000
+}
+
+fn default_lock_timeout() -> u64 {
+    10
 }
 
 fn default_workers() -> usize {
@@ -82,6 +95,7 @@ impl fmt::Debug for DbSinkConfig {
             .field("meta_schema", &self.meta_schema)
             .field("origin", &self.origin)
             .field("workers", &self.workers)
+            .field("lock_timeout_secs", &self.lock_timeout_secs)
             .finish()
     }
 }
@@ -309,6 +323,9 @@ impl DbSinkConfig {
                 "origin",
                 "must start with `tidemark` and hold only letters, digits and _ (a reverse task recognizes tidemark's origins by the prefix)".into(),
             );
+        }
+        if self.lock_timeout_secs == 0 || self.lock_timeout_secs > 3600 {
+            return err("lock_timeout_secs", "must be between 1 and 3600".into());
         }
         if self.workers == 0 || self.workers > 64 {
             return err("workers", "must be between 1 and 64".into());

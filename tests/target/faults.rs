@@ -89,3 +89,41 @@ async fn a_constraint_the_policy_does_not_cover_fails_the_task_naming_the_row() 
         "nothing of the failing transaction is on the target"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_held_on_the_target_is_waited_out_not_stalled_on() {
+    // An operator holds a target row locked for a while: the apply times
+    // out on it, says so, applies again, and gets through once the lock
+    // is gone.
+    let (m, p) = (mariadb(), crate::support::postgres());
+    let (source, target) = (Side::Maria(m, "tg_lock"), Side::Pg(p, "tg_lock_dr"));
+    source.fresh().await;
+    target.fresh().await;
+    source.load("t", 10).await;
+    target
+        .exec("CREATE SCHEMA tg_lock; CREATE TABLE tg_lock.t (id BIGINT PRIMARY KEY, k BIGINT NOT NULL, v TEXT NOT NULL); INSERT INTO tg_lock.t SELECT g, g % 1000, 'row' || g FROM generate_series(1, 10) g;")
+        .await;
+    let sink = format!("{}\nlock_timeout_secs = 1", pg_sink(p, "tg_lock_dr", ""));
+    let mut d = source.daemon("tg_lock", &sink, "");
+    d.start();
+    d.wait_log("reading binlog", Duration::from_secs(30));
+    let holder = p.client("tg_lock_dr").await;
+    holder
+        .batch_execute("BEGIN; SELECT * FROM tg_lock.t WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    source.exec("UPDATE t SET v = 'changed' WHERE id = 1").await;
+    d.wait_log(
+        "the target refused the transaction for now",
+        Duration::from_secs(30),
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    wait_same(&d, source, target, "t", "tg_lock", Duration::from_secs(60)).await;
+    assert!(d.stop().success(), "{}", d.log());
+    assert!(
+        d.log().contains("lock timeout"),
+        "the reason is named:\n{}",
+        d.log()
+    );
+}

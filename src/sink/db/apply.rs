@@ -384,7 +384,11 @@ impl<T: Target> Applier<T> {
                     if attempt > 5 {
                         return Err(e.context("applying the same transaction failed 5 times"));
                     }
-                    debug!(task = %self.s.task, error = %e, "rolling back; applying the open transaction again, row by row");
+                    if e.kind() == DbErrorKind::Retry {
+                        warn!(task = %self.s.task, error = %e, attempt, "the target refused the transaction for now (a lock held too long, a deadlock, a serialization failure): applying it again");
+                    } else {
+                        debug!(task = %self.s.task, error = %e, "rolling back; applying the open transaction again, row by row");
+                    }
                     self.target.rollback().await?;
                     self.rows = 0;
                     self.applied = None;

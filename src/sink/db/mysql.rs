@@ -51,7 +51,18 @@ impl MysqlTarget {
             .client_found_rows(true)
             .stmt_cache_size(Some(256))
             .tcp_keepalive(Some(Duration::from_secs(10)))
-            .init(SESSION.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+            .init(
+                SESSION
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(std::iter::once(format!(
+                        // A lock held on the target fails the statement
+                        // instead of holding the task silently.
+                        "SET SESSION innodb_lock_wait_timeout = {}, lock_wait_timeout = {}",
+                        s.cfg.lock_timeout_secs, s.cfg.lock_timeout_secs
+                    )))
+                    .collect::<Vec<_>>(),
+            );
         let tls = &s.cfg.tls;
         if tls.mode != TlsMode::Disabled {
             let mut ssl = SslOpts::default();

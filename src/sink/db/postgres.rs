@@ -46,6 +46,15 @@ impl PgTarget {
                 "the target {describe} is read-only (a standby, or default_transaction_read_only = on): point sink.url at a writable primary"
             )));
         }
+        // A lock held on the target fails the statement instead of holding
+        // the task silently; the transaction is then applied again.
+        client
+            .batch_execute(&format!(
+                "SET lock_timeout = '{}s'",
+                s.cfg.lock_timeout_secs
+            ))
+            .await
+            .map_err(|e| classify("setting lock_timeout", e))?;
         // Replicated rows: the source ran its triggers and checked its
         // foreign keys already (and snapshot tables load in any order).
         if let Err(e) = client
@@ -54,46 +63,55 @@ impl PgTarget {
         {
             warn!(task = %s.task, target = %describe, error = %e, "session_replication_role = replica was refused (it needs a superuser, or GRANT SET ON PARAMETER session_replication_role on PostgreSQL 15+): foreign keys and triggers of the target stay active while applying");
         }
-        // Changes applied here carry a replication origin: the source of a
-        // reverse task (a bidirectional pair) leaves them out
-        // (`exclude_replicated`). Its session is also the task's fence:
-        // one session at a time may use an origin.
-        let origin = s.cfg.origin.clone().unwrap_or_else(|| {
-            // Origins are per server: the database keeps tasks of the
-            // same id on different databases apart.
-            let name = format!("tidemark_{}_{}", target.database, s.task)
-                .replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_");
-            name.chars().take(56).collect()
-        });
-        let origin = match worker {
-            Some(w) => format!("{origin}_w{w}"),
-            None => origin,
-        };
-        let setup = client
-            .execute(
-                "SELECT pg_catalog.pg_replication_origin_create($1) WHERE pg_catalog.pg_replication_origin_oid($1) IS NULL",
-                &[&origin],
-            )
-            .await;
-        let setup = match setup {
-            Ok(_) => client
+        // With `origin` set (bidirectional pairs), changes applied here
+        // carry a replication origin, which the source of the reverse task
+        // leaves out (`exclude_replicated`). Each connection needs its own
+        // (one session per origin): `_w<n>` for the parallel workers.
+        // Origins are tracked in max_replication_slots' slots: none are
+        // taken unless asked for.
+        if let Some(base) = &s.cfg.origin {
+            let origin = match worker {
+                Some(w) => format!("{base}_w{w}"),
+                None => base.clone(),
+            };
+            let setup = client
                 .execute(
-                    "SELECT pg_catalog.pg_replication_origin_session_setup($1)",
+                    "SELECT pg_catalog.pg_replication_origin_create($1) WHERE pg_catalog.pg_replication_origin_oid($1) IS NULL",
                     &[&origin],
                 )
-                .await
-                .map(|_| ()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = setup {
-            if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE) {
-                return Err(DbSinkError::transient(format!(
-                    "replication origin {origin} on {describe} is in use by another session (a previous run of task {} still connected?)",
-                    s.task
-                ))
-                .caused_by(e));
+                .await;
+            let setup = match setup {
+                Ok(_) => client
+                    .execute(
+                        "SELECT pg_catalog.pg_replication_origin_session_setup($1)",
+                        &[&origin],
+                    )
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = setup {
+                let why = e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string());
+                let err = match e.code() {
+                    Some(c) if *c == tokio_postgres::error::SqlState::OBJECT_IN_USE => {
+                        DbSinkError::transient(format!(
+                            "replication origin {origin} on {describe} is in use by another session ({why}): a previous run of task {} still connected, or another task with the same sink.origin",
+                            s.task
+                        ))
+                    }
+                    Some(c) if *c == tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE => {
+                        DbSinkError::definite(format!(
+                            "sink.origin needs the replication-origin functions on {describe} ({why}): a superuser, or GRANT EXECUTE ON FUNCTION pg_replication_origin_create, pg_replication_origin_oid, pg_replication_origin_session_setup TO the target user"
+                        ))
+                    }
+                    _ => DbSinkError::definite(format!(
+                        "setting up replication origin {origin} on {describe}: {why} (origins in use count against max_replication_slots: raise it, or drop unused ones with pg_replication_origin_drop)"
+                    )),
+                };
+                return Err(err.caused_by(e));
             }
-            warn!(task = %s.task, target = %describe, error = %e, "applying without a replication origin (it needs a superuser, or GRANT EXECUTE ON FUNCTION pg_replication_origin_create, pg_replication_origin_oid, pg_replication_origin_session_setup TO the target user): a reverse task can't tell this task's changes from others (bidirectional pairs need it)");
         }
         Ok(PgTarget {
             client,
