@@ -64,6 +64,10 @@ pub struct TableSchema {
     pub columns: Vec<ColumnDef>,
     /// Indices into `columns` of the columns that identify a row.
     pub key: Vec<usize>,
+    /// The table's other unique keys (indices into `columns`), where the
+    /// source tells them (PostgreSQL's catalog); empty otherwise. Tables a
+    /// database target creates get them as UNIQUE constraints.
+    pub uniques: Vec<Vec<usize>>,
     /// Fingerprint of the column names and types: changes with every schema change.
     pub version: u32,
 }

@@ -236,6 +236,7 @@ mod tests {
                 nullable: false,
             }],
             key: vec![0],
+            uniques: Vec::new(),
             version: 7,
         });
         let ev = ChangeEvent {

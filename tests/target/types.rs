@@ -376,3 +376,68 @@ async fn mariadb_edge_values_stream_bit_exact_to_mariadb() {
     .await;
     assert!(d.stop().success(), "{}", d.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn created_tables_carry_the_postgres_sources_unique_keys() {
+    let (m, p) = (mariadb(), postgres());
+    let db = "tg_uniq";
+    p.fresh_db(db).await;
+    p.fresh_db("tg_uniq_dr").await;
+    p.exec(
+        db,
+        "CREATE TABLE u (id int PRIMARY KEY, code text NOT NULL UNIQUE, a int, b int, v int, UNIQUE (a, b));
+         INSERT INTO u VALUES (1, 'x', 1, 1, 0), (2, 'y', 1, 2, 0);",
+    )
+    .await;
+    m.exec("DROP DATABASE IF EXISTS tg_uniq_dr").await;
+    Side::Maria(m, "tg_uniq_dr")
+        .forget_positions("tg_uniqm")
+        .await;
+    // PostgreSQL → MariaDB and PostgreSQL → PostgreSQL, both creating `u`.
+    let to_maria = maria_sink(m, "map = { public = \"tg_uniq_dr\" }");
+    let mut d = Side::Pg(p, db)
+        .daemon("tg_uniqm", &to_maria, "")
+        .with_mode("snapshot", 100, 1);
+    d.start();
+    assert!(
+        d.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        d.log()
+    );
+    let to_pg = pg_sink(p, "tg_uniq_dr", "");
+    let mut d = Side::Pg(p, db)
+        .daemon("tg_uniqp", &to_pg, "")
+        .with_mode("snapshot", 100, 1);
+    d.start();
+    assert!(
+        d.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        d.log()
+    );
+    let mut c = m.conn().await;
+    let maria: Vec<(String, String)> = c
+        .query(
+            "SELECT INDEX_NAME, GROUP_CONCAT(COLUMN_NAME ORDER BY SEQ_IN_INDEX) FROM information_schema.STATISTICS
+              WHERE TABLE_SCHEMA = 'tg_uniq_dr' AND TABLE_NAME = 'u' AND NON_UNIQUE = 0
+              GROUP BY INDEX_NAME ORDER BY 2",
+        )
+        .await
+        .unwrap();
+    let _ = c.disconnect().await;
+    let cols: Vec<&str> = maria.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(cols, vec!["a,b", "code", "id"], "{maria:?}");
+    let pc = p.client("tg_uniq_dr").await;
+    let rows = pc
+        .query(
+            "SELECT array_to_string(array_agg(a.attname::text ORDER BY k.ord), ',')
+               FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+              WHERE i.indrelid = 'public.u'::regclass AND i.indisunique
+              GROUP BY i.indexrelid ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let pg: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(pg, vec!["a,b", "code", "id"]);
+}

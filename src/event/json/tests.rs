@@ -25,6 +25,7 @@ fn encode_one(connector: Connector, ty: &str, v: Value, opts: JsonOptions) -> se
         name: "t".into(),
         columns: vec![col("v", ty)],
         key: vec![],
+        uniques: Vec::new(),
         version: 0,
     });
     let ev = ChangeEvent {
@@ -312,6 +313,7 @@ fn fast_path_writes_what_serde_writes() {
             col("nul", "text"),
         ],
         key: vec![0],
+        uniques: Vec::new(),
         version: 1,
     });
     let row = |id: i64, text: &str| {

@@ -242,7 +242,8 @@ impl MysqlTarget {
             }
             let mut defs = Vec::new();
             for (i, c) in src.columns.iter().enumerate() {
-                let ty = super::create::mysql_type(s.source, c, src.key.contains(&i))
+                let indexed = src.key.contains(&i) || src.uniques.iter().any(|u| u.contains(&i));
+                let ty = super::create::mysql_type(s.source, c, indexed)
                     .map_err(DbSinkError::definite)?;
                 let nn = if c.nullable { " NULL" } else { " NOT NULL" };
                 defs.push(format!("{} {ty}{nn}", my_ident(&c.name)));
@@ -255,6 +256,16 @@ impl MysqlTarget {
                     .map(|c| my_ident(&c.name))
                     .collect();
                 defs.push(format!("PRIMARY KEY ({})", keys.join(", ")));
+            }
+            for u in &src.uniques {
+                let cols: Vec<String> = u
+                    .iter()
+                    .filter_map(|&i| src.columns.get(i))
+                    .map(|c| my_ident(&c.name))
+                    .collect();
+                if cols.len() == u.len() && !cols.is_empty() {
+                    defs.push(format!("UNIQUE KEY ({})", cols.join(", ")));
+                }
             }
             for sql in [
                 format!("CREATE DATABASE IF NOT EXISTS {}", my_ident(&db)),

@@ -248,7 +248,8 @@ impl PgTarget {
             }
             let mut defs = Vec::new();
             for (i, c) in src.columns.iter().enumerate() {
-                let ty = super::create::postgres_type(s.source, c, src.key.contains(&i))
+                let indexed = src.key.contains(&i) || src.uniques.iter().any(|u| u.contains(&i));
+                let ty = super::create::postgres_type(s.source, c, indexed)
                     .map_err(DbSinkError::definite)?;
                 let nn = if c.nullable { "" } else { " NOT NULL" };
                 defs.push(format!("{} {ty}{nn}", pg_ident(&c.name)));
@@ -261,6 +262,16 @@ impl PgTarget {
                     .map(|c| pg_ident(&c.name))
                     .collect();
                 defs.push(format!("PRIMARY KEY ({})", keys.join(", ")));
+            }
+            for u in &src.uniques {
+                let cols: Vec<String> = u
+                    .iter()
+                    .filter_map(|&i| src.columns.get(i))
+                    .map(|c| pg_ident(&c.name))
+                    .collect();
+                if cols.len() == u.len() && !cols.is_empty() {
+                    defs.push(format!("UNIQUE ({})", cols.join(", ")));
+                }
             }
             self.begin().await?;
             let ddl = format!(

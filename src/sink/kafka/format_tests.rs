@@ -26,6 +26,7 @@ fn table() -> Arc<TableSchema> {
             },
         ],
         key: vec![0],
+        uniques: Vec::new(),
         version: 1,
     })
 }

@@ -269,6 +269,7 @@ mod tests {
                 nullable: false,
             }],
             key: vec![0],
+            uniques: Vec::new(),
             version: 1,
         })
     }

@@ -98,6 +98,7 @@ fn text_written_values_make_the_field_a_string() {
             nullable: false,
         }],
         key: vec![],
+        uniques: Vec::new(),
         version: 1,
     };
     let zero = [Value::Date(crate::event::value::Date {

@@ -359,6 +359,7 @@ pub fn build(
             name: map.table.clone(),
             columns,
             key,
+            uniques: Vec::new(),
             version,
         }),
         kinds,

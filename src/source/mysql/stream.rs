@@ -442,6 +442,7 @@ impl BinlogDecoder {
                 name: t.clone(),
                 columns: Vec::new(),
                 key: Vec::new(),
+                uniques: Vec::new(),
                 version: 0,
             })),
             _ => None,

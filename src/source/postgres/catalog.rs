@@ -142,6 +142,23 @@ pub async fn load_relation(
     }
     pk.sort();
     info.primary_key = pk.into_iter().map(|(_, n)| n).collect();
+    // The other unique keys (tables a database target creates get them).
+    let uniques = client
+        .query(
+            "SELECT array_agg(a.attname::text ORDER BY k.ord)
+               FROM pg_catalog.pg_index i
+               CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+              WHERE i.indrelid::int8 = $1 AND i.indisunique AND NOT i.indisprimary
+                AND i.indpred IS NULL AND i.indexprs IS NULL
+              GROUP BY i.indexrelid
+              ORDER BY i.indexrelid",
+            &[&i64::from(rel_id)],
+        )
+        .await?;
+    for r in uniques {
+        info.unique_keys.push(r.try_get(0)?);
+    }
     Ok(info)
 }
 

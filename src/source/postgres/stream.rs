@@ -51,6 +51,9 @@ pub struct RelationInfo {
     pub not_null: HashSet<String>,
     /// Primary key columns, in key order.
     pub primary_key: Vec<String>,
+    /// Other unique keys (column names in key order), from unique indexes
+    /// without expressions or predicates.
+    pub unique_keys: Vec<Vec<String>>,
 }
 
 /// A table as the last Relation message described it.
@@ -462,6 +465,15 @@ pub fn relation_schema(
         name: r.name.clone(),
         columns,
         key,
+        uniques: info
+            .unique_keys
+            .iter()
+            .filter_map(|k| {
+                k.iter()
+                    .map(|n| r.columns.iter().position(|c| &c.name == n))
+                    .collect::<Option<Vec<usize>>>()
+            })
+            .collect(),
         version,
     });
     (schema, types)

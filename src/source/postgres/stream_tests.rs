@@ -89,6 +89,7 @@ fn pk_info() -> RelationInfo {
     RelationInfo {
         not_null: ["id".to_string()].into(),
         primary_key: vec!["id".into()],
+        unique_keys: Vec::new(),
     }
 }
 

@@ -70,6 +70,7 @@ pub fn table_codec(
             name: table.to_string(),
             columns: defs,
             key,
+            uniques: Vec::new(),
             version,
         }),
         kinds,

@@ -23,6 +23,7 @@ fn schema(key: Vec<usize>) -> Arc<TableSchema> {
             },
         ],
         key,
+        uniques: Vec::new(),
         version: 1,
     })
 }
