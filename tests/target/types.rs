@@ -441,3 +441,40 @@ async fn created_tables_carry_the_postgres_sources_unique_keys() {
     let pg: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(pg, vec!["a,b", "code", "id"]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tables_created_by_a_mariadb_snapshot_carry_its_unique_keys() {
+    let (m, p) = (mariadb(), postgres());
+    let db = "tg_uniqmb";
+    m.exec(&format!(
+        "DROP DATABASE IF EXISTS `{db}`; CREATE DATABASE `{db}`;
+         CREATE TABLE `{db}`.u (id INT PRIMARY KEY, code VARCHAR(20) NOT NULL UNIQUE, a INT, b INT, UNIQUE KEY ab (a, b));
+         INSERT INTO `{db}`.u VALUES (1, 'x', 1, 1), (2, 'y', 1, 2);"
+    ))
+    .await;
+    p.fresh_db("tg_uniqmb_dr").await;
+    let sink = pg_sink(p, "tg_uniqmb_dr", "");
+    let mut d = Side::Maria(m, db)
+        .daemon(db, &sink, "")
+        .with_mode("snapshot", 100, 1);
+    d.start();
+    assert!(
+        d.wait_exit(Duration::from_secs(60)).success(),
+        "{}",
+        d.log()
+    );
+    let pc = p.client("tg_uniqmb_dr").await;
+    let rows = pc
+        .query(
+            "SELECT array_to_string(array_agg(a.attname::text ORDER BY k.ord), ',')
+               FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+              WHERE i.indrelid = 'tg_uniqmb.u'::regclass AND i.indisunique
+              GROUP BY i.indexrelid ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let pg: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(pg, vec!["a,b", "code", "id"]);
+}

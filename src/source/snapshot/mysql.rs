@@ -289,6 +289,9 @@ impl MysqlEngine {
                 }
             }
         }
+        // The unique keys go with the schema: tables a database target
+        // creates get them (the binlog doesn't carry them).
+        let uniques: Vec<Vec<usize>> = unique.iter().map(|(_, c, _)| c.clone()).collect();
         let chunk_key = if primary.is_empty() {
             unique
                 .into_iter()
@@ -311,9 +314,14 @@ impl MysqlEngine {
             quote(db),
             quote(table)
         );
+        let schema = {
+            let mut t = (*codec.schema).clone();
+            t.uniques = uniques;
+            std::sync::Arc::new(t)
+        };
         Ok(SnapTable {
             name: format!("{db}.{table}"),
-            schema: codec.schema,
+            schema,
             chunk_key: chunk_key.clone(),
             estimated_rows,
             engine: EngineTable::Mysql(MysqlTable {
