@@ -146,6 +146,16 @@ pub struct ConflictConfig {
     /// time), in the same transaction as the change. Default false.
     #[serde(default)]
     pub journal: bool,
+    /// Check an update's before image, where the source sends the whole
+    /// row (MySQL/MariaDB row images, PostgreSQL `REPLICA IDENTITY FULL`),
+    /// against the target's row: a row that differs outside the key is an
+    /// update conflict. Default true.
+    #[serde(default = "yes")]
+    pub compare_before: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One table rule of `[tasks.sink.conflict.tables]`; unset keys fall back
@@ -172,6 +182,7 @@ impl Default for ConflictConfig {
             delete: None,
             tables: BTreeMap::new(),
             journal: false,
+            compare_before: true,
         }
     }
 }

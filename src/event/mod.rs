@@ -68,6 +68,13 @@ pub struct TableSchema {
     /// source tells them (PostgreSQL's catalog); empty otherwise. Tables a
     /// database target creates get them as UNIQUE constraints.
     pub uniques: Vec<Vec<usize>>,
+    /// Whether an update's or delete's before image holds the row as it
+    /// was, every column either its value or [`Value::Unchanged`] (MySQL
+    /// row images, PostgreSQL `REPLICA IDENTITY FULL`); false when the
+    /// columns outside the key are nulls standing for values the source
+    /// didn't send (PostgreSQL's other replica identities). A database
+    /// target compares a complete before image with the target's row.
+    pub before_complete: bool,
     /// Fingerprint of the column names and types: changes with every schema change.
     pub version: u32,
 }

@@ -237,6 +237,7 @@ mod tests {
             }],
             key: vec![0],
             uniques: Vec::new(),
+            before_complete: true,
             version: 7,
         });
         let ev = ChangeEvent {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{Side, pg_sink, wait_same, writer};
-use crate::support::{mariadb, private_postgres};
+use crate::support::{mariadb, postgres, private_postgres};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_restarted_mid_load_loses_and_repeats_nothing() {
@@ -126,4 +126,118 @@ async fn a_lock_held_on_the_target_is_waited_out_not_stalled_on() {
         "the reason is named:\n{}",
         d.log()
     );
+}
+
+/// A CA that signed nothing the test servers hold.
+fn other_ca(name: &str) -> std::path::PathBuf {
+    let dir = crate::support::scratch(name);
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=other"])
+        .arg("-keyout")
+        .arg(dir.join("ca.key"))
+        .arg("-out")
+        .arg(dir.join("ca.crt"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    dir.join("ca.crt")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn targets_over_tls_verify_the_certificate() {
+    let (m, p) = (mariadb(), postgres());
+
+    // MariaDB → PostgreSQL, the target's certificate verified, host name
+    // included; every apply session is encrypted.
+    let (source, target) = (Side::Maria(m, "tg_tls"), Side::Pg(p, "tg_tls_dr"));
+    source.fresh().await;
+    target.fresh().await;
+    target.forget_positions("tg_tls").await;
+    source.load("t", 300).await;
+    let url = p.url("tg_tls_dr").replace("127.0.0.1", "localhost");
+    let ca = p.dir.join("tls/ca.crt").display().to_string();
+    let sink = format!(
+        "type = \"postgres\"\nurl = \"{url}\"\ntls = {{ mode = \"required\", ca_file = {ca:?} }}"
+    );
+    let mut d = source
+        .daemon("tg_tls", &sink, "")
+        .with_mode("snapshot+stream", 100, 1);
+    d.start();
+    d.wait_log(
+        "initial snapshot: every table copied",
+        Duration::from_secs(60),
+    );
+    source.exec("UPDATE t SET k = -1 WHERE id = 7").await;
+    wait_same(&d, source, target, "t", "tg_tls", Duration::from_secs(30)).await;
+    let sessions: Vec<bool> = p
+        .client("postgres")
+        .await
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+              WHERE a.application_name = 'tidemark-apply:t' AND a.datname = 'tg_tls_dr'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(
+        !sessions.is_empty() && sessions.iter().all(|ssl| *ssl),
+        "apply sessions over TLS: {sessions:?}"
+    );
+    assert!(d.stop().success(), "{}", d.log());
+
+    // PostgreSQL → MariaDB as a user the target only lets in over TLS.
+    m.exec(
+        "CREATE USER IF NOT EXISTS 'tm_tls'@'127.0.0.1' IDENTIFIED BY 'tidemark' REQUIRE SSL;
+         GRANT ALL ON *.* TO 'tm_tls'@'127.0.0.1'",
+    )
+    .await;
+    let (source, target) = (Side::Pg(p, "tg_tls2"), Side::Maria(m, "tg_tls2_dr"));
+    source.fresh().await;
+    target.fresh().await;
+    target.forget_positions("tg_tls2").await;
+    source.load("t", 300).await;
+    let url = m.url().replace("tidemark:tidemark@", "tm_tls:tidemark@");
+    let ca = m.dir.join("tls/ca.crt").display().to_string();
+    let sink = |ca: &str| {
+        format!(
+            "type = \"mysql\"\nurl = \"{url}\"\nmap = {{ public = \"tg_tls2_dr\" }}\ntls = {{ mode = \"required\", ca_file = {ca:?} }}"
+        )
+    };
+    let mut d = source
+        .daemon("tg_tls2", &sink(&ca), "")
+        .with_mode("snapshot+stream", 100, 1);
+    d.start();
+    d.wait_log(
+        "initial snapshot: every table copied",
+        Duration::from_secs(60),
+    );
+    source.exec("UPDATE t SET k = -1 WHERE id = 7").await;
+    wait_same(
+        &d,
+        source,
+        target,
+        "t",
+        "tg_tls2_dr",
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(d.stop().success(), "{}", d.log());
+
+    // A CA that didn't sign the target's certificate: a final error that
+    // names the setting, not retries.
+    let bad = other_ca("tg_tls_other_ca").display().to_string();
+    target.forget_positions("tg_tls2").await;
+    let mut d = source.daemon("tg_tls2", &sink(&bad), "");
+    d.start();
+    let status = d.wait_exit(Duration::from_secs(60));
+    assert!(!status.success());
+    let log = d.log();
+    assert!(log.contains("TLS handshake failed"), "{log}");
+    assert!(log.contains("[tasks.sink.tls]"), "{log}");
 }

@@ -105,6 +105,11 @@ async fn mariadb_fixture_streams_bit_exact_to_mariadb() {
         "rows 1, 3 and 4"
     );
     assert!(d.stop().success(), "{}", d.log());
+    assert!(
+        !d.log().contains("conflict"),
+        "every before image matched the target row:\n{}",
+        d.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -145,6 +150,9 @@ async fn postgres_fixture_streams_bit_exact_to_postgres() {
         p.fresh_db(d).await;
         p.exec(d, &ddl).await;
     }
+    // Whole before images: every column of the updated rows is compared
+    // with the target's (conflict.compare_before).
+    p.exec(db, "ALTER TABLE types REPLICA IDENTITY FULL").await;
     let sink = pg_sink(p, dr, "");
     let mut d = Side::Pg(p, db)
         .daemon(db, &sink, "")
@@ -176,6 +184,11 @@ async fn postgres_fixture_streams_bit_exact_to_postgres() {
         "the unchanged TOAST value stayed on the target"
     );
     assert!(d.stop().success(), "{}", d.log());
+    assert!(
+        !d.log().contains("conflict"),
+        "every before image matched the target row:\n{}",
+        d.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -375,6 +388,11 @@ async fn mariadb_edge_values_stream_bit_exact_to_mariadb() {
     })
     .await;
     assert!(d.stop().success(), "{}", d.log());
+    assert!(
+        !d.log().contains("conflict"),
+        "every before image matched the target row:\n{}",
+        d.log()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

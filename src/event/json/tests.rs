@@ -26,6 +26,7 @@ fn encode_one(connector: Connector, ty: &str, v: Value, opts: JsonOptions) -> se
         columns: vec![col("v", ty)],
         key: vec![],
         uniques: Vec::new(),
+        before_complete: true,
         version: 0,
     });
     let ev = ChangeEvent {
@@ -314,6 +315,7 @@ fn fast_path_writes_what_serde_writes() {
         ],
         key: vec![0],
         uniques: Vec::new(),
+        before_complete: true,
         version: 1,
     });
     let row = |id: i64, text: &str| {

@@ -127,6 +127,28 @@ pub struct TargetColumn {
     pub sql_name: String,
     pub type_name: String,
     pub kind: super::render::Kind,
+    /// Whether the target can compare the column with a source value
+    /// exactly (the before-image check; MySQL leaves out FLOAT, BIT,
+    /// JSON and geometry, whose comparisons with a sent value aren't).
+    pub compared: bool,
+}
+
+/// The columns an update's before image is checked on: compared, outside
+/// the key (the key finds the row), sent by the source.
+pub fn checked_columns(t: &TargetTable, before: &[Value]) -> Vec<usize> {
+    if !t.keyed {
+        return Vec::new();
+    }
+    t.columns
+        .iter()
+        .enumerate()
+        .filter(|&(i, c)| {
+            c.compared
+                && !t.key.contains(&i)
+                && !matches!(before.get(i), None | Some(Value::Unchanged))
+        })
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// One engine's statements. Every method runs inside the open target
@@ -151,21 +173,31 @@ pub trait Target: Send {
     ) -> impl Future<Output = Result<u64, DbSinkError>> + Send;
     /// Deletes every row (a table without a key copied again whole).
     fn clear(&mut self, t: &TargetTable) -> impl Future<Output = Result<(), DbSinkError>> + Send;
-    /// Updates the row whose key `key` holds; returns rows matched.
+    /// Updates the row whose key `key` holds and, with `before`, whose
+    /// [`checked_columns`] equal the before image's; returns rows matched.
     fn update(
         &mut self,
         t: &TargetTable,
         key: &[Value],
         after: &[Value],
+        before: Option<&[Value]>,
     ) -> impl Future<Output = Result<u64, DbSinkError>> + Send;
     /// Updates many rows (keys `keys`, after images `afters`, all leaving
-    /// the same columns alone; no row twice); returns rows matched.
+    /// the same columns alone; no row twice), with `befores` checked as in
+    /// `update` (all with the same checked columns); returns rows matched.
     fn update_many(
         &mut self,
         t: &TargetTable,
         keys: &[Vec<Value>],
         afters: &[&[Value]],
+        befores: Option<&[&[Value]]>,
     ) -> impl Future<Output = Result<u64, DbSinkError>> + Send;
+    /// Whether the row whose key `key` holds exists.
+    fn exists(
+        &mut self,
+        t: &TargetTable,
+        key: &[Value],
+    ) -> impl Future<Output = Result<bool, DbSinkError>> + Send;
     /// Deletes many rows by key (no row twice); returns rows deleted.
     fn delete_many(
         &mut self,
@@ -522,7 +554,8 @@ impl<T: Target> Applier<T> {
                 let t = self.table_of(ev, durable).await?;
                 let after = ev.after.as_deref().unwrap_or_default();
                 let key = row_key(&t, ev.before.as_deref(), after);
-                self.update_one(&t, ev, &key, after, mode).await?;
+                let before = self.checked_before(&t, ev);
+                self.update_one(&t, ev, &key, after, before, mode).await?;
             }
             Op::Delete => {
                 let t = self.table_of(ev, durable).await?;
@@ -622,12 +655,13 @@ impl<T: Target> Applier<T> {
         ev: &ChangeEvent,
         key: &[Value],
         after: &[Value],
+        before: Option<&[Value]>,
         mode: Mode,
     ) -> Result<(), Stop> {
         if mode == Mode::Careful {
             self.target.savepoint().await?;
         }
-        let n = match self.target.update(t, key, after).await {
+        let n = match self.target.update(t, key, after, before).await {
             Ok(n) => {
                 if mode == Mode::Careful {
                     self.target.release().await?;
@@ -643,7 +677,7 @@ impl<T: Target> Applier<T> {
                     ConflictAction::Overwrite => {
                         let new_key = row_key(t, None, after);
                         self.target.delete(t, &new_key).await?;
-                        self.target.update(t, key, after).await?;
+                        self.target.update(t, key, after, None).await?;
                         Ok(())
                     }
                     _ => Ok(()),
@@ -651,6 +685,23 @@ impl<T: Target> Applier<T> {
             }
             Err(e) => return Err(e.into()),
         };
+        if n == 0 && before.is_some() && self.target.exists(t, key).await? {
+            return match self
+                .conflict(
+                    t,
+                    ev,
+                    ConflictOp::Update,
+                    "the target row differs from the source's before image",
+                )
+                .await?
+            {
+                ConflictAction::Overwrite => {
+                    self.target.update(t, key, after, None).await?;
+                    Ok(())
+                }
+                ConflictAction::Ignore | ConflictAction::Fail => Ok(()),
+            };
+        }
         if n == 0 {
             match self
                 .conflict(t, ev, ConflictOp::Update, "the row to update is missing")
@@ -678,6 +729,24 @@ impl<T: Target> Applier<T> {
             }
         }
         Ok(())
+    }
+
+    /// The before image an update is checked against, when the task
+    /// compares them (`conflict.compare_before`) and the source sent the
+    /// row as it was.
+    pub(super) fn checked_before<'e>(
+        &self,
+        t: &TargetTable,
+        ev: &'e ChangeEvent,
+    ) -> Option<&'e [Value]> {
+        if !self.s.cfg.conflict.compare_before
+            || ev.copying
+            || !ev.table.as_ref().is_some_and(|s| s.before_complete)
+        {
+            return None;
+        }
+        let before = ev.before.as_deref()?;
+        (!checked_columns(t, before).is_empty()).then_some(before)
     }
 
     /// Counts, logs and (with `conflict.journal`) records a conflict;

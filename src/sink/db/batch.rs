@@ -60,6 +60,17 @@ fn mask(ev: &ChangeEvent) -> Vec<bool> {
         .collect()
 }
 
+/// Which before-image columns an update sent (checked against the
+/// target, see `Applier::checked_before`).
+fn before_mask(ev: &ChangeEvent) -> Option<Vec<bool>> {
+    if !ev.table.as_ref().is_some_and(|t| t.before_complete) {
+        return None;
+    }
+    ev.before
+        .as_deref()
+        .map(|b| b.iter().map(|v| matches!(v, Value::Unchanged)).collect())
+}
+
 /// The key values of a row image, by the source table's key.
 fn source_key(ev: &ChangeEvent, row: &[Value]) -> Vec<Value> {
     ev.table
@@ -101,7 +112,9 @@ impl<T: Target> Applier<T> {
                         same_table(last, ev)
                             && match kind {
                                 Kind::Insert => upserts(last) == upserts(ev),
-                                Kind::Update => mask(last) == mask(ev),
+                                Kind::Update => {
+                                    mask(last) == mask(ev) && before_mask(last) == before_mask(ev)
+                                }
                                 Kind::Delete => true,
                             }
                     })
@@ -242,7 +255,16 @@ impl<T: Target> Applier<T> {
                     .iter()
                     .map(|ev| ev.after.as_deref().unwrap_or_default())
                     .collect();
-                let matched = self.target.update_many(&t, &keys, &afters).await?;
+                let befores: Option<Vec<&[Value]>> = self.checked_before(&t, first).map(|_| {
+                    run.events
+                        .iter()
+                        .map(|ev| ev.before.as_deref().unwrap_or_default())
+                        .collect()
+                });
+                let matched = self
+                    .target
+                    .update_many(&t, &keys, &afters, befores.as_deref())
+                    .await?;
                 missing(&t, matched, n, "update")?;
             }
             Some(Kind::Delete) => {

@@ -14,7 +14,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params, SslOpts};
 use tracing::info;
 
-use super::apply::{InsertMode, Journal, Settings, Target, TargetColumn, TargetTable, my_ident};
+use super::apply::{
+    InsertMode, Journal, Settings, Target, TargetColumn, TargetTable, checked_columns, my_ident,
+};
 use super::render::{Kind, mysql_value};
 use super::{DbErrorKind, DbSinkError, Engine};
 use crate::config::{TlsMode, redact_url};
@@ -317,6 +319,7 @@ impl MysqlTarget {
             columns.push(TargetColumn {
                 sql_name: my_ident(&cname),
                 kind: Kind::of_mysql(&ty),
+                compared: compared(&ty),
                 type_name: ty,
             });
         }
@@ -379,11 +382,17 @@ impl MysqlTarget {
     }
 
     fn key_clause(t: &TargetTable) -> String {
-        let op = if t.keyed { "=" } else { "<=>" };
         let w: Vec<String> = t
             .key
             .iter()
-            .map(|&i| format!("{} {op} ?", t.columns[i].sql_name))
+            .map(|&i| {
+                let c = &t.columns[i];
+                if t.keyed {
+                    format!("{} = ?", c.sql_name)
+                } else {
+                    same(c, &c.sql_name, "?")
+                }
+            })
             .collect();
         w.join(" AND ")
     }
@@ -486,6 +495,7 @@ impl Target for MysqlTarget {
         t: &TargetTable,
         key: &[Value],
         after: &[Value],
+        before: Option<&[Value]>,
     ) -> Result<u64, DbSinkError> {
         self.begin().await?;
         let mut sets = Vec::new();
@@ -503,9 +513,17 @@ impl Target for MysqlTarget {
         for (&i, v) in t.key.iter().zip(key) {
             params.push(self.render(t, i, v)?);
         }
+        let mut checks = String::new();
+        if let Some(before) = before {
+            for i in checked_columns(t, before) {
+                params.push(self.render(t, i, &before[i])?);
+                checks.push_str(" AND ");
+                checks.push_str(&same(&t.columns[i], &t.columns[i].sql_name, "?"));
+            }
+        }
         let limit = if t.keyed { "" } else { " LIMIT 1" };
         let sql = format!(
-            "UPDATE {} SET {} WHERE {}{limit}",
+            "UPDATE {} SET {} WHERE {}{checks}{limit}",
             t.sql_name,
             sets.join(", "),
             Self::key_clause(t)
@@ -519,6 +537,7 @@ impl Target for MysqlTarget {
         t: &TargetTable,
         keys: &[Vec<Value>],
         afters: &[&[Value]],
+        befores: Option<&[&[Value]]>,
     ) -> Result<u64, DbSinkError> {
         self.begin().await?;
         let Some(first) = afters.first() else {
@@ -530,21 +549,30 @@ impl Target for MysqlTarget {
         if set.is_empty() {
             return Ok(keys.len() as u64);
         }
-        let per_row = set.len() + t.key.len();
+        let checked = befores
+            .and_then(|b| b.first())
+            .map(|b| checked_columns(t, b))
+            .unwrap_or_default();
+        let per_row = set.len() + t.key.len() + checked.len();
         let sets: Vec<String> = set
             .iter()
             .enumerate()
             .map(|(j, &i)| format!("t.{} = u.v{j}", t.columns[i].sql_name))
             .collect();
-        let on: Vec<String> = t
+        let mut on: Vec<String> = t
             .key
             .iter()
             .enumerate()
             .map(|(j, &i)| format!("t.{} = u.k{j}", t.columns[i].sql_name))
             .collect();
+        on.extend(checked.iter().enumerate().map(|(j, &i)| {
+            let c = &t.columns[i];
+            same(c, &format!("t.{}", c.sql_name), &format!("u.b{j}"))
+        }));
         let first_select: Vec<String> = (0..set.len())
             .map(|j| format!("? AS v{j}"))
             .chain((0..t.key.len()).map(|j| format!("? AS k{j}")))
+            .chain((0..checked.len()).map(|j| format!("? AS b{j}")))
             .collect();
         let other_select = vec!["?"; per_row].join(", ");
         let mut done = 0;
@@ -557,15 +585,23 @@ impl Target for MysqlTarget {
                 .find(|&s| s <= left && s * per_row <= 65_535)
                 .unwrap_or(1);
             let mut params = Vec::with_capacity(size * per_row);
-            for (row, key) in afters[done..done + size]
+            for (n, (row, key)) in afters[done..done + size]
                 .iter()
                 .zip(&keys[done..done + size])
+                .enumerate()
             {
                 for &i in &set {
                     params.push(self.render(t, i, row.get(i).unwrap_or(&Value::Null))?);
                 }
                 for (&i, v) in t.key.iter().zip(key) {
                     params.push(self.render(t, i, v)?);
+                }
+                let before = befores
+                    .and_then(|b| b.get(done + n))
+                    .copied()
+                    .unwrap_or_default();
+                for &i in &checked {
+                    params.push(self.render(t, i, before.get(i).unwrap_or(&Value::Null))?);
                 }
             }
             let mut selects = vec![format!("SELECT {}", first_select.join(", "))];
@@ -635,6 +671,27 @@ impl Target for MysqlTarget {
             done += size;
         }
         Ok(deleted)
+    }
+
+    async fn exists(&mut self, t: &TargetTable, key: &[Value]) -> Result<bool, DbSinkError> {
+        self.begin().await?;
+        let mut params = Vec::new();
+        for (&i, v) in t.key.iter().zip(key) {
+            params.push(self.render(t, i, v)?);
+        }
+        let row: Option<mysql_async::Row> = self
+            .conn
+            .exec_first(
+                format!(
+                    "SELECT 1 FROM {} WHERE {} LIMIT 1",
+                    t.sql_name,
+                    Self::key_clause(t)
+                ),
+                Params::Positional(params),
+            )
+            .await
+            .map_err(|e| classify(&format!("reading {}", t.label), e))?;
+        Ok(row.is_some())
     }
 
     async fn delete(&mut self, t: &TargetTable, key: &[Value]) -> Result<u64, DbSinkError> {
@@ -883,7 +940,52 @@ fn classify(context: &str, e: mysql_async::Error) -> DbSinkError {
                 _ => DbSinkError::definite(msg),
             }
         }
+        // A certificate that doesn't verify won't verify on the next try.
+        mysql_async::Error::Io(io) if crate::source::mysql::errors::is_tls_failure(io) => {
+            DbSinkError::definite(format!(
+                "{context}: TLS handshake failed. Check [tasks.sink.tls]: ca_file must hold the CA that signed the target's certificate, whose names must include the host in sink.url (or set skip_hostname_check)"
+            ))
+        }
+        mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer) => {
+            DbSinkError::definite(format!(
+                "{context}: sink.tls.mode requires TLS but the target doesn't offer it: configure ssl_cert/ssl_key on the server, or set [tasks.sink.tls] mode = \"disabled\""
+            ))
+        }
         other => DbSinkError::transient(format!("{context}: {other}")),
     };
     err.caused_by(e)
+}
+
+/// Whether a column compares exactly with a value sent as a parameter
+/// (see [`same`]). FLOAT compares as a double (`1.1` never equals the
+/// stored single), BIT, JSON and geometry compare as strings of another
+/// form: left out of the before-image check.
+fn compared(column_type: &str) -> bool {
+    let t = column_type.to_ascii_lowercase();
+    match Kind::of_mysql(&t) {
+        Kind::Float => !t.starts_with("float"),
+        Kind::Bit | Kind::Json | Kind::Geometry | Kind::Other => false,
+        _ => true,
+    }
+}
+
+/// `column` equals `value` (a parameter, NULL equal to NULL): text through
+/// utf8mb4 in binary collation (no mix of collations, no case folding),
+/// decimals at the column's precision (a string against a DECIMAL
+/// compares as a double otherwise), the rest as MySQL converts them.
+fn same(c: &TargetColumn, column: &str, value: &str) -> String {
+    let t = c.type_name.to_ascii_lowercase();
+    match c.kind {
+        Kind::Text if c.compared => {
+            format!("CONVERT({column} USING utf8mb4) COLLATE utf8mb4_bin <=> {value}")
+        }
+        Kind::Decimal if c.compared => {
+            let size = t
+                .split_once('(')
+                .and_then(|(_, r)| r.split_once(')'))
+                .map_or("65,30", |(a, _)| a);
+            format!("{column} <=> CAST({value} AS DECIMAL({size}))")
+        }
+        _ => format!("{column} <=> {value}"),
+    }
 }

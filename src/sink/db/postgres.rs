@@ -10,7 +10,9 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, Statement};
 use tracing::{info, warn};
 
-use super::apply::{InsertMode, Journal, Settings, Target, TargetColumn, TargetTable, pg_ident};
+use super::apply::{
+    InsertMode, Journal, Settings, Target, TargetColumn, TargetTable, checked_columns, pg_ident,
+};
 use super::render::{Kind, pg_text};
 use super::{DbErrorKind, DbSinkError, Engine};
 use crate::event::{Position, TableSchema, Value};
@@ -32,9 +34,14 @@ impl PgTarget {
     /// needs its own replication origin).
     pub async fn connect(s: &Settings, worker: Option<usize>) -> Result<PgTarget, DbSinkError> {
         let target = connect::Target::parse(&s.cfg.url).map_err(DbSinkError::from_source)?;
-        let client = connect::sql(&target, &s.cfg.tls, &format!("tidemark-apply:{}", s.task))
-            .await
-            .map_err(DbSinkError::from_source)?;
+        let client = connect::sql(
+            &target,
+            &s.cfg.tls,
+            &format!("tidemark-apply:{}", s.task),
+            "tasks.sink.tls",
+        )
+        .await
+        .map_err(DbSinkError::from_source)?;
         let describe = target.describe();
         let ro: String = client
             .query_one("SELECT current_setting('transaction_read_only')", &[])
@@ -327,6 +334,8 @@ impl PgTarget {
                 sql_name: pg_ident(&cname),
                 kind: Kind::of_postgres(&ty),
                 type_name: ty,
+                // Compared through their text forms: every type has one.
+                compared: true,
             });
         }
         let keyed = !src.key.is_empty();
@@ -450,11 +459,7 @@ impl PgTarget {
             if t.keyed {
                 w.push(format!("{} = ${p}::{}", c.sql_name, c.type_name));
             } else {
-                // Any type, even without an equality operator.
-                w.push(format!(
-                    "{}::text IS NOT DISTINCT FROM (${p}::{})::text",
-                    c.sql_name, c.type_name
-                ));
+                w.push(same_text(c, &c.sql_name, &format!("${p}")));
             }
         }
         w.join(" AND ")
@@ -592,6 +597,7 @@ impl Target for PgTarget {
         t: &TargetTable,
         key: &[Value],
         after: &[Value],
+        before: Option<&[Value]>,
     ) -> Result<u64, DbSinkError> {
         self.begin().await?;
         let mut sets = Vec::new();
@@ -614,9 +620,21 @@ impl Target for PgTarget {
         }
         let first = params.len() + 1;
         params.extend(self.key_params(t, key)?);
+        let mut checks = String::new();
+        if let Some(before) = before {
+            for i in checked_columns(t, before) {
+                params.push(self.render(t, i, &before[i])?);
+                checks.push_str(" AND ");
+                checks.push_str(&same_text(
+                    &t.columns[i],
+                    &t.columns[i].sql_name,
+                    &format!("${}", params.len()),
+                ));
+            }
+        }
         let sql = if t.keyed {
             format!(
-                "UPDATE {} SET {} WHERE {}",
+                "UPDATE {} SET {} WHERE {}{checks}",
                 t.sql_name,
                 sets.join(", "),
                 Self::key_clause(t, first)
@@ -644,6 +662,7 @@ impl Target for PgTarget {
         t: &TargetTable,
         keys: &[Vec<Value>],
         afters: &[&[Value]],
+        befores: Option<&[&[Value]]>,
     ) -> Result<u64, DbSinkError> {
         self.begin().await?;
         let Some(first) = afters.first() else {
@@ -655,15 +674,25 @@ impl Target for PgTarget {
         if set.is_empty() {
             return Ok(keys.len() as u64);
         }
+        let checked = befores
+            .and_then(|b| b.first())
+            .map(|b| checked_columns(t, b))
+            .unwrap_or_default();
+        let width = set.len() + t.key.len();
         let mut arrays: Vec<Vec<Option<String>>> =
-            vec![Vec::with_capacity(keys.len()); set.len() + t.key.len()];
-        for (row, key) in afters.iter().zip(keys) {
+            vec![Vec::with_capacity(keys.len()); width + checked.len()];
+        for (n, (row, key)) in afters.iter().zip(keys).enumerate() {
             for (j, &i) in set.iter().enumerate() {
                 let v = row.get(i).unwrap_or(&Value::Null);
                 arrays[j].push(self.render(t, i, v)?);
             }
             for (j, (&i, v)) in t.key.iter().zip(key).enumerate() {
                 arrays[set.len() + j].push(self.render(t, i, v)?);
+            }
+            let before = befores.and_then(|b| b.get(n)).copied().unwrap_or_default();
+            for (j, &i) in checked.iter().enumerate() {
+                let v = before.get(i).unwrap_or(&Value::Null);
+                arrays[width + j].push(self.render(t, i, v)?);
             }
         }
         let sets: Vec<String> = set
@@ -674,7 +703,7 @@ impl Target for PgTarget {
                 format!("{} = u.v{j}::{}", c.sql_name, c.type_name)
             })
             .collect();
-        let wheres: Vec<String> = t
+        let mut wheres: Vec<String> = t
             .key
             .iter()
             .enumerate()
@@ -683,9 +712,14 @@ impl Target for PgTarget {
                 format!("t.{} = u.k{j}::{}", c.sql_name, c.type_name)
             })
             .collect();
+        wheres.extend(checked.iter().enumerate().map(|(j, &i)| {
+            let c = &t.columns[i];
+            same_text(c, &format!("t.{}", c.sql_name), &format!("u.b{j}"))
+        }));
         let names: Vec<String> = (0..set.len())
             .map(|j| format!("v{j}"))
             .chain((0..t.key.len()).map(|j| format!("k{j}")))
+            .chain((0..checked.len()).map(|j| format!("b{j}")))
             .collect();
         let params: Vec<String> = (1..=names.len()).map(|p| format!("${p}::text[]")).collect();
         let sql = format!(
@@ -743,6 +777,25 @@ impl Target for PgTarget {
             .execute(&st, &refs)
             .await
             .map_err(|e| classify(&format!("deleting from {}", t.label), e))
+    }
+
+    async fn exists(&mut self, t: &TargetTable, key: &[Value]) -> Result<bool, DbSinkError> {
+        self.begin().await?;
+        let params = self.key_params(t, key)?;
+        let sql = format!(
+            "SELECT 1 FROM {} WHERE {} LIMIT 1",
+            t.sql_name,
+            Self::key_clause(t, 1)
+        );
+        let st = self.prepared(sql, params.len(), Type::TEXT).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|a| a as &(dyn ToSql + Sync)).collect();
+        let row = self
+            .client
+            .query_opt(&st, &refs)
+            .await
+            .map_err(|e| classify(&format!("reading {}", t.label), e))?;
+        Ok(row.is_some())
     }
 
     async fn delete(&mut self, t: &TargetTable, key: &[Value]) -> Result<u64, DbSinkError> {
@@ -1005,4 +1058,15 @@ fn classify(context: &str, e: tokio_postgres::Error) -> DbSinkError {
         _ => DbSinkError::definite(msg),
     };
     err.caused_by(e)
+}
+
+/// `column` equals the text `value` cast to the column's type, compared
+/// through their text forms: any type, even without an equality operator
+/// (json, point), exactly (no collation or float tolerance), NULL equal
+/// to NULL.
+fn same_text(c: &TargetColumn, column: &str, value: &str) -> String {
+    format!(
+        "{column}::text IS NOT DISTINCT FROM ({value}::{})::text",
+        c.type_name
+    )
 }

@@ -27,6 +27,7 @@ fn table() -> Arc<TableSchema> {
         ],
         key: vec![0],
         uniques: Vec::new(),
+        before_complete: true,
         version: 1,
     })
 }

@@ -270,6 +270,7 @@ mod tests {
             }],
             key: vec![0],
             uniques: Vec::new(),
+            before_complete: true,
             version: 1,
         })
     }

@@ -55,7 +55,7 @@ fn is_packet_too_large(e: &std::io::Error) -> bool {
 }
 
 /// A TLS failure (rustls reports it through the I/O error it wraps).
-fn is_tls_failure(e: &mysql_async::IoError) -> bool {
+pub(crate) fn is_tls_failure(e: &mysql_async::IoError) -> bool {
     match e {
         mysql_async::IoError::Tls(_) => true,
         mysql_async::IoError::Io(io) => crate::error::is_tls_failure(io),

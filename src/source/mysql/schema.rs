@@ -360,6 +360,7 @@ pub fn build(
             columns,
             key,
             uniques: Vec::new(),
+            before_complete: true,
             version,
         }),
         kinds,

@@ -443,6 +443,7 @@ impl BinlogDecoder {
                 columns: Vec::new(),
                 key: Vec::new(),
                 uniques: Vec::new(),
+                before_complete: true,
                 version: 0,
             })),
             _ => None,

@@ -75,7 +75,14 @@ impl Target {
 }
 
 /// Opens the SQL connection; its driver runs on a spawned task.
-pub async fn sql(target: &Target, tls: &TlsConfig, app: &str) -> Result<Client, SourceError> {
+/// `section` names the settings a TLS failure points at
+/// (`tasks.source.tls`, `tasks.sink.tls`).
+pub async fn sql(
+    target: &Target,
+    tls: &TlsConfig,
+    app: &str,
+    section: &str,
+) -> Result<Client, SourceError> {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host(&target.host)
         .port(target.port)
@@ -98,10 +105,18 @@ pub async fn sql(target: &Target, tls: &TlsConfig, app: &str) -> Result<Client, 
     } else {
         cfg.ssl_mode(tokio_postgres::config::SslMode::Require);
         let connector = MakeRustls(Arc::new(client_config(tls)?));
-        let (client, conn) = cfg
-            .connect(connector)
-            .await
-            .map_err(|e| super::setup::classify(&context, e))?;
+        let (client, conn) = cfg.connect(connector).await.map_err(|e| {
+            if crate::error::is_tls_failure(&e) {
+                // A certificate the settings don't trust won't change by
+                // retrying.
+                SourceError::definite(format!(
+                    "{context}: TLS failed (check [{section}]: mode, ca_file, skip_hostname_check)"
+                ))
+                .caused_by(e)
+            } else {
+                super::setup::classify(&context, e)
+            }
+        })?;
         spawn_connection(conn);
         Ok(client)
     }

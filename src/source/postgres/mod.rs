@@ -112,7 +112,7 @@ impl PostgresSource {
         let target = connect::Target::parse(&self.cfg.url)?;
         super::resolve(&target.host, target.port).await?;
         let app = setup::application_name(&self.task);
-        let client = connect::sql(&target, &self.cfg.tls, &app).await?;
+        let client = connect::sql(&target, &self.cfg.tls, &app, "tasks.source.tls").await?;
         let info = setup::precheck(&client, &target).await?;
         setup::ensure_publication(
             &client,

@@ -453,7 +453,13 @@ pub async fn drop_slot(
         )));
     }
     let target = Target::parse(&cfg.url)?;
-    let client = super::connect::sql(&target, &cfg.tls, &application_name(task)).await?;
+    let client = super::connect::sql(
+        &target,
+        &cfg.tls,
+        &application_name(task),
+        "tasks.source.tls",
+    )
+    .await?;
     let row = client
         .query_opt(
             "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",

@@ -474,6 +474,7 @@ pub fn relation_schema(
                     .collect::<Option<Vec<usize>>>()
             })
             .collect(),
+        before_complete: r.replica_identity == ReplicaIdentity::Full,
         version,
     });
     (schema, types)

@@ -71,6 +71,7 @@ pub fn table_codec(
             columns: defs,
             key,
             uniques: Vec::new(),
+            before_complete: true,
             version,
         }),
         kinds,

@@ -155,7 +155,7 @@ impl PgEngine {
     pub async fn connect(&self) -> Result<Client, SourceError> {
         let target = connect::Target::parse(&self.url)?;
         let app = format!("{}/snapshot", setup::application_name(&self.task));
-        let client = connect::sql(&target, &self.tls, &app).await?;
+        let client = connect::sql(&target, &self.tls, &app, "tasks.source.tls").await?;
         client
             .batch_execute(
                 "SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; SET bytea_output = 'hex'; SET extra_float_digits = 1; SET standard_conforming_strings = on",

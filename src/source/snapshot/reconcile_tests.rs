@@ -24,6 +24,7 @@ fn schema(key: Vec<usize>) -> Arc<TableSchema> {
         ],
         key,
         uniques: Vec::new(),
+        before_complete: true,
         version: 1,
     })
 }
