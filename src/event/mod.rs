@@ -75,8 +75,25 @@ pub struct TableSchema {
     /// didn't send (PostgreSQL's other replica identities). A database
     /// target compares a complete before image with the target's row.
     pub before_complete: bool,
+    /// Column defaults the source's catalog tells, where portable between
+    /// engines (aligned with `columns`; empty where unknown: MySQL tables
+    /// streamed without a snapshot). Tables and columns a database target
+    /// creates get them.
+    pub defaults: Vec<Option<ColumnDefault>>,
     /// Fingerprint of the column names and types: changes with every schema change.
     pub version: u32,
+}
+
+/// A column default either engine can declare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnDefault {
+    /// A constant, as the text the column's type reads (`0`, `1.50`,
+    /// `it's`, `{}`, `2024-01-01`).
+    Text(String),
+    /// A boolean constant (PostgreSQL `true`/`false`).
+    Bool(bool),
+    /// The time of the insert (`CURRENT_TIMESTAMP`, `now()`).
+    CurrentTimestamp,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -238,6 +238,7 @@ mod tests {
             key: vec![0],
             uniques: Vec::new(),
             before_complete: true,
+            defaults: Vec::new(),
             version: 7,
         });
         let ev = ChangeEvent {

@@ -241,3 +241,136 @@ async fn targets_over_tls_verify_the_certificate() {
     assert!(log.contains("TLS handshake failed"), "{log}");
     assert!(log.contains("[tasks.sink.tls]"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deadlock_on_the_target_is_retried() {
+    // A session on the target holds row 2 and then asks for row 1, which
+    // the apply holds while it waits for row 2: the server breaks the
+    // cycle by failing the apply's transaction (PostgreSQL: the apply's
+    // deadlock check runs first; MariaDB: its transaction is the lighter
+    // one), which is applied again once the session is gone.
+    let (m, p) = (mariadb(), crate::support::postgres());
+    for pg in [true, false] {
+        let name = if pg { "tg_dlp" } else { "tg_dlm" };
+        let dr: &'static str = Box::leak(format!("{name}_dr").into_boxed_str());
+        let source = Side::Maria(m, Box::leak(name.to_string().into_boxed_str()));
+        let target = if pg {
+            Side::Pg(p, dr)
+        } else {
+            Side::Maria(m, dr)
+        };
+        source.fresh().await;
+        target.fresh().await;
+        target.forget_positions(name).await;
+        source.load("t", 200).await;
+        let (sink, schema) = if pg {
+            target
+                .exec(&format!("CREATE SCHEMA {name}; CREATE TABLE {name}.t (id BIGINT PRIMARY KEY, k BIGINT NOT NULL, v TEXT NOT NULL); INSERT INTO {name}.t SELECT g, g % 1000, 'row' || g FROM generate_series(1, 200) g;"))
+                .await;
+            (pg_sink(p, dr, ""), name)
+        } else {
+            target.load("t", 200).await;
+            (
+                super::maria_sink(m, &format!("map = {{ {name} = \"{dr}\" }}")),
+                dr,
+            )
+        };
+        let mut d = source.daemon(name, &sink, "");
+        d.start();
+        d.wait_log("reading binlog", Duration::from_secs(30));
+        // The session: holds row 2 (and, on MariaDB, enough rows to be
+        // the heavier transaction).
+        let pg_session = if pg {
+            let c = p.client(dr).await;
+            c.batch_execute(&format!(
+                "SET deadlock_timeout = '30s'; BEGIN; UPDATE {name}.t SET v = 'session' WHERE id = 2"
+            ))
+            .await
+            .unwrap();
+            Some(c)
+        } else {
+            None
+        };
+        let mut maria_session = if pg {
+            None
+        } else {
+            let mut c = m.conn().await;
+            use mysql_async::prelude::Queryable;
+            c.query_drop(format!(
+                "BEGIN; UPDATE `{dr}`.t SET v = 'session' WHERE id = 2 OR id > 100"
+            ))
+            .await
+            .unwrap();
+            Some(c)
+        };
+        source
+            .exec("START TRANSACTION; UPDATE t SET k = -1 WHERE id = 1; UPDATE t SET k = -2 WHERE id = 2; COMMIT; INSERT INTO t VALUES (999, 0, 'marker')")
+            .await;
+        // Until the apply waits for row 2 (it holds row 1 by then).
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let waiting = if pg {
+                p.client("postgres")
+                    .await
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'tidemark-apply:t' AND wait_event_type = 'Lock'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0)
+                    > 0
+            } else {
+                use mysql_async::prelude::Queryable;
+                let mut c = m.conn().await;
+                // A prepared UPDATE of the target table, not sleeping.
+                let n: Option<i64> = c
+                    .exec_first(
+                        "SELECT count(*) FROM information_schema.PROCESSLIST
+                          WHERE COMMAND = 'Execute' AND INFO LIKE CONCAT('UPDATE `', ?, '`.`t`%')",
+                        (dr,),
+                    )
+                    .await
+                    .unwrap();
+                let _ = c.disconnect().await;
+                n.unwrap_or(0) > 0
+            };
+            if waiting {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the apply never waited for row 2:\n{}",
+                d.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Close the cycle; the session's statement gets through once the
+        // apply's transaction is failed, then the session ends.
+        if let Some(c) = &pg_session {
+            c.batch_execute(&format!(
+                "UPDATE {name}.t SET v = 'session' WHERE id = 1; ROLLBACK"
+            ))
+            .await
+            .unwrap();
+        }
+        if let Some(c) = maria_session.as_mut() {
+            use mysql_async::prelude::Queryable;
+            c.query_drop(format!(
+                "UPDATE `{dr}`.t SET v = 'session' WHERE id = 1; ROLLBACK"
+            ))
+            .await
+            .unwrap();
+        }
+        if let Some(c) = maria_session {
+            let _ = c.disconnect().await;
+        }
+        wait_same(&d, source, target, "t", schema, Duration::from_secs(60)).await;
+        assert!(d.stop().success(), "{}", d.log());
+        let log = d.log();
+        assert!(
+            log.contains("the target refused the transaction for now") && log.contains("eadlock"),
+            "the deadlock is named and the transaction applied again:\n{log}"
+        );
+    }
+}

@@ -496,3 +496,210 @@ async fn tables_created_by_a_mariadb_snapshot_carry_its_unique_keys() {
     let pg: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(pg, vec!["a,b", "code", "id"]);
 }
+
+/// `SELECT <cols>` of row `id` on PostgreSQL database `db`, each as text.
+async fn pg_row(p: &Postgres, db: &str, sql: &str) -> Vec<Option<String>> {
+    let c = p.client(db).await;
+    let row = c.query_one(sql, &[]).await.unwrap();
+    (0..row.len()).map(|i| row.get(i)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn created_tables_and_columns_carry_the_postgres_sources_defaults() {
+    // Constants and the insert time travel; a sequence doesn't. A column
+    // the source gains with a default gives the target's existing rows
+    // that default, as the source's got it (no row change carries it).
+    let (m, p) = (mariadb(), postgres());
+    let db = "tg_defp";
+    p.fresh_db(db).await;
+    p.fresh_db("tg_defp_dr").await;
+    p.exec(
+        db,
+        "CREATE TABLE u (id int PRIMARY KEY, s text DEFAULT 'it''s', n numeric(6,2) DEFAULT 1.5,
+                         b boolean DEFAULT true, j jsonb DEFAULT '{}', t timestamptz DEFAULT now(),
+                         q bigserial);
+         INSERT INTO u (id) VALUES (1), (2);
+         CREATE TABLE w (id int PRIMARY KEY, x numeric DEFAULT 'NaN', y int DEFAULT 4);
+         INSERT INTO w (id, x) VALUES (1, 1);",
+    )
+    .await;
+    m.exec("DROP DATABASE IF EXISTS tg_defp_dr").await;
+    Side::Maria(m, "tg_defp_dr")
+        .forget_positions("tg_defpm")
+        .await;
+    let to_maria = maria_sink(m, "map = { public = \"tg_defp_dr\" }");
+    let mut dm =
+        Side::Pg(p, db)
+            .daemon("tg_defpm", &to_maria, "")
+            .with_mode("snapshot+stream", 100, 1);
+    let mut dp = Side::Pg(p, db)
+        .daemon("tg_defpp", &pg_sink(p, "tg_defp_dr", ""), "")
+        .with_mode("snapshot+stream", 100, 1);
+    for d in [&mut dm, &mut dp] {
+        d.start();
+        d.wait_log(
+            "initial snapshot: every table copied",
+            Duration::from_secs(60),
+        );
+    }
+    p.exec(
+        db,
+        "ALTER TABLE u ADD COLUMN extra int DEFAULT 7; INSERT INTO u (id) VALUES (3)",
+    )
+    .await;
+    // PostgreSQL target: the declared defaults, and the new column's.
+    until(&dp, "row 3 on PostgreSQL", || async {
+        let c = p.client("tg_defp_dr").await;
+        let n = c
+            .query_one("SELECT count(*) FROM u WHERE id = 3", &[])
+            .await
+            .ok()?
+            .get::<_, i64>(0);
+        (n == 1).then_some(())
+    })
+    .await;
+    p.exec("tg_defp_dr", "INSERT INTO u (id, q) VALUES (100, 0)")
+        .await;
+    assert_eq!(
+        pg_row(
+            p,
+            "tg_defp_dr",
+            "SELECT s, n::text, b::text, j::text, (t IS NOT NULL)::text FROM u WHERE id = 100"
+        )
+        .await,
+        ["it's", "1.50", "true", "{}", "true"].map(|s| Some(s.to_string()))
+    );
+    assert_eq!(
+        pg_row(
+            p,
+            "tg_defp_dr",
+            "SELECT string_agg(extra::text, ',' ORDER BY id) FROM u WHERE id < 100"
+        )
+        .await,
+        vec![Some("7,7,7".to_string())],
+        "existing rows took the new column's default"
+    );
+    let c = p.client("tg_defp_dr").await;
+    let q: Option<String> = c
+        .query_one(
+            "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+              WHERE a.attrelid = 'public.u'::regclass AND a.attname = 'q'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(q, None, "a sequence stays on the source");
+    // MariaDB target.
+    until(&dm, "row 3 on MariaDB", || async {
+        let mut c = m.conn().await;
+        let n: Option<i64> = c
+            .query_first("SELECT count(*) FROM tg_defp_dr.u WHERE id = 3")
+            .await
+            .ok()
+            .flatten();
+        let _ = c.disconnect().await;
+        (n == Some(1)).then_some(())
+    })
+    .await;
+    let mut c = m.conn().await;
+    c.query_drop("INSERT INTO tg_defp_dr.u (id, q) VALUES (100, 0)")
+        .await
+        .unwrap();
+    let row: Option<(String, String, i64, String, i64)> = c
+        .query_first(
+            "SELECT s, CAST(n AS CHAR), b, j, t IS NOT NULL FROM tg_defp_dr.u WHERE id = 100",
+        )
+        .await
+        .unwrap();
+    let extra: Option<String> = c
+        .query_first("SELECT GROUP_CONCAT(extra ORDER BY id) FROM tg_defp_dr.u WHERE id < 100")
+        .await
+        .unwrap();
+    let _ = c.disconnect().await;
+    assert_eq!(row, Some(("it's".into(), "1.50".into(), 1, "{}".into(), 1)));
+    assert_eq!(extra.as_deref(), Some("7,7,7"));
+    // MariaDB has no numeric NaN: `w` is created without its defaults.
+    let mut c = m.conn().await;
+    let w: Option<i64> = c
+        .query_first("SELECT count(*) FROM tg_defp_dr.w")
+        .await
+        .unwrap();
+    let _ = c.disconnect().await;
+    assert_eq!(w, Some(1));
+    assert!(
+        dm.log()
+            .contains("the target refused a default of the source's columns"),
+        "{}",
+        dm.log()
+    );
+    for d in [&mut dm, &mut dp] {
+        assert!(d.stop().success(), "{}", d.log());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn created_tables_and_columns_carry_the_mariadb_sources_defaults() {
+    let (m, p) = (mariadb(), postgres());
+    let db = "tg_defm";
+    m.exec(&format!(
+        "DROP DATABASE IF EXISTS `{db}`; CREATE DATABASE `{db}`;
+         CREATE TABLE `{db}`.u (id INT PRIMARY KEY, s VARCHAR(20) DEFAULT 'it''s', n DECIMAL(6,2) DEFAULT 1.50,
+                                e ENUM('x','y') DEFAULT 'y', dt DATETIME(3) DEFAULT CURRENT_TIMESTAMP(3),
+                                h INT DEFAULT (1 + 2));
+         INSERT INTO `{db}`.u (id) VALUES (1), (2);"
+    ))
+    .await;
+    p.fresh_db("tg_defm_dr").await;
+    let mut d = Side::Maria(m, db)
+        .daemon(db, &pg_sink(p, "tg_defm_dr", ""), "")
+        .with_mode("snapshot+stream", 100, 1);
+    d.start();
+    d.wait_log(
+        "initial snapshot: every table copied",
+        Duration::from_secs(60),
+    );
+    m.exec(&format!(
+        "ALTER TABLE `{db}`.u ADD COLUMN extra INT NOT NULL DEFAULT 7; INSERT INTO `{db}`.u (id) VALUES (3)"
+    ))
+    .await;
+    until(&d, "row 3", || async {
+        let c = p.client("tg_defm_dr").await;
+        let n = c
+            .query_one("SELECT count(*) FROM tg_defm.u WHERE id = 3", &[])
+            .await
+            .ok()?
+            .get::<_, i64>(0);
+        (n == 1).then_some(())
+    })
+    .await;
+    p.exec("tg_defm_dr", "INSERT INTO tg_defm.u (id) VALUES (100)")
+        .await;
+    assert_eq!(
+        pg_row(
+            p,
+            "tg_defm_dr",
+            "SELECT s, n::text, e, (dt IS NOT NULL)::text, h::text FROM tg_defm.u WHERE id = 100"
+        )
+        .await,
+        vec![
+            Some("it's".into()),
+            Some("1.50".into()),
+            Some("y".into()),
+            Some("true".into()),
+            None
+        ],
+        "an expression default stays on the source"
+    );
+    assert_eq!(
+        pg_row(
+            p,
+            "tg_defm_dr",
+            "SELECT string_agg(extra::text, ',' ORDER BY id) FROM tg_defm.u WHERE id < 100"
+        )
+        .await,
+        vec![Some("7,7,7".to_string())],
+        "existing rows took the new column's default"
+    );
+    assert!(d.stop().success(), "{}", d.log());
+}

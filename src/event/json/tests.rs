@@ -27,6 +27,7 @@ fn encode_one(connector: Connector, ty: &str, v: Value, opts: JsonOptions) -> se
         key: vec![],
         uniques: Vec::new(),
         before_complete: true,
+        defaults: Vec::new(),
         version: 0,
     });
     let ev = ChangeEvent {
@@ -316,6 +317,7 @@ fn fast_path_writes_what_serde_writes() {
         key: vec![0],
         uniques: Vec::new(),
         before_complete: true,
+        defaults: Vec::new(),
         version: 1,
     });
     let row = |id: i64, text: &str| {

@@ -1,7 +1,7 @@
 //! Target column types for tables (and columns) the target lacks, from the
 //! source's type names: the mapping docs/type-mapping.md lays out.
 
-use crate::event::{ColumnDef, Connector};
+use crate::event::{ColumnDef, ColumnDefault, Connector};
 
 /// PostgreSQL type for a source column.
 pub fn postgres_type(source: Connector, c: &ColumnDef, key: bool) -> Result<String, String> {
@@ -145,6 +145,70 @@ pub fn mysql_type(source: Connector, c: &ColumnDef, key: bool) -> Result<String,
     })
 }
 
+/// ` DEFAULT …` for a PostgreSQL column of type `ty` (as created), or
+/// nothing: constants as literals the type reads, the insert time for
+/// date and time types.
+pub fn postgres_default(d: Option<&ColumnDefault>, ty: &str) -> String {
+    match d {
+        Some(ColumnDefault::Text(t)) => format!(" DEFAULT '{}'", t.replace('\'', "''")),
+        Some(ColumnDefault::Bool(b)) if ty == "boolean" || ty == "bool" => {
+            format!(" DEFAULT {b}")
+        }
+        Some(ColumnDefault::Bool(b)) => format!(" DEFAULT {}", u8::from(*b)),
+        Some(ColumnDefault::CurrentTimestamp)
+            if ty.starts_with("timestamp") || ty == "date" || ty.starts_with("time") =>
+        {
+            " DEFAULT CURRENT_TIMESTAMP".into()
+        }
+        _ => String::new(),
+    }
+}
+
+/// ` DEFAULT …` for a MySQL/MariaDB column of type `ty` (as created) from
+/// `source`, or nothing. Text, blob and JSON columns take the
+/// expression form `DEFAULT ('…')` (MySQL 8 refuses a plain literal
+/// there). PostgreSQL constants of types MySQL reads otherwise (arrays,
+/// zoned times, intervals, bytes, bit strings) are left out.
+pub fn mysql_default(d: Option<&ColumnDefault>, ty: &str, source: &ColumnDef) -> String {
+    let src = source.type_name.to_ascii_lowercase();
+    let base = ty.split('(').next().unwrap_or(ty);
+    match d {
+        Some(ColumnDefault::Text(_))
+            if src.ends_with("[]")
+                || [
+                    "timestamptz",
+                    "timetz",
+                    "interval",
+                    "bytea",
+                    "bit",
+                    "varbit",
+                ]
+                .iter()
+                .any(|t| src.split('(').next() == Some(*t)) =>
+        {
+            String::new()
+        }
+        Some(ColumnDefault::Text(t)) => {
+            let lit = format!("'{}'", t.replace('\\', "\\\\").replace('\'', "''"));
+            if base.ends_with("text") || base.ends_with("blob") || base == "json" {
+                format!(" DEFAULT ({lit})")
+            } else {
+                format!(" DEFAULT {lit}")
+            }
+        }
+        Some(ColumnDefault::Bool(b)) => format!(" DEFAULT {}", u8::from(*b)),
+        Some(ColumnDefault::CurrentTimestamp) if base == "datetime" || base == "timestamp" => {
+            let fsp = ty
+                .find('(')
+                .map(|i| &ty[i..])
+                .filter(|a| a.len() > 2)
+                .unwrap_or("");
+            format!(" DEFAULT CURRENT_TIMESTAMP{fsp}")
+        }
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +249,57 @@ mod tests {
         assert_eq!(
             postgres_type(Connector::Postgres, &col("bpchar(4)"), false).expect("same engine"),
             "character(4)"
+        );
+    }
+
+    #[test]
+    fn defaults_are_declared_where_the_target_reads_them() {
+        let text = |t: &str| ColumnDefault::Text(t.into());
+        assert_eq!(
+            postgres_default(Some(&text("it's")), "text"),
+            " DEFAULT 'it''s'"
+        );
+        assert_eq!(
+            postgres_default(Some(&ColumnDefault::CurrentTimestamp), "timestamp(3)"),
+            " DEFAULT CURRENT_TIMESTAMP"
+        );
+        assert_eq!(
+            postgres_default(Some(&ColumnDefault::CurrentTimestamp), "integer"),
+            ""
+        );
+        assert_eq!(
+            postgres_default(Some(&ColumnDefault::Bool(true)), "boolean"),
+            " DEFAULT true"
+        );
+        let src = col("varchar(10)");
+        assert_eq!(
+            mysql_default(Some(&text("a\\b'c")), "varchar(10)", &src),
+            " DEFAULT 'a\\\\b''c'"
+        );
+        assert_eq!(
+            mysql_default(Some(&text("{}")), "json", &col("jsonb")),
+            " DEFAULT ('{}')"
+        );
+        assert_eq!(
+            mysql_default(Some(&ColumnDefault::CurrentTimestamp), "datetime(6)", &src),
+            " DEFAULT CURRENT_TIMESTAMP(6)"
+        );
+        assert_eq!(
+            mysql_default(Some(&ColumnDefault::CurrentTimestamp), "longtext", &src),
+            ""
+        );
+        assert_eq!(
+            mysql_default(Some(&text("{1,2}")), "json", &col("int4[]")),
+            "",
+            "a PostgreSQL array literal is no JSON"
+        );
+        assert_eq!(
+            mysql_default(
+                Some(&ColumnDefault::Bool(false)),
+                "tinyint(1)",
+                &col("bool")
+            ),
+            " DEFAULT 0"
         );
     }
 }

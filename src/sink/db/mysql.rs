@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Params, SslOpts};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::apply::{
     InsertMode, Journal, Settings, Target, TargetColumn, TargetTable, checked_columns, my_ident,
@@ -31,7 +31,7 @@ const INSERT_SIZES: [usize; 5] = [256, 64, 16, 4, 1];
 /// load in any order).
 const SESSION: [&str; 2] = [
     "SET NAMES utf8mb4",
-    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00', foreign_key_checks = 0",
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION', time_zone = '+00:00', foreign_key_checks = 0, explicit_defaults_for_timestamp = 1",
 ];
 
 pub struct MysqlTarget {
@@ -100,7 +100,7 @@ impl MysqlTarget {
         // (`exclude_replicated`); native replicas still replicate them
         // (`replicate_events_marked_for_skip` = REPLICATE, the default).
         if let Err(e) = t.conn.query_drop("SET SESSION skip_replication = 1").await {
-            tracing::warn!(task = %s.task, target = %t.describe, error = %e, "applying without @@skip_replication (MariaDB only; it needs SUPER or BINLOG ADMIN): a reverse task can't tell this task's changes from others (bidirectional pairs need it)");
+            warn!(task = %s.task, target = %t.describe, error = %e, "applying without @@skip_replication (MariaDB only; it needs SUPER or BINLOG ADMIN): a reverse task can't tell this task's changes from others (bidirectional pairs need it)");
         }
         let ro: Option<(u8, u8)> = t
             .conn
@@ -242,22 +242,31 @@ impl MysqlTarget {
                     "target table {label} doesn't exist: create it, or set sink.create_tables = true"
                 )));
             }
-            let mut defs = Vec::new();
+            // Columns with the source's defaults, and without them if the
+            // target refuses one.
+            let (mut defs, mut plain) = (Vec::new(), Vec::new());
             for (i, c) in src.columns.iter().enumerate() {
                 let indexed = src.key.contains(&i) || src.uniques.iter().any(|u| u.contains(&i));
                 let ty = super::create::mysql_type(s.source, c, indexed)
                     .map_err(DbSinkError::definite)?;
                 let nn = if c.nullable { " NULL" } else { " NOT NULL" };
-                defs.push(format!("{} {ty}{nn}", my_ident(&c.name)));
+                let default = super::create::mysql_default(
+                    src.defaults.get(i).and_then(Option::as_ref),
+                    &ty,
+                    c,
+                );
+                defs.push(format!("{} {ty}{nn}{default}", my_ident(&c.name)));
+                plain.push(format!("{} {ty}{nn}", my_ident(&c.name)));
             }
+            let mut keys = Vec::new();
             if !src.key.is_empty() {
-                let keys: Vec<String> = src
+                let cols: Vec<String> = src
                     .key
                     .iter()
                     .filter_map(|&i| src.columns.get(i))
                     .map(|c| my_ident(&c.name))
                     .collect();
-                defs.push(format!("PRIMARY KEY ({})", keys.join(", ")));
+                keys.push(format!("PRIMARY KEY ({})", cols.join(", ")));
             }
             for u in &src.uniques {
                 let cols: Vec<String> = u
@@ -266,18 +275,31 @@ impl MysqlTarget {
                     .map(|c| my_ident(&c.name))
                     .collect();
                 if cols.len() == u.len() && !cols.is_empty() {
-                    defs.push(format!("UNIQUE KEY ({})", cols.join(", ")));
+                    keys.push(format!("UNIQUE KEY ({})", cols.join(", ")));
                 }
             }
-            for sql in [
-                format!("CREATE DATABASE IF NOT EXISTS {}", my_ident(&db)),
+            let create = |cols: &[String]| {
                 format!(
                     "CREATE TABLE IF NOT EXISTS {sql_name} ({}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
-                    defs.join(", ")
-                ),
-            ] {
+                    cols.iter()
+                        .chain(&keys)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            self.conn
+                .query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", my_ident(&db)))
+                .await
+                .map_err(|e| classify(&format!("creating target database {db}"), e))?;
+            if let Err(e) = self.conn.query_drop(create(&defs)).await {
+                let e = classify(&format!("creating target table {label}"), e);
+                if defs == plain || e.class != crate::error::ErrorClass::Definite {
+                    return Err(e);
+                }
+                warn!(table = %label, error = %e, "the target refused a default of the source's columns: the table is created without defaults");
                 self.conn
-                    .query_drop(&sql)
+                    .query_drop(create(&plain))
                     .await
                     .map_err(|e| classify(&format!("creating target table {label}"), e))?;
             }
@@ -296,9 +318,16 @@ impl MysqlTarget {
                 None if s.cfg.create_tables => {
                     let ty = super::create::mysql_type(s.source, c, src.key.contains(&i))
                         .map_err(DbSinkError::definite)?;
+                    // The source's rows took its default: so do the
+                    // target's (no row event carries them).
+                    let default = super::create::mysql_default(
+                        src.defaults.get(i).and_then(Option::as_ref),
+                        &ty,
+                        c,
+                    );
                     self.conn
                         .query_drop(format!(
-                            "ALTER TABLE {sql_name} ADD COLUMN {} {ty} NULL",
+                            "ALTER TABLE {sql_name} ADD COLUMN {} {ty} NULL{default}",
                             my_ident(&c.name)
                         ))
                         .await

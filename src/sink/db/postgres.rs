@@ -253,22 +253,30 @@ impl PgTarget {
                     "target table {label} doesn't exist: create it, or set sink.create_tables = true"
                 )));
             }
-            let mut defs = Vec::new();
+            // Columns with the source's defaults, and without them if the
+            // target refuses one.
+            let (mut defs, mut plain) = (Vec::new(), Vec::new());
             for (i, c) in src.columns.iter().enumerate() {
                 let indexed = src.key.contains(&i) || src.uniques.iter().any(|u| u.contains(&i));
                 let ty = super::create::postgres_type(s.source, c, indexed)
                     .map_err(DbSinkError::definite)?;
                 let nn = if c.nullable { "" } else { " NOT NULL" };
-                defs.push(format!("{} {ty}{nn}", pg_ident(&c.name)));
+                let default = super::create::postgres_default(
+                    src.defaults.get(i).and_then(Option::as_ref),
+                    &ty,
+                );
+                defs.push(format!("{} {ty}{nn}{default}", pg_ident(&c.name)));
+                plain.push(format!("{} {ty}{nn}", pg_ident(&c.name)));
             }
+            let mut keys = Vec::new();
             if !src.key.is_empty() {
-                let keys: Vec<String> = src
+                let cols: Vec<String> = src
                     .key
                     .iter()
                     .filter_map(|&i| src.columns.get(i))
                     .map(|c| pg_ident(&c.name))
                     .collect();
-                defs.push(format!("PRIMARY KEY ({})", keys.join(", ")));
+                keys.push(format!("PRIMARY KEY ({})", cols.join(", ")));
             }
             for u in &src.uniques {
                 let cols: Vec<String> = u
@@ -277,19 +285,36 @@ impl PgTarget {
                     .map(|c| pg_ident(&c.name))
                     .collect();
                 if cols.len() == u.len() && !cols.is_empty() {
-                    defs.push(format!("UNIQUE ({})", cols.join(", ")));
+                    keys.push(format!("UNIQUE ({})", cols.join(", ")));
                 }
             }
+            let create = |cols: &[String]| {
+                format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {sql_name} ({})",
+                    pg_ident(&schema),
+                    cols.iter()
+                        .chain(&keys)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
             self.begin().await?;
-            let ddl = format!(
-                "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {sql_name} ({})",
-                pg_ident(&schema),
-                defs.join(", ")
-            );
-            self.client
-                .batch_execute(&ddl)
-                .await
-                .map_err(|e| classify(&format!("creating target table {label}"), e))?;
+            let fenced = format!("SAVEPOINT tidemark_create; {}", create(&defs));
+            if let Err(e) = self.client.batch_execute(&fenced).await {
+                let e = classify(&format!("creating target table {label}"), e);
+                if defs == plain || e.class != crate::error::ErrorClass::Definite {
+                    return Err(e);
+                }
+                warn!(table = %label, error = %e, "the target refused a default of the source's columns: the table is created without defaults");
+                self.client
+                    .batch_execute(&format!(
+                        "ROLLBACK TO SAVEPOINT tidemark_create; {}",
+                        create(&plain)
+                    ))
+                    .await
+                    .map_err(|e| classify(&format!("creating target table {label}"), e))?;
+            }
             info!(table = %label, "created the target table");
             cols = self.columns(&schema, &name).await?;
         }
@@ -302,9 +327,15 @@ impl PgTarget {
                     let ty = super::create::postgres_type(s.source, c, src.key.contains(&i))
                         .map_err(DbSinkError::definite)?;
                     self.begin().await?;
+                    // The source's rows took its default: so do the
+                    // target's (logical decoding sends no row for them).
+                    let default = super::create::postgres_default(
+                        src.defaults.get(i).and_then(Option::as_ref),
+                        &ty,
+                    );
                     self.client
                         .batch_execute(&format!(
-                            "ALTER TABLE {sql_name} ADD COLUMN {} {ty}",
+                            "ALTER TABLE {sql_name} ADD COLUMN {} {ty}{default}",
                             pg_ident(&c.name)
                         ))
                         .await

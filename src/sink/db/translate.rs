@@ -5,7 +5,7 @@
 //! by hand.
 
 use super::apply::pg_ident;
-use crate::event::{ColumnDef, Connector};
+use crate::event::{ColumnDef, ColumnDefault, Connector};
 
 /// PostgreSQL statements for a MySQL `ALTER TABLE` or `RENAME TABLE` on
 /// the table the target calls `schema.table`.
@@ -71,8 +71,11 @@ fn clause_sql(c: &[String], target: &str) -> Result<String, String> {
             let i = skip_column(1);
             let col = name(i)?;
             let ty = pg_type(&c[i + 1..])?;
+            // The source's rows took the default, and no row event
+            // carries them: the target's rows take it too.
+            let default = super::create::postgres_default(default_of(&c[i + 1..]).as_ref(), &ty);
             Ok(format!(
-                "ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {} {ty}",
+                "ALTER TABLE {target} ADD COLUMN IF NOT EXISTS {} {ty}{default}",
                 pg_ident(&col)
             ))
         }
@@ -228,6 +231,45 @@ fn pg_type(def: &[String]) -> Result<String, String> {
     super::create::postgres_type(Connector::Mariadb, &col, false)
 }
 
+/// The `DEFAULT` of a MySQL column definition's tokens, where portable:
+/// a string or number constant, or the insert time.
+fn default_of(def: &[String]) -> Option<ColumnDefault> {
+    let at = def.iter().position(|t| t.eq_ignore_ascii_case("DEFAULT"))?;
+    let v = def.get(at + 1)?;
+    let upper = v.to_ascii_uppercase();
+    if upper.starts_with("CURRENT_TIMESTAMP") || upper == "NOW()" {
+        return Some(ColumnDefault::CurrentTimestamp);
+    }
+    if let Some(inner) = v.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' => {
+                    chars.next();
+                    out.push('\'');
+                }
+                '\\' => match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some('t') => out.push('\t'),
+                    Some('r') => out.push('\r'),
+                    Some('0') => return None,
+                    Some(other) => out.push(other),
+                    None => return None,
+                },
+                c => out.push(c),
+            }
+        }
+        if out.starts_with("0000-00-00") {
+            return None;
+        }
+        return Some(ColumnDefault::Text(out));
+    }
+    let number =
+        v.parse::<f64>().is_ok() && v.chars().all(|c| c.is_ascii_digit() || ".-+eE".contains(c));
+    number.then(|| ColumnDefault::Text(v.clone()))
+}
+
 /// `db.t` → `t`, without quotes.
 fn last_part(name: &str) -> String {
     unquote(name.rsplit('.').next().unwrap_or(name))
@@ -326,7 +368,7 @@ mod tests {
                 "t"
             )
             .unwrap(),
-            vec![r#"ALTER TABLE "shop"."t" ADD COLUMN IF NOT EXISTS "extra" bigint"#]
+            vec![r#"ALTER TABLE "shop"."t" ADD COLUMN IF NOT EXISTS "extra" bigint DEFAULT '0'"#]
         );
         assert_eq!(
             tr("ALTER TABLE t MODIFY k BIGINT UNSIGNED NOT NULL", "s", "t").unwrap(),

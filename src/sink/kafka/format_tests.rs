@@ -28,6 +28,7 @@ fn table() -> Arc<TableSchema> {
         key: vec![0],
         uniques: Vec::new(),
         before_complete: true,
+        defaults: Vec::new(),
         version: 1,
     })
 }

@@ -100,6 +100,7 @@ fn text_written_values_make_the_field_a_string() {
         key: vec![],
         uniques: Vec::new(),
         before_complete: true,
+        defaults: Vec::new(),
         version: 1,
     };
     let zero = [Value::Date(crate::event::value::Date {

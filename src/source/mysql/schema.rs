@@ -361,6 +361,7 @@ pub fn build(
             key,
             uniques: Vec::new(),
             before_complete: true,
+            defaults: Vec::new(),
             version,
         }),
         kinds,

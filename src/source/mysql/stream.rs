@@ -444,6 +444,7 @@ impl BinlogDecoder {
                 key: Vec::new(),
                 uniques: Vec::new(),
                 before_complete: true,
+                defaults: Vec::new(),
                 version: 0,
             })),
             _ => None,

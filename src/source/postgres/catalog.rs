@@ -13,6 +13,7 @@ use tokio_postgres::Client;
 
 use super::stream::RelationInfo;
 use super::types::{FieldDef, TypeDef};
+use crate::event::ColumnDefault;
 
 /// Guard against catalog cycles: types nest at most this deep.
 const MAX_ROUNDS: usize = 16;
@@ -117,11 +118,18 @@ pub async fn load_relation(
 ) -> Result<RelationInfo, tokio_postgres::Error> {
     let rows = client
         .query(
+            // attgenerated (PostgreSQL 12+) read through to_jsonb: absent
+            // on older servers; a generated column's expression is no
+            // default.
             "SELECT a.attname::text, a.attnotnull,
-                    array_position(i.indkey::int2[], a.attnum)
+                    array_position(i.indkey::int2[], a.attnum),
+                    CASE WHEN coalesce(to_jsonb(a)->>'attgenerated', '') = ''
+                         THEN pg_catalog.pg_get_expr(d.adbin, d.adrelid) END
                FROM pg_catalog.pg_attribute a
                LEFT JOIN pg_catalog.pg_index i
                  ON i.indrelid = a.attrelid AND i.indisprimary
+               LEFT JOIN pg_catalog.pg_attrdef d
+                 ON d.adrelid = a.attrelid AND d.adnum = a.attnum
               WHERE a.attrelid::int8 = $1 AND a.attnum > 0 AND NOT a.attisdropped
               ORDER BY a.attnum",
             &[&i64::from(rel_id)],
@@ -133,6 +141,10 @@ pub async fn load_relation(
         let name: String = r.try_get(0)?;
         let not_null: bool = r.try_get(1)?;
         let key_pos: Option<i32> = r.try_get(2)?;
+        let default: Option<String> = r.try_get(3)?;
+        if let Some(d) = default {
+            info.defaults.insert(name.clone(), d);
+        }
         if not_null {
             info.not_null.insert(name.clone());
         }
@@ -165,4 +177,100 @@ pub async fn load_relation(
 /// An oid read as int8 (0, the invalid oid, if out of range).
 fn oid_of(v: i64) -> u32 {
     u32::try_from(v).unwrap_or(0)
+}
+
+/// A default as `pg_get_expr` spells it, where another engine (or
+/// database) can declare it: constants (`'abc'::text`, `0`, `'-1'::integer`,
+/// `true`) and the time of the insert (`now()`, `CURRENT_TIMESTAMP`).
+/// Sequences (`nextval(…)`), other functions and expressions: `None`.
+pub fn portable_default(expr: &str) -> Option<ColumnDefault> {
+    let e = expr.trim();
+    let lower = e.to_ascii_lowercase();
+    if matches!(
+        lower.as_str(),
+        "now()"
+            | "current_timestamp"
+            | "statement_timestamp()"
+            | "transaction_timestamp()"
+            | "localtimestamp"
+            | "clock_timestamp()"
+    ) {
+        return Some(ColumnDefault::CurrentTimestamp);
+    }
+    match lower.as_str() {
+        "true" => return Some(ColumnDefault::Bool(true)),
+        "false" => return Some(ColumnDefault::Bool(false)),
+        _ => {}
+    }
+    if let Some(rest) = e.strip_prefix('\'') {
+        // 'text' with '' for a quote, then nothing or a cast.
+        let mut out = String::new();
+        let mut chars = rest.char_indices().peekable();
+        while let Some((i, c)) = chars.next() {
+            if c == '\'' {
+                if chars.peek().is_some_and(|&(_, n)| n == '\'') {
+                    chars.next();
+                    out.push('\'');
+                    continue;
+                }
+                let tail = &rest[i + 1..];
+                let cast_only = tail.is_empty()
+                    || (tail.starts_with("::")
+                        && tail[2..]
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || " _\"()[],".contains(c)));
+                return cast_only.then_some(ColumnDefault::Text(out));
+            }
+            out.push(c);
+        }
+        return None;
+    }
+    // A number, perhaps in parentheses and cast: `0`, `(-1.5)::numeric`.
+    let bare = e.split("::").next().unwrap_or(e).trim();
+    let bare = bare
+        .strip_prefix('(')
+        .and_then(|b| b.strip_suffix(')'))
+        .unwrap_or(bare);
+    let number = !bare.is_empty()
+        && bare.parse::<f64>().is_ok()
+        && bare
+            .chars()
+            .all(|c| c.is_ascii_digit() || ".-+eE".contains(c));
+    number.then(|| ColumnDefault::Text(bare.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_that_travel_are_constants_and_the_insert_time() {
+        let text = |t: &str| Some(ColumnDefault::Text(t.into()));
+        assert_eq!(portable_default("'it''s'::text"), text("it's"));
+        assert_eq!(
+            portable_default("'{}'::jsonb"),
+            text("{}"),
+            "a constant of any type"
+        );
+        assert_eq!(
+            portable_default("'2024-01-01 00:00:00'::timestamp without time zone"),
+            text("2024-01-01 00:00:00")
+        );
+        assert_eq!(portable_default("0"), text("0"));
+        assert_eq!(portable_default("'-1'::integer"), text("-1"));
+        assert_eq!(portable_default("(-1.5)::numeric"), text("-1.5"));
+        assert_eq!(portable_default("true"), Some(ColumnDefault::Bool(true)));
+        assert_eq!(
+            portable_default("now()"),
+            Some(ColumnDefault::CurrentTimestamp)
+        );
+        assert_eq!(
+            portable_default("CURRENT_TIMESTAMP"),
+            Some(ColumnDefault::CurrentTimestamp)
+        );
+        assert_eq!(portable_default("nextval('t_id_seq'::regclass)"), None);
+        assert_eq!(portable_default("gen_random_uuid()"), None);
+        assert_eq!(portable_default("('a'::text || 'b'::text)"), None);
+        assert_eq!(portable_default("'a'::text || 'b'::text"), None);
+    }
 }

@@ -54,6 +54,9 @@ pub struct RelationInfo {
     /// Other unique keys (column names in key order), from unique indexes
     /// without expressions or predicates.
     pub unique_keys: Vec<Vec<String>>,
+    /// Column defaults as `pg_get_expr` spells them (generated columns
+    /// left out).
+    pub defaults: HashMap<String, String>,
 }
 
 /// A table as the last Relation message described it.
@@ -475,6 +478,15 @@ pub fn relation_schema(
             })
             .collect(),
         before_complete: r.replica_identity == ReplicaIdentity::Full,
+        defaults: r
+            .columns
+            .iter()
+            .map(|c| {
+                info.defaults
+                    .get(&c.name)
+                    .and_then(|d| super::catalog::portable_default(d))
+            })
+            .collect(),
         version,
     });
     (schema, types)

@@ -90,6 +90,7 @@ fn pk_info() -> RelationInfo {
         not_null: ["id".to_string()].into(),
         primary_key: vec!["id".into()],
         unique_keys: Vec::new(),
+        defaults: Default::default(),
     }
 }
 

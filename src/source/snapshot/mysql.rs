@@ -21,7 +21,7 @@ use mysql_common::value::Value as MyValue;
 use super::mysql_values::{self, ColumnInfo};
 use super::reconcile::{Chunk, InFlight, Visibility};
 use super::{EngineTable, Job, KeyPart, SnapTable};
-use crate::event::{BinlogPosition, Connector, Position, Value};
+use crate::event::{BinlogPosition, ColumnDefault, Connector, Position, Value};
 use crate::select::TableFilter;
 use crate::source::SourceError;
 use crate::source::mysql::MysqlSource;
@@ -237,30 +237,40 @@ impl MysqlEngine {
             Option<u64>,
             Option<u64>,
             Option<u64>,
+            Option<String>,
+            String,
         );
         let cols: Vec<Col> = conn
             .exec(
                 "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, CHARACTER_SET_NAME, IS_NULLABLE,
-                        NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_OCTET_LENGTH
+                        NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_OCTET_LENGTH,
+                        COLUMN_DEFAULT, EXTRA
                    FROM information_schema.COLUMNS
                   WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
                 (db, table),
             )
             .await
             .map_err(|e| classify("reading information_schema.COLUMNS", e))?;
+        let mariadb = connector == Connector::Mariadb;
+        let defaults: Vec<Option<ColumnDefault>> = cols
+            .iter()
+            .map(|c| portable_default(c.9.as_deref(), &c.10, &c.1, mariadb))
+            .collect();
         let columns: Vec<ColumnInfo> = cols
             .into_iter()
-            .map(|(name, dt, ct, cs, nullable, np, ns, dp, ol)| ColumnInfo {
-                name,
-                data_type: dt.to_ascii_lowercase(),
-                column_type: ct,
-                charset: cs,
-                nullable: nullable == "YES",
-                numeric_precision: np,
-                numeric_scale: ns,
-                datetime_precision: dp,
-                octet_length: ol,
-            })
+            .map(
+                |(name, dt, ct, cs, nullable, np, ns, dp, ol, _, _)| ColumnInfo {
+                    name,
+                    data_type: dt.to_ascii_lowercase(),
+                    column_type: ct,
+                    charset: cs,
+                    nullable: nullable == "YES",
+                    numeric_precision: np,
+                    numeric_scale: ns,
+                    datetime_precision: dp,
+                    octet_length: ol,
+                },
+            )
             .collect();
         // Unique indexes, primary first, with their columns in order.
         let idx: Vec<(String, String, String)> = conn
@@ -317,6 +327,7 @@ impl MysqlEngine {
         let schema = {
             let mut t = (*codec.schema).clone();
             t.uniques = uniques;
+            t.defaults = defaults;
             std::sync::Arc::new(t)
         };
         Ok(SnapTable {
@@ -524,5 +535,111 @@ impl MysqlEngine {
             spoiled: false,
             permit: None,
         })
+    }
+}
+
+/// A default as `information_schema.COLUMNS` tells it, where another
+/// engine (or server) can declare it: constants and the time of the
+/// insert. MariaDB quotes string constants (`'it''s'`, `NULL` for none)
+/// and spells expressions as such; MySQL gives the bare value and marks
+/// expressions `DEFAULT_GENERATED` in EXTRA. Bit and binary literals,
+/// zero dates and expressions: `None`.
+fn portable_default(
+    raw: Option<&str>,
+    extra: &str,
+    data_type: &str,
+    mariadb: bool,
+) -> Option<ColumnDefault> {
+    let raw = raw?;
+    let lower = raw.to_ascii_lowercase();
+    if lower.starts_with("current_timestamp") || lower == "now()" {
+        return Some(ColumnDefault::CurrentTimestamp);
+    }
+    if matches!(
+        data_type.to_ascii_lowercase().as_str(),
+        "bit" | "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob"
+    ) || raw.starts_with("0000-00-00")
+        || raw.starts_with("'0000-00-00")
+    {
+        return None;
+    }
+    if !mariadb {
+        let generated = extra.to_ascii_uppercase().contains("DEFAULT_GENERATED");
+        return (!generated).then(|| ColumnDefault::Text(raw.to_string()));
+    }
+    if raw == "NULL" {
+        return None;
+    }
+    if let Some(inner) = raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
+        let mut out = String::with_capacity(inner.len());
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\'' => {
+                    // '' stands for one quote.
+                    chars.next();
+                    out.push('\'');
+                }
+                '\\' => match chars.next() {
+                    Some('n') => out.push('\n'),
+                    Some('t') => out.push('\t'),
+                    Some('r') => out.push('\r'),
+                    Some('0') => out.push('\0'),
+                    Some('Z') => out.push('\u{1a}'),
+                    Some(other) => out.push(other),
+                    None => return None,
+                },
+                c => out.push(c),
+            }
+        }
+        return Some(ColumnDefault::Text(out));
+    }
+    let number = raw.parse::<f64>().is_ok()
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_digit() || ".-+eE".contains(c));
+    number.then(|| ColumnDefault::Text(raw.to_string()))
+}
+
+#[cfg(test)]
+mod default_tests {
+    use super::*;
+
+    #[test]
+    fn mariadb_and_mysql_defaults_read_as_constants_or_the_insert_time() {
+        let text = |t: &str| Some(ColumnDefault::Text(t.into()));
+        let maria = |raw: &str, ty: &str| portable_default(Some(raw), "", ty, true);
+        assert_eq!(maria("'it''s'", "varchar"), text("it's"));
+        assert_eq!(maria("'a\\\\b'", "varchar"), text("a\\b"));
+        assert_eq!(maria("-5", "int"), text("-5"));
+        assert_eq!(maria("1.50", "decimal"), text("1.50"));
+        assert_eq!(
+            maria("current_timestamp(3)", "datetime"),
+            Some(ColumnDefault::CurrentTimestamp)
+        );
+        assert_eq!(maria("NULL", "varchar"), None);
+        assert_eq!(maria("'NULL'", "varchar"), text("NULL"));
+        assert_eq!(maria("(1 + 2)", "int"), None);
+        assert_eq!(maria("b'101'", "bit"), None);
+        assert_eq!(maria("'0000-00-00'", "date"), None);
+        assert_eq!(portable_default(None, "", "int", true), None);
+        // MySQL: bare values; expressions marked in EXTRA.
+        assert_eq!(
+            portable_default(Some("it's"), "", "varchar", false),
+            text("it's")
+        );
+        assert_eq!(
+            portable_default(
+                Some("CURRENT_TIMESTAMP"),
+                "DEFAULT_GENERATED",
+                "timestamp",
+                false
+            ),
+            Some(ColumnDefault::CurrentTimestamp)
+        );
+        assert_eq!(
+            portable_default(Some("(rand())"), "DEFAULT_GENERATED", "double", false),
+            None
+        );
     }
 }

@@ -72,6 +72,7 @@ pub fn table_codec(
             key,
             uniques: Vec::new(),
             before_complete: true,
+            defaults: Vec::new(),
             version,
         }),
         kinds,

@@ -25,6 +25,7 @@ fn schema(key: Vec<usize>) -> Arc<TableSchema> {
         key,
         uniques: Vec::new(),
         before_complete: true,
+        defaults: Vec::new(),
         version: 1,
     })
 }
