@@ -1050,15 +1050,23 @@ impl Target for PgTarget {
 
 /// COPY's text format: backslash, tab, newline and carriage return escaped.
 fn copy_escape(text: &str, out: &mut bytes::BytesMut) {
-    for b in text.bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b => out.extend_from_slice(&[b]),
-        }
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len());
+    // Runs without a byte to escape go in one copy.
+    let mut from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[from..i]);
+        out.extend_from_slice(escaped);
+        from = i + 1;
     }
+    out.extend_from_slice(&bytes[from..]);
 }
 
 /// Classes a PostgreSQL error: a unique violation is a conflict, a
@@ -1100,4 +1108,19 @@ fn same_text(c: &TargetColumn, column: &str, value: &str) -> String {
         "{column}::text IS NOT DISTINCT FROM ({value}::{})::text",
         c.type_name
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn copy_text_escapes_only_what_copy_reads_specially() {
+        let mut out = bytes::BytesMut::new();
+        super::copy_escape("a\\b\tc\nd\re — plain", &mut out);
+        assert_eq!(&out[..], "a\\\\b\\tc\\nd\\re — plain".as_bytes());
+        out.clear();
+        super::copy_escape("", &mut out);
+        assert!(out.is_empty());
+        super::copy_escape("\n", &mut out);
+        assert_eq!(&out[..], b"\\n");
+    }
 }
