@@ -22,11 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
+use super::conflict::Journal;
 use super::{DbErrorKind, DbSinkError, Durable, Msg};
-use crate::config::{ConflictAction, ConflictOp, DbSinkConfig, DdlAction, DdlConfig, TablePolicy};
-use crate::event::{Batch, ChangeEvent, Connector, DdlKind, Op, Position, TableSchema, Value};
+use crate::config::{ConflictAction, ConflictOp, DbSinkConfig, DdlConfig, TablePolicy};
+use crate::event::{Batch, ChangeEvent, Connector, Op, Position, TableSchema, Value};
 
 /// What the applier needs besides its target.
 #[derive(Clone)]
@@ -38,37 +39,6 @@ pub struct Settings {
     /// The DDL statement an operator resumed the task at (`pause` policy):
     /// applied this time.
     pub approved_ddl: Option<Position>,
-}
-
-/// One conflict for the journal table.
-pub struct Journal<'a> {
-    pub task: &'a str,
-    pub op: &'static str,
-    pub what: &'a str,
-    pub key_text: String,
-    pub key: &'a [Value],
-    /// The source's row image (after, or before for a delete).
-    pub source_row: Option<&'a [Value]>,
-    pub position: String,
-    pub action: &'static str,
-}
-
-impl Journal<'_> {
-    /// The source row as a JSON object of column texts.
-    pub fn source_json(&self, t: &TargetTable) -> Option<String> {
-        let row = self.source_row?;
-        let mut m = serde_json::Map::new();
-        for (c, v) in t.source.columns.iter().zip(row) {
-            let text = super::render::pg_text(v, &super::render::Kind::Other)
-                .ok()
-                .flatten();
-            m.insert(
-                c.name.clone(),
-                text.map_or(serde_json::Value::Null, serde_json::Value::String),
-            );
-        }
-        Some(serde_json::Value::Object(m).to_string())
-    }
 }
 
 /// How rows go in.
@@ -305,7 +275,7 @@ pub struct Applier<T: Target> {
     /// The position of the last event applied in the open transaction.
     pub(super) applied: Option<Position>,
     policies: HashMap<(String, String), TablePolicy>,
-    conflicts: HashMap<String, [u64; 3]>,
+    pub(super) conflicts: HashMap<String, [u64; 3]>,
     /// Set until the first event after open is applied: a DDL that fails
     /// because it is already in effect was applied before a crash.
     pub(super) first_after_open: bool,
@@ -731,309 +701,6 @@ impl<T: Target> Applier<T> {
         Ok(())
     }
 
-    /// The before image an update is checked against, when the task
-    /// compares them (`conflict.compare_before`) and the source sent the
-    /// row as it was.
-    pub(super) fn checked_before<'e>(
-        &self,
-        t: &TargetTable,
-        ev: &'e ChangeEvent,
-    ) -> Option<&'e [Value]> {
-        if !self.s.cfg.conflict.compare_before
-            || ev.copying
-            || !ev.table.as_ref().is_some_and(|s| s.before_complete)
-        {
-            return None;
-        }
-        let before = ev.before.as_deref()?;
-        (!checked_columns(t, before).is_empty()).then_some(before)
-    }
-
-    /// Counts, logs and (with `conflict.journal`) records a conflict;
-    /// returns the action, or the failure.
-    pub(super) async fn conflict(
-        &mut self,
-        t: &TargetTable,
-        ev: &ChangeEvent,
-        op: ConflictOp,
-        what: &str,
-    ) -> Result<ConflictAction, Stop> {
-        let action = self.count_conflict(t, ev, op, what)?;
-        if self.s.cfg.conflict.journal && !ev.copying {
-            let key = match op {
-                ConflictOp::Insert => row_key(t, None, ev.after.as_deref().unwrap_or_default()),
-                ConflictOp::Update if what.contains("new key") => {
-                    row_key(t, None, ev.after.as_deref().unwrap_or_default())
-                }
-                _ => row_key(
-                    t,
-                    ev.before.as_deref(),
-                    ev.after
-                        .as_deref()
-                        .or(ev.before.as_deref())
-                        .unwrap_or_default(),
-                ),
-            };
-            let entry = Journal {
-                task: &self.s.task,
-                op: op.name(),
-                what,
-                key_text: key_text(t, &key),
-                key: &key,
-                source_row: ev.after.as_deref().or(ev.before.as_deref()),
-                position: ev.position.to_string(),
-                action: action.name(),
-            };
-            self.target.journal(t, &entry).await?;
-        }
-        Ok(action)
-    }
-
-    /// Counts and logs a conflict; returns the action, or the failure.
-    pub(super) fn count_conflict(
-        &mut self,
-        t: &TargetTable,
-        ev: &ChangeEvent,
-        op: ConflictOp,
-        what: &str,
-    ) -> Result<ConflictAction, Stop> {
-        if ev.copying {
-            // The row's chunk comes later: nothing to count, the source's
-            // change goes in.
-            return Ok(ConflictAction::Overwrite);
-        }
-        let action = self.policy(t).get(op);
-        let key = match op {
-            ConflictOp::Insert => row_key(t, None, ev.after.as_deref().unwrap_or_default()),
-            _ => row_key(
-                t,
-                ev.before.as_deref(),
-                ev.after
-                    .as_deref()
-                    .or(ev.before.as_deref())
-                    .unwrap_or_default(),
-            ),
-        };
-        let counts = self.conflicts.entry(t.label.clone()).or_default();
-        let slot = match op {
-            ConflictOp::Insert => 0,
-            ConflictOp::Update => 1,
-            ConflictOp::Delete => 2,
-        };
-        counts[slot] += 1;
-        let total = counts[slot];
-        if action == ConflictAction::Fail {
-            return Err(Stop::Fail(DbSinkError::definite(format!(
-                "conflict on {}: {} {what} (key {}, source position {}); the conflict policy for {} is \"fail\": fix the target row, or set [tasks.sink.conflict] {} = \"overwrite\" or \"ignore\", then resume",
-                t.label,
-                op.name(),
-                key_text(t, &key),
-                ev.position,
-                op.name(),
-                op.name(),
-            ))
-            .with_kind(DbErrorKind::Conflict)));
-        }
-        if total <= 100 || total.is_power_of_two() {
-            warn!(task = %self.s.task, table = %t.label, op = op.name(), key = %key_text(t, &key), position = %ev.position, action = action.name(), conflicts = total, "conflict: {what}");
-        }
-        Ok(action)
-    }
-
-    async fn ddl(
-        &mut self,
-        ev: &ChangeEvent,
-        durable: &watch::Sender<Durable>,
-    ) -> Result<(), Stop> {
-        let Some(ddl) = ev.ddl.as_deref() else {
-            return Ok(());
-        };
-        let action = self.s.ddl.action(ddl.kind);
-        if action == DdlAction::Fail {
-            return Err(Stop::Fail(DbSinkError::definite(format!(
-                "DDL at {}: `{}`: the DDL policy for {} is \"fail\": apply it to the target by hand and set [tasks.ddl] kinds.{} = \"skip\" to go past it, or set it to \"apply\"",
-                ev.position,
-                one_line(&ddl.statement),
-                ddl.kind.name(),
-                ddl.kind.name(),
-            ))));
-        }
-        if action == DdlAction::Skip {
-            return Ok(());
-        }
-        if action == DdlAction::Pause && self.s.approved_ddl.as_ref() != Some(&ev.position) {
-            return Err(Stop::Fail(DbSinkError::pause(
-                format!(
-                    "DDL at {} waits for an operator (the DDL policy for {} is \"pause\"): `{}`. Resume the task to apply it, or set [tasks.ddl] kinds.{} = \"skip\" (modify) and resume to pass over it",
-                    ev.position,
-                    ddl.kind.name(),
-                    one_line(&ddl.statement),
-                    ddl.kind.name()
-                ),
-                ev.position.clone(),
-            )));
-        }
-        let same_engine = matches!(
-            (self.s.source, self.target.engine()),
-            (Connector::Mysql | Connector::Mariadb, super::Engine::Mysql)
-                | (Connector::Postgres, super::Engine::Postgres)
-        );
-        let mapped_db = ddl.db.as_deref().map(|db| self.s.cfg.target_of(db, "").0);
-        if !self.target.transactional_ddl() {
-            // MySQL commits around DDL: what came before goes first, with
-            // its position.
-            if let Some(p) = self.applied.clone() {
-                self.commit_at(p, durable).await.map_err(Stop::from)?;
-            }
-        }
-        let r = if same_engine {
-            if let (Some(db), Some(table)) = (&ddl.db, &ddl.table)
-                && self.s.cfg.map.contains_key(&format!("{db}.{table}"))
-            {
-                return Err(Stop::Fail(DbSinkError::definite(format!(
-                    "DDL at {} on {db}.{table}, which [tasks.sink.map] renames: `{}` is not rewritten; apply it to the target by hand and set [tasks.ddl] kinds.{} = \"skip\"",
-                    ev.position,
-                    one_line(&ddl.statement),
-                    ddl.kind.name()
-                ))));
-            }
-            self.same_engine_ddl(ddl, mapped_db.as_deref()).await
-        } else {
-            self.cross_engine_ddl(ev).await
-        };
-        match r {
-            Ok(()) => {}
-            Err(e) if self.first_after_open && e.kind() == DbErrorKind::InEffect => {
-                info!(task = %self.s.task, position = %ev.position, error = %e, "DDL already in effect on the target (applied before a restart)");
-            }
-            Err(e) => {
-                return Err(Stop::Fail(e.context(&format!(
-                    "applying DDL at {} (`{}`); set [tasks.ddl] kinds.{} = \"skip\" to go past it",
-                    ev.position,
-                    one_line(&ddl.statement),
-                    ddl.kind.name()
-                ))));
-            }
-        }
-        self.target.forget_tables();
-        if !self.target.transactional_ddl() {
-            self.applied = Some(ev.position.clone());
-            self.commit_at(ev.position.clone(), durable)
-                .await
-                .map_err(Stop::from)?;
-        }
-        Ok(())
-    }
-
-    /// DDL from the same engine: as written, its database qualifiers
-    /// renamed by the map; database-level statements name the mapped
-    /// database.
-    async fn same_engine_ddl(
-        &mut self,
-        ddl: &crate::event::Ddl,
-        mapped: Option<&str>,
-    ) -> Result<(), DbSinkError> {
-        let renamed = ddl.db.as_deref().zip(mapped).filter(|(a, b)| a != b);
-        match ddl.kind {
-            DdlKind::CreateDatabase => {
-                let db = mapped.unwrap_or_default();
-                if db.is_empty() {
-                    return self.target.ddl(None, &ddl.statement).await;
-                }
-                let sql = format!("CREATE DATABASE IF NOT EXISTS {}", my_ident(db));
-                self.target.ddl(None, &sql).await
-            }
-            DdlKind::DropDatabase if mapped.is_some() => {
-                let sql = format!(
-                    "DROP DATABASE IF EXISTS {}",
-                    my_ident(mapped.unwrap_or_default())
-                );
-                self.target.ddl(None, &sql).await
-            }
-            DdlKind::AlterDatabase if renamed.is_some() => {
-                info!(task = %self.s.task, statement = %one_line(&ddl.statement), "ALTER DATABASE of a mapped database is not rewritten; the target database is left as is");
-                Ok(())
-            }
-            _ => {
-                let sql = match renamed {
-                    Some((from, to)) => super::ddl::rename_db(&ddl.statement, from, to),
-                    None => ddl.statement.clone(),
-                };
-                self.target.ddl(mapped, &sql).await
-            }
-        }
-    }
-
-    /// DDL from the other engine: what can be done without parsing the
-    /// statement; table creation and new columns follow the rows.
-    async fn cross_engine_ddl(&mut self, ev: &ChangeEvent) -> Result<(), DbSinkError> {
-        let Some(ddl) = ev.ddl.as_deref() else {
-            return Ok(());
-        };
-        let named = ddl.db.as_deref().zip(ddl.table.as_deref());
-        match (ddl.kind, named) {
-            (DdlKind::CreateTable, _) => {
-                debug!(task = %self.s.task, position = %ev.position, "DDL from the other engine: the target table is created from the source's columns with its first row");
-                Ok(())
-            }
-            (DdlKind::AlterTable | DdlKind::RenameTable, Some((db, table)))
-                if self.target.engine() == super::Engine::Postgres =>
-            {
-                let (schema, name) = self.s.cfg.target_of(db, table);
-                let stmts = super::translate::mysql_to_postgres(&ddl.statement, &schema, &name)
-                    .map_err(|why| {
-                        DbSinkError::definite(format!(
-                            "{why}: set [tasks.ddl] kinds.{} = \"skip\" and change the target by hand",
-                            ddl.kind.name()
-                        ))
-                    })?;
-                for sql in stmts {
-                    self.target.savepoint().await?;
-                    match self.target.ddl(None, &sql).await {
-                        Ok(()) => self.target.release().await?,
-                        // The table isn't on the target yet (it comes with
-                        // its rows), or the change is there already.
-                        Err(e) if e.kind() == DbErrorKind::InEffect => {
-                            info!(task = %self.s.task, position = %ev.position, statement = %sql, error = %e, "translated DDL not needed on the target");
-                            self.target.rollback_to().await?;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-                Ok(())
-            }
-            (DdlKind::AlterTable, _) => {
-                debug!(task = %self.s.task, position = %ev.position, "DDL from the other engine: the target table follows the rows (given the new columns)");
-                Ok(())
-            }
-            (DdlKind::TruncateTable, Some((db, table))) => {
-                let (schema, name) = self.s.cfg.target_of(db, table);
-                self.target
-                    .ddl(None, &truncate_sql(self.target.engine(), &schema, &name))
-                    .await
-            }
-            (DdlKind::DropTable, Some((db, table))) => {
-                let (schema, name) = self.s.cfg.target_of(db, table);
-                self.target.drop_table(&schema, &name).await
-            }
-            (
-                DdlKind::CreateDatabase
-                | DdlKind::CreateView
-                | DdlKind::AlterView
-                | DdlKind::DropView,
-                _,
-            ) => {
-                info!(task = %self.s.task, position = %ev.position, kind = ddl.kind.name(), "DDL from the other engine not translated; the target is left as is");
-                Ok(())
-            }
-            _ => Err(DbSinkError::definite(format!(
-                "{} DDL is not translated between engines: set [tasks.ddl] kinds.{} = \"skip\" and change the target by hand",
-                ddl.kind.name(),
-                ddl.kind.name()
-            ))),
-        }
-    }
-
     /// Commits the open transaction at the last applied position (a
     /// drain, or the end of a group).
     async fn commit_open(&mut self, durable: &watch::Sender<Durable>) -> Result<(), DbSinkError> {
@@ -1126,26 +793,10 @@ pub fn key_text(t: &TargetTable, key: &[Value]) -> String {
     out
 }
 
-fn truncate_sql(engine: super::Engine, schema: &str, table: &str) -> String {
-    match engine {
-        super::Engine::Postgres => format!("TRUNCATE {}.{}", pg_ident(schema), pg_ident(table)),
-        super::Engine::Mysql => format!("TRUNCATE TABLE {}.{}", my_ident(schema), my_ident(table)),
-    }
-}
-
 pub fn pg_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 pub fn my_ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
-}
-
-fn one_line(s: &str) -> String {
-    let t: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if t.chars().count() > 200 {
-        format!("{}…", t.chars().take(200).collect::<String>())
-    } else {
-        t
-    }
 }

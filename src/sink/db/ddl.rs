@@ -1,6 +1,15 @@
-//! Same-engine DDL under a database map: the statement's database
-//! qualifiers (`shop.orders`, `` `shop`.`orders` ``) renamed to the target
-//! database, outside string literals and comments.
+//! DDL on database targets: the task's action per statement kind
+//! (`apply` / `skip` / `fail` / `pause`), the same-engine replay with its
+//! database qualifiers renamed (`rename_db`: outside string literals and
+//! comments), and the cross-engine translation (`translate`).
+
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use super::apply::{Applier, Stop, Target, my_ident, pg_ident};
+use super::{DbErrorKind, DbSinkError, Durable};
+use crate::config::DdlAction;
+use crate::event::{ChangeEvent, Connector, DdlKind};
 
 /// Rewrites every identifier that qualifies another (`x.`) and equals
 /// `from` into `to`, quoted. Text in quotes and comments is left alone.
@@ -119,6 +128,218 @@ fn skip_string(b: &[u8], start: usize) -> usize {
         j += 1;
     }
     b.len()
+}
+
+impl<T: Target> Applier<T> {
+    pub(super) async fn ddl(
+        &mut self,
+        ev: &ChangeEvent,
+        durable: &watch::Sender<Durable>,
+    ) -> Result<(), Stop> {
+        let Some(ddl) = ev.ddl.as_deref() else {
+            return Ok(());
+        };
+        let action = self.s.ddl.action(ddl.kind);
+        if action == DdlAction::Fail {
+            return Err(Stop::Fail(DbSinkError::definite(format!(
+                "DDL at {}: `{}`: the DDL policy for {} is \"fail\": apply it to the target by hand and set [tasks.ddl] kinds.{} = \"skip\" to go past it, or set it to \"apply\"",
+                ev.position,
+                one_line(&ddl.statement),
+                ddl.kind.name(),
+                ddl.kind.name(),
+            ))));
+        }
+        if action == DdlAction::Skip {
+            return Ok(());
+        }
+        if action == DdlAction::Pause && self.s.approved_ddl.as_ref() != Some(&ev.position) {
+            return Err(Stop::Fail(DbSinkError::pause(
+                format!(
+                    "DDL at {} waits for an operator (the DDL policy for {} is \"pause\"): `{}`. Resume the task to apply it, or set [tasks.ddl] kinds.{} = \"skip\" (modify) and resume to pass over it",
+                    ev.position,
+                    ddl.kind.name(),
+                    one_line(&ddl.statement),
+                    ddl.kind.name()
+                ),
+                ev.position.clone(),
+            )));
+        }
+        let same_engine = matches!(
+            (self.s.source, self.target.engine()),
+            (Connector::Mysql | Connector::Mariadb, super::Engine::Mysql)
+                | (Connector::Postgres, super::Engine::Postgres)
+        );
+        let mapped_db = ddl.db.as_deref().map(|db| self.s.cfg.target_of(db, "").0);
+        if !self.target.transactional_ddl() {
+            // MySQL commits around DDL: what came before goes first, with
+            // its position.
+            if let Some(p) = self.applied.clone() {
+                self.commit_at(p, durable).await.map_err(Stop::from)?;
+            }
+        }
+        let r = if same_engine {
+            if let (Some(db), Some(table)) = (&ddl.db, &ddl.table)
+                && self.s.cfg.map.contains_key(&format!("{db}.{table}"))
+            {
+                return Err(Stop::Fail(DbSinkError::definite(format!(
+                    "DDL at {} on {db}.{table}, which [tasks.sink.map] renames: `{}` is not rewritten; apply it to the target by hand and set [tasks.ddl] kinds.{} = \"skip\"",
+                    ev.position,
+                    one_line(&ddl.statement),
+                    ddl.kind.name()
+                ))));
+            }
+            self.same_engine_ddl(ddl, mapped_db.as_deref()).await
+        } else {
+            self.cross_engine_ddl(ev).await
+        };
+        match r {
+            Ok(()) => {}
+            Err(e) if self.first_after_open && e.kind() == DbErrorKind::InEffect => {
+                info!(task = %self.s.task, position = %ev.position, error = %e, "DDL already in effect on the target (applied before a restart)");
+            }
+            Err(e) => {
+                return Err(Stop::Fail(e.context(&format!(
+                    "applying DDL at {} (`{}`); set [tasks.ddl] kinds.{} = \"skip\" to go past it",
+                    ev.position,
+                    one_line(&ddl.statement),
+                    ddl.kind.name()
+                ))));
+            }
+        }
+        self.target.forget_tables();
+        if !self.target.transactional_ddl() {
+            self.applied = Some(ev.position.clone());
+            self.commit_at(ev.position.clone(), durable)
+                .await
+                .map_err(Stop::from)?;
+        }
+        Ok(())
+    }
+
+    /// DDL from the same engine: as written, its database qualifiers
+    /// renamed by the map; database-level statements name the mapped
+    /// database.
+    async fn same_engine_ddl(
+        &mut self,
+        ddl: &crate::event::Ddl,
+        mapped: Option<&str>,
+    ) -> Result<(), DbSinkError> {
+        let renamed = ddl.db.as_deref().zip(mapped).filter(|(a, b)| a != b);
+        match ddl.kind {
+            DdlKind::CreateDatabase => {
+                let db = mapped.unwrap_or_default();
+                if db.is_empty() {
+                    return self.target.ddl(None, &ddl.statement).await;
+                }
+                let sql = format!("CREATE DATABASE IF NOT EXISTS {}", my_ident(db));
+                self.target.ddl(None, &sql).await
+            }
+            DdlKind::DropDatabase if mapped.is_some() => {
+                let sql = format!(
+                    "DROP DATABASE IF EXISTS {}",
+                    my_ident(mapped.unwrap_or_default())
+                );
+                self.target.ddl(None, &sql).await
+            }
+            DdlKind::AlterDatabase if renamed.is_some() => {
+                info!(task = %self.s.task, statement = %one_line(&ddl.statement), "ALTER DATABASE of a mapped database is not rewritten; the target database is left as is");
+                Ok(())
+            }
+            _ => {
+                let sql = match renamed {
+                    Some((from, to)) => super::ddl::rename_db(&ddl.statement, from, to),
+                    None => ddl.statement.clone(),
+                };
+                self.target.ddl(mapped, &sql).await
+            }
+        }
+    }
+
+    /// DDL from the other engine: what can be done without parsing the
+    /// statement; table creation and new columns follow the rows.
+    async fn cross_engine_ddl(&mut self, ev: &ChangeEvent) -> Result<(), DbSinkError> {
+        let Some(ddl) = ev.ddl.as_deref() else {
+            return Ok(());
+        };
+        let named = ddl.db.as_deref().zip(ddl.table.as_deref());
+        match (ddl.kind, named) {
+            (DdlKind::CreateTable, _) => {
+                debug!(task = %self.s.task, position = %ev.position, "DDL from the other engine: the target table is created from the source's columns with its first row");
+                Ok(())
+            }
+            (DdlKind::AlterTable | DdlKind::RenameTable, Some((db, table)))
+                if self.target.engine() == super::Engine::Postgres =>
+            {
+                let (schema, name) = self.s.cfg.target_of(db, table);
+                let stmts = super::translate::mysql_to_postgres(&ddl.statement, &schema, &name)
+                    .map_err(|why| {
+                        DbSinkError::definite(format!(
+                            "{why}: set [tasks.ddl] kinds.{} = \"skip\" and change the target by hand",
+                            ddl.kind.name()
+                        ))
+                    })?;
+                for sql in stmts {
+                    self.target.savepoint().await?;
+                    match self.target.ddl(None, &sql).await {
+                        Ok(()) => self.target.release().await?,
+                        // The table isn't on the target yet (it comes with
+                        // its rows), or the change is there already.
+                        Err(e) if e.kind() == DbErrorKind::InEffect => {
+                            info!(task = %self.s.task, position = %ev.position, statement = %sql, error = %e, "translated DDL not needed on the target");
+                            self.target.rollback_to().await?;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+            (DdlKind::AlterTable, _) => {
+                debug!(task = %self.s.task, position = %ev.position, "DDL from the other engine: the target table follows the rows (given the new columns)");
+                Ok(())
+            }
+            (DdlKind::TruncateTable, Some((db, table))) => {
+                let (schema, name) = self.s.cfg.target_of(db, table);
+                self.target
+                    .ddl(None, &truncate_sql(self.target.engine(), &schema, &name))
+                    .await
+            }
+            (DdlKind::DropTable, Some((db, table))) => {
+                let (schema, name) = self.s.cfg.target_of(db, table);
+                self.target.drop_table(&schema, &name).await
+            }
+            (
+                DdlKind::CreateDatabase
+                | DdlKind::CreateView
+                | DdlKind::AlterView
+                | DdlKind::DropView,
+                _,
+            ) => {
+                info!(task = %self.s.task, position = %ev.position, kind = ddl.kind.name(), "DDL from the other engine not translated; the target is left as is");
+                Ok(())
+            }
+            _ => Err(DbSinkError::definite(format!(
+                "{} DDL is not translated between engines: set [tasks.ddl] kinds.{} = \"skip\" and change the target by hand",
+                ddl.kind.name(),
+                ddl.kind.name()
+            ))),
+        }
+    }
+}
+
+fn truncate_sql(engine: super::Engine, schema: &str, table: &str) -> String {
+    match engine {
+        super::Engine::Postgres => format!("TRUNCATE {}.{}", pg_ident(schema), pg_ident(table)),
+        super::Engine::Mysql => format!("TRUNCATE TABLE {}.{}", my_ident(schema), my_ident(table)),
+    }
+}
+
+fn one_line(s: &str) -> String {
+    let t: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if t.chars().count() > 200 {
+        format!("{}…", t.chars().take(200).collect::<String>())
+    } else {
+        t
+    }
 }
 
 #[cfg(test)]

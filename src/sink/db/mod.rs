@@ -16,6 +16,7 @@
 
 mod apply;
 mod batch;
+mod conflict;
 mod create;
 mod ddl;
 mod mysql;

@@ -15,8 +15,9 @@ use mysql_async::{Conn, Opts, OptsBuilder, Params, SslOpts};
 use tracing::{info, warn};
 
 use super::apply::{
-    InsertMode, Journal, Settings, Target, TargetColumn, TargetTable, checked_columns, my_ident,
+    InsertMode, Settings, Target, TargetColumn, TargetTable, checked_columns, my_ident,
 };
+use super::conflict::Journal;
 use super::render::{Kind, mysql_value};
 use super::{DbErrorKind, DbSinkError, Engine};
 use crate::config::{TlsMode, redact_url};

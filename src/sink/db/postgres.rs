@@ -11,8 +11,9 @@ use tokio_postgres::{Client, Statement};
 use tracing::{info, warn};
 
 use super::apply::{
-    InsertMode, Journal, Settings, Target, TargetColumn, TargetTable, checked_columns, pg_ident,
+    InsertMode, Settings, Target, TargetColumn, TargetTable, checked_columns, pg_ident,
 };
+use super::conflict::Journal;
 use super::render::{Kind, pg_text};
 use super::{DbErrorKind, DbSinkError, Engine};
 use crate::event::{Position, TableSchema, Value};
