@@ -96,6 +96,16 @@ pub enum ColumnDefault {
     CurrentTimestamp,
 }
 
+impl ColumnDefault {
+    /// A number constant as written (`0`, `-1.5`, `1e10`), or `None`.
+    pub fn number(s: &str) -> Option<ColumnDefault> {
+        let plain = !s.is_empty()
+            && s.parse::<f64>().is_ok()
+            && s.chars().all(|c| c.is_ascii_digit() || ".-+eE".contains(c));
+        plain.then(|| ColumnDefault::Text(s.to_string()))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct ColumnDef {
     pub name: String,

@@ -308,7 +308,25 @@ async fn unique_key_swaps_and_key_changes_in_a_parallel_backlog_keep_their_order
         sql.push_str("UPDATE u SET id = 3 WHERE id = 2; UPDATE u SET id = 2 WHERE id = 3;");
     }
     source.exec(&sql).await;
+    // The target table held for a moment: the backlog queues up behind
+    // the first group, so the next ones are large (and go parallel)
+    // however fast the machine reads it.
+    let mut holder = m.conn().await;
+    {
+        use mysql_async::prelude::Queryable;
+        holder
+            .query_drop("LOCK TABLES tg_pswap_dr.u WRITE")
+            .await
+            .unwrap();
+    }
     d.start();
+    d.wait_log("reading binlog", Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    {
+        use mysql_async::prelude::Queryable;
+        holder.query_drop("UNLOCK TABLES").await.unwrap();
+    }
+    let _ = holder.disconnect().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         use mysql_async::prelude::Queryable;

@@ -72,20 +72,7 @@ impl<T: Target> Applier<T> {
     ) -> Result<ConflictAction, Stop> {
         let action = self.count_conflict(t, ev, op, what)?;
         if self.s.cfg.conflict.journal && !ev.copying {
-            let key = match op {
-                ConflictOp::Insert => row_key(t, None, ev.after.as_deref().unwrap_or_default()),
-                ConflictOp::Update if what.contains("new key") => {
-                    row_key(t, None, ev.after.as_deref().unwrap_or_default())
-                }
-                _ => row_key(
-                    t,
-                    ev.before.as_deref(),
-                    ev.after
-                        .as_deref()
-                        .or(ev.before.as_deref())
-                        .unwrap_or_default(),
-                ),
-            };
+            let key = conflict_key(t, ev, op, what);
             let entry = Journal {
                 task: &self.s.task,
                 op: op.name(),
@@ -115,17 +102,7 @@ impl<T: Target> Applier<T> {
             return Ok(ConflictAction::Overwrite);
         }
         let action = self.policy(t).get(op);
-        let key = match op {
-            ConflictOp::Insert => row_key(t, None, ev.after.as_deref().unwrap_or_default()),
-            _ => row_key(
-                t,
-                ev.before.as_deref(),
-                ev.after
-                    .as_deref()
-                    .or(ev.before.as_deref())
-                    .unwrap_or_default(),
-            ),
-        };
+        let key = conflict_key(t, ev, op, what);
         let counts = self.conflicts.entry(t.label.clone()).or_default();
         let slot = match op {
             ConflictOp::Insert => 0,
@@ -150,5 +127,22 @@ impl<T: Target> Applier<T> {
             warn!(task = %self.s.task, table = %t.label, op = op.name(), key = %key_text(t, &key), position = %ev.position, action = action.name(), conflicts = total, "conflict: {what}");
         }
         Ok(action)
+    }
+}
+
+/// The key a conflict is about: the inserted row's, the new key an update
+/// found taken, else the changed row's (its before image's key).
+fn conflict_key(t: &TargetTable, ev: &ChangeEvent, op: ConflictOp, what: &str) -> Vec<Value> {
+    let after = ev.after.as_deref();
+    match op {
+        ConflictOp::Insert => row_key(t, None, after.unwrap_or_default()),
+        ConflictOp::Update if what.contains("new key") => {
+            row_key(t, None, after.unwrap_or_default())
+        }
+        _ => row_key(
+            t,
+            ev.before.as_deref(),
+            after.or(ev.before.as_deref()).unwrap_or_default(),
+        ),
     }
 }

@@ -240,34 +240,12 @@ fn default_of(def: &[String]) -> Option<ColumnDefault> {
     if upper.starts_with("CURRENT_TIMESTAMP") || upper == "NOW()" {
         return Some(ColumnDefault::CurrentTimestamp);
     }
-    if let Some(inner) = v.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
-        let mut out = String::with_capacity(inner.len());
-        let mut chars = inner.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\'' => {
-                    chars.next();
-                    out.push('\'');
-                }
-                '\\' => match chars.next() {
-                    Some('n') => out.push('\n'),
-                    Some('t') => out.push('\t'),
-                    Some('r') => out.push('\r'),
-                    Some('0') => return None,
-                    Some(other) => out.push(other),
-                    None => return None,
-                },
-                c => out.push(c),
-            }
-        }
-        if out.starts_with("0000-00-00") {
-            return None;
-        }
-        return Some(ColumnDefault::Text(out));
+    if v.starts_with('\'') {
+        let text = crate::source::mysql::ddl::string_literal(v)?;
+        let portable = !text.starts_with("0000-00-00") && !text.contains('\0');
+        return portable.then_some(ColumnDefault::Text(text));
     }
-    let number =
-        v.parse::<f64>().is_ok() && v.chars().all(|c| c.is_ascii_digit() || ".-+eE".contains(c));
-    number.then(|| ColumnDefault::Text(v.clone()))
+    ColumnDefault::number(v)
 }
 
 /// `db.t` → `t`, without quotes.

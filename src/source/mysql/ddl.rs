@@ -6,6 +6,35 @@
 
 use crate::event::DdlKind;
 
+/// The value of a MySQL string literal as written (`'it''s'`, `'a\\b'`):
+/// quotes doubled or backslashed, backslash escapes. `None` if `quoted`
+/// isn't one literal.
+pub fn string_literal(quoted: &str) -> Option<String> {
+    let inner = quoted.strip_prefix('\'')?.strip_suffix('\'')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            // '' stands for one quote.
+            '\'' => match chars.next() {
+                Some('\'') => out.push('\''),
+                _ => return None,
+            },
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some('r') => out.push('\r'),
+                Some('0') => out.push('\0'),
+                Some('Z') => out.push('\u{1a}'),
+                Some(other) => out.push(other),
+                None => return None,
+            },
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
 /// What a QUERY event's statement is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Statement {

@@ -231,12 +231,7 @@ pub fn portable_default(expr: &str) -> Option<ColumnDefault> {
         .strip_prefix('(')
         .and_then(|b| b.strip_suffix(')'))
         .unwrap_or(bare);
-    let number = !bare.is_empty()
-        && bare.parse::<f64>().is_ok()
-        && bare
-            .chars()
-            .all(|c| c.is_ascii_digit() || ".-+eE".contains(c));
-    number.then(|| ColumnDefault::Text(bare.to_string()))
+    ColumnDefault::number(bare)
 }
 
 #[cfg(test)]

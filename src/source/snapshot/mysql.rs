@@ -570,35 +570,10 @@ fn portable_default(
     if raw == "NULL" {
         return None;
     }
-    if let Some(inner) = raw.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
-        let mut out = String::with_capacity(inner.len());
-        let mut chars = inner.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\'' => {
-                    // '' stands for one quote.
-                    chars.next();
-                    out.push('\'');
-                }
-                '\\' => match chars.next() {
-                    Some('n') => out.push('\n'),
-                    Some('t') => out.push('\t'),
-                    Some('r') => out.push('\r'),
-                    Some('0') => out.push('\0'),
-                    Some('Z') => out.push('\u{1a}'),
-                    Some(other) => out.push(other),
-                    None => return None,
-                },
-                c => out.push(c),
-            }
-        }
-        return Some(ColumnDefault::Text(out));
+    if raw.starts_with('\'') {
+        return crate::source::mysql::ddl::string_literal(raw).map(ColumnDefault::Text);
     }
-    let number = raw.parse::<f64>().is_ok()
-        && raw
-            .chars()
-            .all(|c| c.is_ascii_digit() || ".-+eE".contains(c));
-    number.then(|| ColumnDefault::Text(raw.to_string()))
+    ColumnDefault::number(raw)
 }
 
 #[cfg(test)]
