@@ -374,3 +374,29 @@ async fn a_deadlock_on_the_target_is_retried() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_only_target_is_refused_with_the_fix() {
+    // A standby, or a database whose transactions default to read-only.
+    let (m, p) = (mariadb(), postgres());
+    let source = Side::Maria(m, "tg_ro");
+    source.fresh().await;
+    source.load("t", 3).await;
+    p.fresh_db("tg_ro_dr").await;
+    p.exec(
+        "tg_ro_dr",
+        "ALTER DATABASE tg_ro_dr SET default_transaction_read_only = on",
+    )
+    .await;
+    let mut d = source
+        .daemon("tg_ro", &pg_sink(p, "tg_ro_dr", ""), "")
+        .with_mode("snapshot+stream", 100, 1);
+    d.start();
+    let status = d.wait_exit(Duration::from_secs(60));
+    assert!(!status.success());
+    let log = d.log();
+    assert!(
+        log.contains("is read-only") && log.contains("point sink.url at a writable primary"),
+        "{log}"
+    );
+}
