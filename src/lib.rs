@@ -5,6 +5,7 @@
 //! and acknowledge positions, which the offset store keeps so that a restart
 //! resumes exactly.
 
+pub mod api;
 pub mod config;
 pub mod error;
 pub mod event;

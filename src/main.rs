@@ -399,16 +399,52 @@ fn run(path: &std::path::Path, once: bool) -> Result<ExitCode> {
             ..SupervisorSettings::default()
         };
         let supervisor = Arc::new(Supervisor::new(store, settings));
+        // The API's address first: one in use fails the start before any
+        // task runs.
+        let listener = match &config.daemon.api {
+            Some(api_cfg) => Some(tidemark::api::bind(api_cfg).await?),
+            None => None,
+        };
         for task in config.tasks.clone() {
             supervisor.add(task, true)?;
         }
+        // Tasks created over the API, in the state they were left in.
+        let config_tasks: Vec<String> = config.tasks.iter().map(|t| t.id.clone()).collect();
+        let allowed = config
+            .daemon
+            .api
+            .as_ref()
+            .map(|a| a.allowed_dirs.clone())
+            .unwrap_or_default();
+        let api_store = tidemark::api::persist::ApiTasks::new(&config.daemon.data_dir, &allowed);
+        for problem in tidemark::api::restore(&supervisor, &api_store, &config_tasks) {
+            error!("{problem}");
+        }
+        let api_stop = tokio_util::sync::CancellationToken::new();
+        let api_server = match (&config.daemon.api, listener) {
+            (Some(api_cfg), Some(listener)) => {
+                let api = Arc::new(tidemark::api::Api::new(
+                    supervisor.clone(),
+                    config_tasks.clone(),
+                    api_store,
+                    api_cfg,
+                ));
+                Some(tokio::spawn(tidemark::api::serve(
+                    api,
+                    listener,
+                    api_cfg.max_body_bytes,
+                    api_stop.clone(),
+                )))
+            }
+            _ => None,
+        };
         let report_stop = tokio_util::sync::CancellationToken::new();
         let reporter = tokio::spawn(tidemark::task::report::run(
             supervisor.clone(),
             config.daemon.data_dir.clone(),
             report_stop.clone(),
         ));
-        info!(tasks = config.tasks.len(), "tidemark running");
+        info!(tasks = supervisor.tasks().len(), "tidemark running");
         let signal = shutdown_signal();
         tokio::pin!(signal);
         if once {
@@ -423,6 +459,10 @@ fn run(path: &std::path::Path, once: bool) -> Result<ExitCode> {
         let deadline = Duration::from_secs(config.daemon.shutdown_timeout_secs);
         // The tasks' own drain timeout is the same: a little more here
         // lets them record how their drain ended.
+        api_stop.cancel();
+        if let Some(server) = api_server {
+            let _ = server.await;
+        }
         let undrained = supervisor.shutdown(deadline + Duration::from_secs(2)).await;
         report_stop.cancel();
         let _ = reporter.await;

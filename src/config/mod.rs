@@ -47,6 +47,37 @@ pub struct DaemonConfig {
     /// systemd's default TimeoutStopSec of 90).
     #[serde(default = "default_shutdown_timeout")]
     pub shutdown_timeout_secs: u64,
+    /// The HTTP control API (`[daemon.api]`); off when absent.
+    pub api: Option<ApiConfig>,
+}
+
+/// `[daemon.api]`: the HTTP task API, metrics and health endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on. Default `127.0.0.1:7070` (loopback only).
+    #[serde(default = "default_api_listen")]
+    pub listen: String,
+    /// Bearer token every request but `/healthz` must carry
+    /// (`Authorization: Bearer …`); at least 16 characters. Required:
+    /// `token = "${TIDEMARK_API_TOKEN}"`.
+    pub token: String,
+    /// Largest request body, in bytes. Default 1 MiB.
+    #[serde(default = "default_api_body")]
+    pub max_body_bytes: usize,
+    /// Directories the files a task created over the API names (JSONL
+    /// output, CA files) must be in: absolute paths. Default: the data
+    /// directory only.
+    #[serde(default)]
+    pub allowed_dirs: Vec<PathBuf>,
+}
+
+fn default_api_listen() -> String {
+    "127.0.0.1:7070".into()
+}
+
+fn default_api_body() -> usize {
+    1 << 20
 }
 
 fn default_shutdown_timeout() -> u64 {
@@ -388,6 +419,29 @@ impl Config {
         if self.daemon.data_dir.as_os_str().is_empty() {
             return Err(("daemon.data_dir".into(), "must not be empty".into()));
         }
+        if let Some(api) = &self.daemon.api {
+            if api.listen.parse::<std::net::SocketAddr>().is_err() {
+                return Err((
+                    "daemon.api.listen".into(),
+                    format!(
+                        "{:?} is not an address and port (e.g. \"127.0.0.1:7070\")",
+                        api.listen
+                    ),
+                ));
+            }
+            if api.token.chars().count() < 16 {
+                return Err((
+                    "daemon.api.token".into(),
+                    "must be at least 16 characters (e.g. `openssl rand -hex 24`), given as token = \"${TIDEMARK_API_TOKEN}\"".into(),
+                ));
+            }
+            if !(1024..=(64 << 20)).contains(&api.max_body_bytes) {
+                return Err((
+                    "daemon.api.max_body_bytes".into(),
+                    "must be between 1024 and 67108864".into(),
+                ));
+            }
+        }
         for (i, task) in self.tasks.iter().enumerate() {
             let key = |k: String| format!("tasks[{i}].{k}");
             task.validate().map_err(|(k, m)| (key(k), m))?;
@@ -402,6 +456,38 @@ impl Config {
 }
 
 impl TaskConfig {
+    /// A task definition as JSON with the keys of a `[[tasks]]` entry
+    /// (`${VAR}` substituted as in the config file), parsed and checked on
+    /// its own. Errors are `(key, message)`.
+    pub fn from_json(text: &str) -> Result<TaskConfig, (String, String)> {
+        Self::from_json_with_env(text, |name| std::env::var(name).ok())
+    }
+
+    fn from_json_with_env(
+        text: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<TaskConfig, (String, String)> {
+        let text = substitute_env(text, lookup).map_err(|(_, msg)| ("(body)".to_string(), msg))?;
+        let mut de = serde_json::Deserializer::from_str(&text);
+        let cfg: TaskConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let mut key = match e.path().to_string() {
+                p if p == "." => "(top level)".to_string(),
+                p => p,
+            };
+            let mut message = e.inner().to_string();
+            if let Some(rest) = message.strip_prefix(NESTED_PATH)
+                && let Some((sub, msg)) = rest.split_once(NESTED_PATH)
+            {
+                if sub != "." {
+                    key = format!("{key}.{sub}");
+                }
+                message = msg.to_string();
+            }
+            (key, one_line(&message))
+        })?;
+        Ok(cfg)
+    }
+
     /// Fills the defaults that depend on the daemon's data directory
     /// (PostgreSQL slot, publication and state directories).
     pub fn resolve(&mut self, data_dir: &Path) {

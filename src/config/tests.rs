@@ -291,3 +291,54 @@ fn fail_and_pause_ddl_actions_need_a_database_target() {
     let c = parse_with(&db, &[("MYSQL_PASSWORD", "pw")]).expect("valid with a database target");
     assert_eq!(c.tasks[0].ddl.action(DdlKind::AlterTable), DdlAction::Pause);
 }
+
+#[test]
+fn the_api_needs_a_token_and_an_address() {
+    let with = |api: &str| {
+        ISSUE_EXAMPLE.replacen(
+            "data_dir = \"/var/lib/tidemark\"\n",
+            &format!("data_dir = \"/var/lib/tidemark\"\n[daemon.api]\n{api}\n"),
+            1,
+        )
+    };
+    let c = parse_with(
+        &with("token = \"${TOKEN}\""),
+        &[("MYSQL_PASSWORD", "pw"), ("TOKEN", "0123456789abcdef0123")],
+    )
+    .unwrap();
+    let api = c.daemon.api.expect("api");
+    assert_eq!(api.listen, "127.0.0.1:7070");
+    assert_eq!(api.max_body_bytes, 1 << 20);
+    let e = err(&with(""));
+    assert!(e.contains("daemon.api") && e.contains("token"), "{e}");
+    let e = err(&with("token = \"short\""));
+    assert!(
+        e.contains("daemon.api.token: must be at least 16 characters"),
+        "{e}"
+    );
+    let e = err(&with(
+        "token = \"0123456789abcdef0123\"\nlisten = \"localhost\"",
+    ));
+    assert!(e.contains("daemon.api.listen"), "{e}");
+}
+
+#[test]
+fn a_task_definition_reads_from_json_with_the_config_keys() {
+    let text = r#"{"id": "a", "source": {"type": "mysql", "url": "mysql://u:${PW}@h:3306", "server_id": 7},
+                   "sink": {"type": "jsonl", "path": "/tmp/a.jsonl"}}"#;
+    let c =
+        TaskConfig::from_json_with_env(text, |n| (n == "PW").then(|| "p\"w".to_string())).unwrap();
+    assert_eq!(c.id, "a");
+    match &c.source {
+        SourceConfig::Mysql(m) => assert_eq!(m.url, "mysql://u:p\"w@h:3306"),
+        other => panic!("{other:?}"),
+    }
+    let e = TaskConfig::from_json_with_env(
+        r#"{"id": "a", "source": {"type": "mysql"}, "sink": {"type": "jsonl", "path": "-"}}"#,
+        |_| None,
+    )
+    .unwrap_err();
+    assert!(e.0.starts_with("source"), "{e:?}");
+    let e = TaskConfig::from_json_with_env(r#"{"id": "a", "sorce": {}}"#, |_| None).unwrap_err();
+    assert!(e.1.contains("sorce"), "{e:?}");
+}

@@ -21,6 +21,8 @@ pub(crate) enum Command {
     Modify(Box<TaskChange>),
     Skip(crate::store::Skip),
     Snapshot(Vec<String>),
+    /// End the task's loop (an idle task leaving the daemon).
+    Remove,
 }
 
 impl Command {
@@ -33,6 +35,7 @@ impl Command {
             Command::Modify(_) => "modify",
             Command::Skip(_) => "skip",
             Command::Snapshot(_) => "snapshot",
+            Command::Remove => "delete",
         }
     }
 }
@@ -152,6 +155,11 @@ impl TaskHandle {
         };
         self.control.send((cmd, tx)).await.map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
+    }
+
+    /// Ends the loop of an idle task (see `Supervisor::remove`).
+    pub(crate) async fn remove(&self) -> Result<(), ControlError> {
+        self.request(Command::Remove).await
     }
 
     /// Starts a created, stopped, failed or completed task. Returns once it

@@ -48,6 +48,8 @@ enum Next {
     Retry(Duration),
     /// The daemon is shutting down.
     Exit,
+    /// The task was removed: the loop ends as it is.
+    Gone,
 }
 
 /// The state a stop request leads to, and who waits for it.
@@ -95,6 +97,7 @@ impl TaskLoop {
                     }
                     return;
                 }
+                Next::Gone => return,
                 Next::Idle => self.idle().await,
                 Next::Retry(delay) => self.wait_retry(delay).await,
                 Next::Run => self.run_once(&mut backoff).await,
@@ -145,6 +148,11 @@ impl TaskLoop {
                 }
                 (Command::Modify(change), _) => self.modify(change),
                 (Command::Snapshot(tables), _) => self.record_snapshot(tables).await,
+                (Command::Remove, _) => {
+                    info!(task = %self.cfg.id, "task removed");
+                    let _ = reply.send(Ok(()));
+                    return Next::Gone;
+                }
             };
             let _ = reply.send(r);
         }
@@ -307,6 +315,10 @@ impl TaskLoop {
                 Command::Modify(_) | Command::Skip(_) => {
                     Err(self.refuse(&cmd, "created, paused, stopped or failed"))
                 }
+                Command::Remove => Err(self.refuse(
+                    &cmd,
+                    "created, paused, stopped, completed or failed (stop it first)",
+                )),
                 Command::Snapshot(tables) => self.record_snapshot(tables).await,
             };
             let _ = reply.send(r);
@@ -400,6 +412,7 @@ impl TaskLoop {
                             let allowed = match cmd {
                                 Command::Modify(_) | Command::Skip(_) => "created, paused, stopped or failed",
                                 Command::Resume => "paused or failed (or running while a failure is retried: it retries at once)",
+                                Command::Remove => "created, paused, stopped, completed or failed (stop it first)",
                                 _ => "created, paused, stopped, completed or failed",
                             };
                             let _ = reply.send(Err(self.refuse(&cmd, allowed)));

@@ -25,7 +25,7 @@ pub mod supervisor;
 pub use handle::{ControlError, TaskChange, TaskHandle};
 pub use progress::{Progress, ProgressSnapshot, TableCounts};
 pub use state::{RetryInfo, TaskState, TaskStatus, Transition};
-pub use supervisor::{Supervisor, SupervisorSettings};
+pub use supervisor::{Initial, Supervisor, SupervisorSettings};
 
 use crate::error::{Classify, ErrorClass};
 use crate::event::Position;

@@ -51,6 +51,19 @@ impl Default for SupervisorSettings {
     }
 }
 
+/// The state a task is registered in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Initial {
+    /// Started at once.
+    Start,
+    /// Waits for a start.
+    Created,
+    /// Waits for a resume (it was paused before a restart).
+    Paused,
+    /// Waits for a start (it was stopped before a restart).
+    Stopped,
+}
+
 /// Owns every task of the daemon.
 pub struct Supervisor {
     store: Arc<dyn OffsetStore>,
@@ -80,7 +93,23 @@ impl Supervisor {
 
     /// Registers a task, validated on its own and against the others (ids,
     /// replica server ids, slots, sink files), and starts it if `start`.
-    pub fn add(&self, mut cfg: TaskConfig, start: bool) -> Result<TaskHandle, ControlError> {
+    pub fn add(&self, cfg: TaskConfig, start: bool) -> Result<TaskHandle, ControlError> {
+        let initial = if start {
+            Initial::Start
+        } else {
+            Initial::Created
+        };
+        self.add_as(cfg, initial)
+    }
+
+    /// [`Supervisor::add`], in the state `initial` says: a task that comes
+    /// back after a restart in the state it was left in (a paused task
+    /// stays paused, a stopped one stopped).
+    pub fn add_as(
+        &self,
+        mut cfg: TaskConfig,
+        initial: Initial,
+    ) -> Result<TaskHandle, ControlError> {
         cfg.resolve(&self.settings.data_dir);
         let invalid = |(key, message): (String, String)| ControlError::Invalid {
             task: cfg.id.clone(),
@@ -101,10 +130,11 @@ impl Supervisor {
                 });
             }
         }
-        let state = if start {
-            TaskState::Starting
-        } else {
-            TaskState::Created
+        let (state, start) = match initial {
+            Initial::Start => (TaskState::Starting, true),
+            Initial::Created => (TaskState::Created, false),
+            Initial::Paused => (TaskState::Paused, false),
+            Initial::Stopped => (TaskState::Stopped, false),
         };
         let (status_tx, status_rx) = watch::channel(TaskStatus::new(state));
         let (config_tx, config_rx) = watch::channel(Arc::new(cfg.clone()));
@@ -133,6 +163,18 @@ impl Supervisor {
         self.tracker.spawn(task_loop.run(start));
         tasks.insert(handle.id().to_string(), handle.clone());
         Ok(handle)
+    }
+
+    /// Removes an idle task (created, paused, stopped, completed, failed):
+    /// its loop ends and it leaves the registry. Its positions stay in the
+    /// store.
+    pub async fn remove(&self, id: &str) -> Result<(), ControlError> {
+        let Some(handle) = self.task(id) else {
+            return Err(ControlError::Gone { task: id.into() });
+        };
+        handle.remove().await?;
+        self.registry().remove(id);
+        Ok(())
     }
 
     pub fn task(&self, id: &str) -> Option<TaskHandle> {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod daemon;
+pub mod http;
 mod servers;
 pub mod workload;
 

@@ -1,0 +1,258 @@
+//! The HTTP control plane (`[daemon.api]`): the task API under `/api/v1`,
+//! the Milvus-CDC compatible `/cdc` endpoint, Prometheus `/metrics`,
+//! `/healthz` and `/readyz`.
+//!
+//! - Every endpoint but `/healthz` needs `Authorization: Bearer <token>`.
+//! - Request bodies are limited to `max_body_bytes`.
+//! - Errors are JSON: `{"error": {"status": 409, "message": "…", "field": …,
+//!   "allowed": …}}`, with 400 for a field that is wrong (named), 404 for
+//!   an unknown task, 409 for a transition the task's state doesn't allow
+//!   (saying which states allow it).
+//! - Tasks created here are kept in `<data_dir>/api-tasks/` (see
+//!   [`persist`]) and come back after a restart in the state they were
+//!   left in; tasks of the config file can be controlled but not deleted
+//!   or redefined here.
+
+mod cdc;
+mod metrics;
+pub mod persist;
+mod tasks;
+
+pub use tasks::restore;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::ApiConfig;
+use crate::task::{ControlError, Supervisor, TaskState};
+
+/// What the handlers share.
+pub struct Api {
+    pub supervisor: Arc<Supervisor>,
+    /// Ids of the config file's tasks (read-only here).
+    pub config_tasks: Vec<String>,
+    pub store: persist::ApiTasks,
+    token: String,
+}
+
+impl Api {
+    pub fn new(
+        supervisor: Arc<Supervisor>,
+        config_tasks: Vec<String>,
+        store: persist::ApiTasks,
+        cfg: &ApiConfig,
+    ) -> Api {
+        Api {
+            supervisor,
+            config_tasks,
+            store,
+            token: cfg.token.clone(),
+        }
+    }
+
+    fn origin(&self, id: &str) -> &'static str {
+        if self.config_tasks.iter().any(|t| t == id) {
+            "config"
+        } else {
+            "api"
+        }
+    }
+}
+
+/// An error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<String>,
+    allowed: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+            allowed: None,
+        }
+    }
+
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        let field = field.into();
+        let message = message.into();
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("{field}: {message}"),
+            field: Some(field),
+            allowed: None,
+        }
+    }
+
+    pub fn not_found(id: &str) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, format!("no task {id:?}"))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> ApiError {
+        let message = e.to_string();
+        match e {
+            ControlError::NotAllowed { allowed, .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                message,
+                field: None,
+                allowed: Some(allowed.to_string()),
+            },
+            ControlError::Invalid { key, .. } => ApiError {
+                status: StatusCode::BAD_REQUEST,
+                message,
+                field: Some(key),
+                allowed: None,
+            },
+            ControlError::Exists { .. } | ControlError::Conflict { .. } => {
+                ApiError::new(StatusCode::CONFLICT, message)
+            }
+            ControlError::Gone { .. } => ApiError::new(StatusCode::NOT_FOUND, message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "error": {
+                "status": self.status.as_u16(),
+                "message": self.message,
+                "field": self.field,
+                "allowed": self.allowed,
+            }
+        });
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// The router, for the server and for tests.
+pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
+    let guarded = Router::new()
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/cdc", post(cdc::cdc))
+        .nest("/api/v1", tasks::routes())
+        .route_layer(middleware::from_fn_with_state(api.clone(), auth));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(guarded)
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint: see docs/api.md (the task API is under /api/v1)",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(api)
+}
+
+/// Binds the API's address (before tasks run: a port in use fails the
+/// start, with the setting named).
+pub async fn bind(cfg: &ApiConfig) -> Result<tokio::net::TcpListener, std::io::Error> {
+    tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("daemon.api.listen {}: can't listen: {e}", cfg.listen),
+            )
+        })
+}
+
+/// Serves the API on `listener` until `stop`.
+pub async fn serve(
+    api: Arc<Api>,
+    listener: tokio::net::TcpListener,
+    max_body_bytes: usize,
+    stop: CancellationToken,
+) -> Result<(), std::io::Error> {
+    if let Ok(addr) = listener.local_addr() {
+        info!(listen = %addr, "HTTP API listening");
+    }
+    let app = router(api, max_body_bytes);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}
+
+async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same(t.trim().as_bytes(), api.token.as_bytes()) => next.run(req).await,
+        Some(_) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "the bearer token is wrong").into_response()
+        }
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer <token>` (the daemon.api.token of the config)",
+        )
+        .into_response(),
+    }
+}
+
+/// Compares in time independent of where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+/// Ready: every task has started (none `starting`) and none failed.
+async fn readyz(State(api): State<Arc<Api>>) -> Response {
+    let not_ready: Vec<String> = api
+        .supervisor
+        .tasks()
+        .iter()
+        .filter(|t| matches!(t.state(), TaskState::Starting | TaskState::Failed))
+        .map(|t| format!("{} ({})", t.id(), t.state()))
+        .collect();
+    if not_ready.is_empty() {
+        axum::Json(json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not ready", "tasks": not_ready})),
+        )
+            .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(super::same(b"abcdefghijklmnop", b"abcdefghijklmnop"));
+        assert!(!super::same(b"abcdefghijklmnop", b"abcdefghijklmnoq"));
+        assert!(!super::same(b"abc", b"abcd"));
+    }
+}

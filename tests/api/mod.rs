@@ -1,0 +1,437 @@
+//! The HTTP control plane against a running daemon: the task API, the
+//! Milvus-CDC endpoint, metrics and health, with a MariaDB source.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::http::{Reply, free_port, request};
+use crate::support::{Daemon, mariadb};
+
+const TOKEN: &str = "test-token-0123456789";
+
+/// A daemon running task `t` (MariaDB `db` → JSONL) with the API on a free
+/// port; the service mode (not `--once`).
+fn daemon(name: &str, db: &str) -> (Daemon, u16) {
+    let m = mariadb();
+    let port = free_port();
+    let mut d = Daemon::mysql(name, &m.url(), &[&format!("{db}.*")], "");
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        text.replacen(
+            "shutdown_timeout_secs = 20\n",
+            &format!(
+                "shutdown_timeout_secs = 20\n[daemon.api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"${{TIDEMARK_API_TOKEN}}\"\nmax_body_bytes = 4096\n"
+            ),
+            1,
+        ),
+    )
+    .unwrap();
+    d.env.push(("TIDEMARK_API_TOKEN".into(), TOKEN.into()));
+    d.once = false;
+    (d, port)
+}
+
+fn call(port: u16, method: &str, path: &str, body: &str) -> Reply {
+    request(port, method, path, Some(TOKEN), body)
+}
+
+/// Polls GET /api/v1/tasks/{id} until its state is `state`.
+fn wait_state(d: &Daemon, port: u16, id: &str, state: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = call(port, "GET", &format!("/api/v1/tasks/{id}"), "");
+        if r.status == 200 && r.json()["state"] == state {
+            return r.json();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {id} never {state}: {} {}\n{}",
+            r.status,
+            r.text,
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_api(d: &Daemon, port: u16) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the API never listened:\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_task_api_controls_tasks_and_refuses_what_their_state_does_not_allow() {
+    let m = mariadb();
+    let db = "api_ctl";
+    m.fresh_db(db).await;
+    m.exec(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY)"))
+        .await;
+    let (mut d, port) = daemon("api_ctl", db);
+    d.start();
+    wait_api(&d, port);
+
+    // Health without a token; everything else with it.
+    let r = request(port, "GET", "/healthz", None, "");
+    assert_eq!((r.status, r.json()["status"].clone()), (200, json!("ok")));
+    let r = request(port, "GET", "/api/v1/tasks", None, "");
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Bearer")
+    );
+    let r = request(
+        port,
+        "GET",
+        "/api/v1/tasks",
+        Some("wrong-token-0123456789"),
+        "",
+    );
+    assert_eq!(r.status, 401);
+    let r = request(port, "GET", "/metrics", None, "");
+    assert_eq!(r.status, 401);
+
+    let v = wait_state(&d, port, "t", "running");
+    assert_eq!(v["origin"], "config");
+    assert_eq!(
+        v["definition"]["source"]["url"],
+        json!(format!("{}", m.url().replace(":tidemark@", ":***@")))
+    );
+    assert!(!v.to_string().contains(":tidemark@"), "no password: {v}");
+    let r = call(port, "GET", "/api/v1/tasks?state=running", "");
+    assert_eq!(r.json()["tasks"][0]["id"], "t");
+    let r = call(port, "GET", "/api/v1/tasks?state=paused", "");
+    assert_eq!(r.json()["tasks"], json!([]));
+    let r = call(port, "GET", "/api/v1/tasks?state=sleeping", "");
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].clone()),
+        (400, json!("state"))
+    );
+    let r = call(port, "GET", "/readyz", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // A change flows; metrics count it.
+    m.exec(&format!("INSERT INTO {db}.t VALUES (1)")).await;
+    d.wait_lines(1, Duration::from_secs(30));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = call(port, "GET", "/metrics", "");
+        assert_eq!(r.status, 200);
+        if r.text
+            .contains("tidemark_events_written_total{task=\"t\"} 1")
+        {
+            assert!(
+                r.text
+                    .contains("tidemark_task_state{task=\"t\",state=\"running\"} 1"),
+                "{}",
+                r.text
+            );
+            assert!(
+                r.text.contains(&format!(
+                    "tidemark_table_events_total{{task=\"t\",table=\"{db}.t\",op=\"insert\"}} 1"
+                )),
+                "{}",
+                r.text
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.text);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Transitions, and those the state doesn't allow.
+    let r = call(port, "POST", "/api/v1/tasks/t/resume", "");
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(
+        r.json()["error"]["allowed"],
+        "paused or failed (or running while a failure is retried: it retries at once)"
+    );
+    let r = call(
+        port,
+        "PATCH",
+        "/api/v1/tasks/t",
+        r#"{"filter": {"include": ["x.*"]}}"#,
+    );
+    assert_eq!(r.status, 409, "modify while running: {}", r.text);
+    let r = call(port, "POST", "/api/v1/tasks/t/pause", "");
+    assert_eq!(
+        (r.status, r.json()["state"].clone()),
+        (200, json!("paused"))
+    );
+    let r = call(port, "PATCH", "/api/v1/tasks/t", r#"{"filters": {}}"#);
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("filters"),
+        "{}",
+        r.text
+    );
+    let r = call(
+        port,
+        "PATCH",
+        "/api/v1/tasks/t",
+        &format!(r#"{{"filter": {{"include": ["{db}.*"], "exclude": ["{db}.skip"]}}}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    m.exec(&format!("INSERT INTO {db}.t VALUES (2)")).await;
+    let r = call(port, "POST", "/api/v1/tasks/t/resume", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        ["starting", "running"].contains(&r.json()["state"].as_str().unwrap()),
+        "{}",
+        r.text
+    );
+    let lines = d.wait_lines(2, Duration::from_secs(30));
+    assert_eq!(
+        lines[1]["after"]["id"],
+        json!(2),
+        "the row written while paused"
+    );
+    let r = call(port, "DELETE", "/api/v1/tasks/t", "");
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.text.contains("config file"), "{}", r.text);
+    let r = call(port, "GET", "/api/v1/tasks/none", "");
+    assert_eq!(r.status, 404);
+    let r = call(port, "POST", "/api/v1/tasks/t/jump", "");
+    assert_eq!(r.status, 404, "{}", r.text);
+    let r = call(port, "POST", "/api/v1/tasks", &"x".repeat(5000));
+    assert_eq!(r.status, 413, "the body limit: {}", r.text);
+    let history = wait_state(&d, port, "t", "running")["status"]["history"].clone();
+    let states: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["state"].as_str())
+        .collect();
+    // running → stopping → paused (a modify notes itself there) →
+    // starting → running.
+    let from = states
+        .iter()
+        .position(|s| *s == "stopping")
+        .expect("a pause");
+    assert!(
+        states[from..].starts_with(&["stopping", "paused"])
+            && states.ends_with(&["paused", "starting", "running"]),
+        "{states:?}"
+    );
+    assert!(d.stop().success(), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_created_over_the_api_persist_and_come_back_in_their_state() {
+    let m = mariadb();
+    let db = "api_new";
+    m.fresh_db(db).await;
+    m.exec(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY)"))
+        .await;
+    let (mut d, port) = daemon("api_new", db);
+    // The URL by reference: stored as written, never expanded on disk.
+    d.env.push(("API_TEST_SOURCE_URL".into(), m.url()));
+    d.start();
+    wait_api(&d, port);
+    let data = d.dir.join("data");
+    let out = data.join("a1.jsonl");
+    let def = |id: &str, path: &str| {
+        let sid = 4200 + id.bytes().map(u64::from).sum::<u64>();
+        json!({
+            "id": id,
+            "source": {"type": "mysql", "url": "${API_TEST_SOURCE_URL}", "server_id": sid},
+            "filter": {"include": [format!("{db}.*")]},
+            "sink": {"type": "jsonl", "path": path},
+        })
+        .to_string()
+    };
+    // Files outside the data directory are refused, naming the field.
+    let r = call(
+        port,
+        "POST",
+        "/api/v1/tasks",
+        &def("bad", "/etc/tidemark-out.jsonl"),
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json()["error"]["field"], "sink.path");
+    let r = call(
+        port,
+        "POST",
+        "/api/v1/tasks",
+        r#"{"id": "x", "source": {"type": "mysql"}}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.json()["error"]["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("source"),
+        "{}",
+        r.text
+    );
+    let r = call(
+        port,
+        "POST",
+        "/api/v1/tasks?start=true",
+        &def("a1", out.to_str().unwrap()),
+    );
+    assert_eq!(
+        (r.status, r.json()["task_id"].clone()),
+        (201, json!("a1")),
+        "{}",
+        r.text
+    );
+    let r = call(
+        port,
+        "POST",
+        "/api/v1/tasks",
+        &def("a1", out.to_str().unwrap()),
+    );
+    assert_eq!(r.status, 400, "the id is taken: {}", r.text);
+    // A batch: created, not started.
+    let batch = format!(
+        "[{}, {}]",
+        def("b1", data.join("b1.jsonl").to_str().unwrap()),
+        def("b22", data.join("b22.jsonl").to_str().unwrap())
+    );
+    let r = call(port, "POST", "/api/v1/tasks", &batch);
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json()["task_ids"], json!(["b1", "b22"]));
+    wait_state(&d, port, "a1", "running");
+    wait_state(&d, port, "b1", "created");
+    let stored = std::fs::read_to_string(data.join("api-tasks/a1.json")).unwrap();
+    assert!(stored.contains("${API_TEST_SOURCE_URL}"), "{stored}");
+    let v = call(port, "GET", "/api/v1/tasks/a1", "").json();
+    assert_eq!(v["origin"], "api");
+    assert_eq!(v["definition"]["source"]["url"], "${API_TEST_SOURCE_URL}");
+
+    m.exec(&format!("INSERT INTO {db}.t VALUES (1)")).await;
+    let lines_of = |p: &std::path::Path| -> Vec<Value> {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lines_of(&out).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = call(port, "POST", "/api/v1/tasks/a1/pause", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(port, "POST", "/api/v1/tasks/b22/start", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait_state(&d, port, "b22", "running");
+    let r = call(port, "POST", "/api/v1/tasks/b22/stop", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // A restart: each comes back as it was left.
+    assert!(d.stop().success(), "{}", d.log());
+    m.exec(&format!("INSERT INTO {db}.t VALUES (2)")).await;
+    d.start();
+    wait_api(&d, port);
+    wait_state(&d, port, "a1", "paused");
+    wait_state(&d, port, "b1", "created");
+    wait_state(&d, port, "b22", "stopped");
+    wait_state(&d, port, "t", "running");
+    let r = call(port, "POST", "/api/v1/tasks/a1/resume", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while lines_of(&out).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ids: Vec<Value> = lines_of(&out)
+        .iter()
+        .map(|l| l["after"]["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![json!(1), json!(2)],
+        "exactly once across the restart"
+    );
+
+    // Delete: stopped, gone, and gone after a restart too.
+    let r = call(port, "DELETE", "/api/v1/tasks/a1", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(call(port, "GET", "/api/v1/tasks/a1", "").status, 404);
+    assert!(!data.join("api-tasks/a1.json").exists());
+    assert!(d.stop().success(), "{}", d.log());
+    d.start();
+    wait_api(&d, port);
+    wait_state(&d, port, "b1", "created");
+    assert_eq!(call(port, "GET", "/api/v1/tasks/a1", "").status, 404);
+    assert!(d.stop().success(), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_milvus_cdc_endpoint_drives_tidemark_tasks() {
+    let m = mariadb();
+    let db = "api_cdc";
+    m.fresh_db(db).await;
+    m.exec(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY)"))
+        .await;
+    let (mut d, port) = daemon("api_cdc", db);
+    d.start();
+    wait_api(&d, port);
+    let out = d.dir.join("data").join("cdc.jsonl");
+    let cdc = |body: Value| call(port, "POST", "/cdc", &body.to_string());
+    // No id: one is generated.
+    let r = cdc(json!({
+        "request_type": "create",
+        "request_data": {
+            "source": {"type": "mysql", "url": m.url(), "server_id": 4343},
+            "filter": {"include": [format!("{db}.*")]},
+            "sink": {"type": "jsonl", "path": out.to_str().unwrap()},
+        }
+    }));
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["code"], 200);
+    let id = r.json()["data"]["task_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("task-"), "{id}");
+    wait_state(&d, port, &id, "running");
+    let r = cdc(json!({"request_type": "list"}));
+    let listed: Vec<String> = r.json()["data"]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["task_id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(listed, vec!["t".to_string(), id.clone()]);
+    let r = cdc(json!({"request_type": "pause", "request_data": {"task_id": id}}));
+    assert_eq!(
+        (r.status, r.json()["code"].clone()),
+        (200, json!(200)),
+        "{}",
+        r.text
+    );
+    let r = cdc(json!({"request_type": "get", "request_data": {"task_id": id}}));
+    assert_eq!(r.json()["data"]["task"]["state"], "paused");
+    let r = cdc(json!({"request_type": "pause", "request_data": {"task_id": id}}));
+    assert_eq!(r.json()["code"], 200, "pausing a paused task is no error");
+    let r = cdc(json!({"request_type": "resume", "request_data": {"task_id": id}}));
+    assert_eq!(r.json()["code"], 200, "{}", r.text);
+    let r = cdc(json!({"request_type": "delete", "request_data": {"task_id": id}}));
+    assert_eq!(r.json()["code"], 200, "{}", r.text);
+    let r = cdc(json!({"request_type": "get", "request_data": {"task_id": id}}));
+    assert_eq!((r.status, r.json()["code"].clone()), (404, json!(404)));
+    let r = cdc(json!({"request_type": "get", "request_data": {}}));
+    assert_eq!(r.json()["code"], 400);
+    assert!(
+        r.json()["message"].as_str().unwrap().contains("task_id"),
+        "{}",
+        r.text
+    );
+    let r = cdc(json!({"request_type": "explode"}));
+    assert_eq!(r.json()["code"], 400);
+    assert!(d.stop().success(), "{}", d.log());
+}
