@@ -11,6 +11,7 @@ pub mod error;
 pub mod event;
 pub mod retry;
 pub mod select;
+pub mod service;
 pub mod sink;
 pub mod source;
 pub mod stage;

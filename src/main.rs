@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use tidemark::config::Config;
 use tidemark::store::{FileOffsetStore, OffsetStore};
@@ -421,16 +421,18 @@ fn run(path: &std::path::Path, once: bool) -> Result<ExitCode> {
             error!("{problem}");
         }
         let api_stop = tokio_util::sync::CancellationToken::new();
+        let mut api = None;
         let api_server = match (&config.daemon.api, listener) {
             (Some(api_cfg), Some(listener)) => {
-                let api = Arc::new(tidemark::api::Api::new(
+                let a = Arc::new(tidemark::api::Api::new(
                     supervisor.clone(),
                     config_tasks.clone(),
                     api_store,
                     api_cfg,
                 ));
+                api = Some(a.clone());
                 Some(tokio::spawn(tidemark::api::serve(
-                    api,
+                    a,
                     listener,
                     api_cfg.max_body_bytes,
                     api_stop.clone(),
@@ -445,17 +447,36 @@ fn run(path: &std::path::Path, once: bool) -> Result<ExitCode> {
             report_stop.clone(),
         ));
         info!(tasks = supervisor.tasks().len(), "tidemark running");
-        let signal = shutdown_signal();
-        tokio::pin!(signal);
-        if once {
+        let heartbeat_stop = tokio_util::sync::CancellationToken::new();
+        let heartbeat = tokio::spawn(tidemark::service::heartbeat(
+            supervisor.clone(),
+            heartbeat_stop.clone(),
+        ));
+        tidemark::service::ready(&supervisor);
+        let Signals { mut term, mut hup } = Signals::new();
+        let mut current = config.tasks.clone();
+        loop {
             tokio::select! {
-                _ = &mut signal => info!("shutdown requested: draining tasks"),
-                _ = supervisor.all_idle() => info!("every task ended (--once)"),
+                _ = shutdown_requested(&mut term) => {
+                    info!("shutdown requested: draining tasks");
+                    break;
+                }
+                _ = hangup(&mut hup) => {
+                    info!("SIGHUP: reloading {}", path.display());
+                    tidemark::service::reload(path, &supervisor, &mut current, &config).await;
+                    if let Some(a) = &api {
+                        a.set_config_tasks(current.iter().map(|t| t.id.clone()).collect());
+                    }
+                }
+                _ = supervisor.all_idle(), if once => {
+                    info!("every task ended (--once)");
+                    break;
+                }
             }
-        } else {
-            (&mut signal).await;
-            info!("shutdown requested: draining tasks");
         }
+        tidemark::service::stopping();
+        heartbeat_stop.cancel();
+        let _ = heartbeat.await;
         let deadline = Duration::from_secs(config.daemon.shutdown_timeout_secs);
         // The tasks' own drain timeout is the same: a little more here
         // lets them record how their drain ended.
@@ -499,23 +520,45 @@ fn run(path: &std::path::Path, once: bool) -> Result<ExitCode> {
     Ok(code)
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            error!(error = %e, "can't listen for SIGTERM");
-            return std::future::pending().await;
+/// SIGTERM / SIGINT (shutdown) and SIGHUP (reload).
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate())
+            .map_err(|e| error!(error = %e, "can't listen for SIGTERM"))
+            .ok();
+        let hup = signal(SignalKind::hangup())
+            .map_err(|e| error!(error = %e, "can't listen for SIGHUP: no reload"))
+            .ok();
+        Signals { term, hup }
+    }
+}
+
+async fn shutdown_requested(term: &mut Option<tokio::signal::unix::Signal>) {
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending::<()>().await,
         }
     };
-    let mut hup = signal(SignalKind::hangup()).ok();
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = tokio::signal::ctrl_c() => return,
-            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                warn!("SIGHUP received and ignored: reloading the configuration is not supported yet; restart tidemark to apply changes");
-            }
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) {
+    match hup.as_mut() {
+        Some(h) => {
+            h.recv().await;
         }
+        None => std::future::pending::<()>().await,
     }
 }

@@ -10,5 +10,6 @@ mod mysql;
 mod operator;
 mod postgres;
 mod runtime;
+mod service;
 mod snapshot;
 mod target;

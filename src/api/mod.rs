@@ -38,8 +38,9 @@ use crate::task::{ControlError, Supervisor, TaskState};
 /// What the handlers share.
 pub struct Api {
     pub supervisor: Arc<Supervisor>,
-    /// Ids of the config file's tasks (read-only here).
-    pub config_tasks: Vec<String>,
+    /// Ids of the config file's tasks (read-only here; a reload changes
+    /// them).
+    config_tasks: std::sync::RwLock<Vec<String>>,
     pub store: persist::ApiTasks,
     token: String,
 }
@@ -53,14 +54,20 @@ impl Api {
     ) -> Api {
         Api {
             supervisor,
-            config_tasks,
+            config_tasks: std::sync::RwLock::new(config_tasks),
             store,
             token: cfg.token.clone(),
         }
     }
 
+    /// The config file's tasks after a reload.
+    pub fn set_config_tasks(&self, ids: Vec<String>) {
+        *self.config_tasks.write().unwrap_or_else(|p| p.into_inner()) = ids;
+    }
+
     fn origin(&self, id: &str) -> &'static str {
-        if self.config_tasks.iter().any(|t| t == id) {
+        let config = self.config_tasks.read().unwrap_or_else(|p| p.into_inner());
+        if config.iter().any(|t| t == id) {
             "config"
         } else {
             "api"
