@@ -22,6 +22,7 @@ pub fn routes() -> Router<Arc<Api>> {
     Router::new()
         .route("/tasks", get(list).post(create))
         .route("/tasks/{id}", get(get_one).patch(modify).delete(delete))
+        .route("/tasks/{id}/throttle", axum::routing::put(throttle))
         .route("/tasks/{id}/{action}", post(action))
 }
 
@@ -364,6 +365,41 @@ async fn modify(
             for (k, v) in changes {
                 def.insert(k.clone(), v.clone());
             }
+        }
+        api.store.save(&id, &stored).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("storing task {id}: {e}"),
+            )
+        })?;
+    }
+    Ok(Json(view(&api, &t)).into_response())
+}
+
+async fn throttle(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let t = api
+        .supervisor
+        .task(&id)
+        .ok_or_else(|| ApiError::not_found(&id))?;
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let limits: crate::config::ThrottleConfig = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| {
+            ApiError::field(
+                e.path().to_string(),
+                format!(
+                    "{} (expected {{\"rows_per_second\": n, \"bytes_per_second\": n}}, 0 = no limit)",
+                    e.inner()
+                ),
+            )
+        })?;
+    t.throttle(limits.rows_per_second, limits.bytes_per_second);
+    if let Some(mut stored) = api.store.get(&id) {
+        if let Some(def) = stored.definition.as_object_mut() {
+            def.insert("throttle".into(), json!(limits));
         }
         api.store.save(&id, &stored).map_err(|e| {
             ApiError::new(

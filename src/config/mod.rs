@@ -109,6 +109,22 @@ pub struct TaskConfig {
     /// How tables are copied (`snapshot` modes, re-snapshots).
     #[serde(default)]
     pub snapshot: SnapshotConfig,
+    /// Flow control (`[tasks.throttle]`), in every phase; changeable
+    /// while the task runs (`PUT /api/v1/tasks/{id}/throttle`).
+    #[serde(default)]
+    pub throttle: ThrottleConfig,
+}
+
+/// `[tasks.throttle]`: 0 (the default) is no limit.
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleConfig {
+    /// Most change events (snapshot rows included) per second.
+    #[serde(default)]
+    pub rows_per_second: u64,
+    /// Most bytes of row data (the values of the events' images) per second.
+    #[serde(default)]
+    pub bytes_per_second: u64,
 }
 
 /// What a task does (`mode`).

@@ -68,6 +68,31 @@ pub enum Value {
     Unchanged,
 }
 
+impl Value {
+    /// About how many bytes the value holds (its text or bytes; 8 for a
+    /// number or a time): what flow control counts.
+    pub fn approx_size(&self) -> usize {
+        match self {
+            Value::Null | Value::Unchanged => 0,
+            Value::Bool(_) => 1,
+            Value::Decimal(s)
+            | Value::Text(s)
+            | Value::Enum(s)
+            | Value::Set(s)
+            | Value::Json(s)
+            | Value::Network(s)
+            | Value::Composite(s)
+            | Value::Other(s) => s.len(),
+            Value::Bytes(b) | Value::Bits { bytes: b, .. } | Value::Geometry { wkb: b, .. } => {
+                b.len()
+            }
+            Value::Uuid(_) => 16,
+            Value::Array(_) => 64,
+            _ => 8,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InfiniteKind {
     Date,

@@ -157,6 +157,14 @@ impl TaskHandle {
         rx.await.map_err(|_| gone())?
     }
 
+    /// Sets the task's flow control at once, in whatever state it is (a
+    /// running task paces its next group by it); 0 = no limit.
+    pub fn throttle(&self, rows_per_second: u64, bytes_per_second: u64) {
+        self.progress
+            .throttle
+            .set(rows_per_second, bytes_per_second);
+    }
+
     /// Ends the loop of an idle task (see `Supervisor::remove`).
     pub(crate) async fn remove(&self) -> Result<(), ControlError> {
         self.request(Command::Remove).await

@@ -82,7 +82,102 @@ pub struct Progress {
     pub source: Arc<SourceMetrics>,
     /// Per-table snapshot progress.
     pub snapshot: Arc<crate::source::snapshot::SnapshotStats>,
+    /// Flow control, changeable while the task runs.
+    pub throttle: Throttle,
     positions: Mutex<Positions>,
+}
+
+/// A task's flow control: most change events (snapshot rows included)
+/// and sink bytes per second; 0 = no limit. Read at every group, so a
+/// change applies at once, in every phase.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    pub rows_per_second: AtomicU64,
+    pub bytes_per_second: AtomicU64,
+}
+
+impl Throttle {
+    pub fn set(&self, rows_per_second: u64, bytes_per_second: u64) {
+        self.rows_per_second.store(rows_per_second, Relaxed);
+        self.bytes_per_second.store(bytes_per_second, Relaxed);
+    }
+
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.rows_per_second.load(Relaxed),
+            self.bytes_per_second.load(Relaxed),
+        )
+    }
+}
+
+/// Row data in `batches`: the values of every image, as
+/// [`crate::event::Value::approx_size`] counts them.
+fn row_bytes(batches: &[Batch]) -> u64 {
+    batches
+        .iter()
+        .flat_map(|b| &b.events)
+        .map(|ev| {
+            [ev.before.as_deref(), ev.after.as_deref()]
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|v| v.approx_size() as u64)
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// When a throttled run may submit the group it took.
+#[derive(Debug, Default)]
+pub(crate) struct Pace {
+    next_at: Option<tokio::time::Instant>,
+}
+
+impl Pace {
+    /// Whether the group taken may be submitted now.
+    pub(crate) fn ready(&self) -> bool {
+        self.next_at
+            .is_none_or(|t| t <= tokio::time::Instant::now())
+    }
+
+    /// Until the group taken may be submitted.
+    pub(crate) async fn wait(&self) {
+        if let Some(t) = self.next_at {
+            tokio::time::sleep_until(t).await;
+        }
+    }
+
+    /// Most events to gather in one group: `max`, or a quarter second's
+    /// worth under a rows limit (a group is paid for after it's taken).
+    pub(crate) fn group_cap(&self, throttle: &Throttle, max: usize) -> usize {
+        match throttle.get().0 {
+            0 => max,
+            rows => usize::try_from(rows / 4).unwrap_or(max).clamp(1, max),
+        }
+    }
+
+    /// Accounts a group of `events` events read (`batches`: what the
+    /// stage kept, whose row data counts for the byte rate).
+    pub(crate) fn account(&mut self, throttle: &Throttle, batches: &[Batch], events: u64) {
+        let (rows, byte_rate) = throttle.get();
+        let bytes = if byte_rate > 0 { row_bytes(batches) } else { 0 };
+        let mut secs: f64 = 0.0;
+        if rows > 0 {
+            secs = secs.max(events as f64 / rows as f64);
+        }
+        if byte_rate > 0 {
+            secs = secs.max(bytes as f64 / byte_rate as f64);
+        }
+        if secs <= 0.0 {
+            self.next_at = None;
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        // Each group is paid for before it goes (a large one waits its
+        // whole cost); an idle task earns no credit beyond now.
+        let base = self.next_at.map_or(now, |t| t.max(now));
+        self.next_at = Some(base + std::time::Duration::from_secs_f64(secs.min(3600.0)));
+    }
 }
 
 /// A copy of a task's progress, for display.
@@ -112,6 +207,16 @@ pub struct ProgressSnapshot {
     /// Tables being or having been copied by a snapshot in this process.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub snapshot: BTreeMap<String, crate::source::snapshot::TableView>,
+    /// The flow control in force, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<ThrottleView>,
+}
+
+/// Flow control as shown.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct ThrottleView {
+    pub rows_per_second: u64,
+    pub bytes_per_second: u64,
 }
 
 impl Progress {
@@ -261,6 +366,13 @@ impl Progress {
             tables: p.tables.clone(),
             last_error: p.last_error.clone(),
             snapshot: self.snapshot.view(),
+            throttle: {
+                let (rows, bytes) = self.throttle.get();
+                (rows > 0 || bytes > 0).then_some(ThrottleView {
+                    rows_per_second: rows,
+                    bytes_per_second: bytes,
+                })
+            },
         }
     }
 }

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use super::TaskError;
-use super::progress::Progress;
+use super::progress::{Pace, Progress};
 use crate::event::{Batch, Position};
 use crate::sink::Sink;
 use crate::source::Source;
@@ -98,8 +98,36 @@ pub async fn run<S: Source, K: Sink>(
     // The source's end (or failure) seen while filling a group: acted on
     // once that group is submitted.
     let mut held: Option<Result<RunEnd, crate::source::SourceError>> = None;
+    // Flow control (`throttle`): a group taken waits, read but not yet
+    // submitted, until it is paid for (`waiting`: its events read).
+    let mut pace = Pace::default();
+    let mut waiting: Option<u64> = None;
     let end = loop {
-        if let Some(h) = held.take() {
+        if let Some(events) = waiting
+            && pace.ready()
+        {
+            waiting = None;
+            let ticket = sink.submit(&batches).await.map_err(sink_err)?;
+            r.progress.on_submit(&batches, events, sink.bytes_written());
+            if let Some(b) = batches.last() {
+                let commit_ms = batches
+                    .iter()
+                    .rev()
+                    .find_map(|b| b.events.last())
+                    .map_or(0, |ev| ev.tx.commit_ts_ms.max(1));
+                r.pending.push_back(Pending {
+                    ticket,
+                    end: b.end.clone(),
+                    events: batches.iter().map(|b| b.events.len() as u64).sum(),
+                    commit_ms,
+                });
+            }
+            // Free the events now, not when the next batch arrives.
+            batches.clear();
+        }
+        if waiting.is_none()
+            && let Some(h) = held.take()
+        {
             break h.map_err(source_err);
         }
         tokio::select! {
@@ -113,7 +141,8 @@ pub async fn run<S: Source, K: Sink>(
                 let ticket = durable.map_err(sink_err)?;
                 r.durable(ticket);
             }
-            next = source.next() => {
+            _ = pace.wait(), if waiting.is_some() => {}
+            next = source.next(), if waiting.is_none() => {
                 let first = match next {
                     Ok(Some(b)) => b,
                     Ok(None) => break Ok(RunEnd::Finished),
@@ -122,8 +151,10 @@ pub async fn run<S: Source, K: Sink>(
                 batches.clear();
                 let mut events = first.events.len();
                 batches.push(first);
-                // Group commit: what is already queued goes in one write.
-                while events < MAX_WRITE_EVENTS {
+                // Group commit: what is already queued goes in one write
+                // (under flow control, a quarter second's worth at most).
+                let cap = pace.group_cap(&r.progress.throttle, MAX_WRITE_EVENTS);
+                while events < cap {
                     match source.next().now_or_never() {
                         Some(Ok(Some(b))) => {
                             events += b.events.len();
@@ -144,23 +175,8 @@ pub async fn run<S: Source, K: Sink>(
                 for b in batches.iter_mut() {
                     stage.apply(b);
                 }
-                let ticket = sink.submit(&batches).await.map_err(sink_err)?;
-                r.progress.on_submit(&batches, events as u64, sink.bytes_written());
-                if let Some(b) = batches.last() {
-                    let commit_ms = batches
-                        .iter()
-                        .rev()
-                        .find_map(|b| b.events.last())
-                        .map_or(0, |ev| ev.tx.commit_ts_ms.max(1));
-                    r.pending.push_back(Pending {
-                        ticket,
-                        end: b.end.clone(),
-                        events: batches.iter().map(|b| b.events.len() as u64).sum(),
-                        commit_ms,
-                    });
-                }
-                // Free the events now, not when the next batch arrives.
-                batches.clear();
+                pace.account(&r.progress.throttle, &batches, events as u64);
+                waiting = Some(events as u64);
             }
         }
         r.start_commit();

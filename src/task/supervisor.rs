@@ -140,6 +140,9 @@ impl Supervisor {
         let (config_tx, config_rx) = watch::channel(Arc::new(cfg.clone()));
         let (control_tx, control_rx) = mpsc::channel(16);
         let progress = Progress::new();
+        progress
+            .throttle
+            .set(cfg.throttle.rows_per_second, cfg.throttle.bytes_per_second);
         let handle = TaskHandle {
             id: cfg.id.as_str().into(),
             status: status_rx,

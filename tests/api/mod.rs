@@ -435,3 +435,90 @@ async fn the_milvus_cdc_endpoint_drives_tidemark_tasks() {
     assert_eq!(r.json()["code"], 400);
     assert!(d.stop().success(), "{}", d.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flow_control_paces_a_task_and_changes_while_it_runs() {
+    let m = mariadb();
+    let db = "api_thr";
+    m.fresh_db(db).await;
+    m.exec(&format!("CREATE TABLE {db}.t (id INT PRIMARY KEY)"))
+        .await;
+    let (mut d, port) = daemon("api_thr", db);
+    d.start();
+    wait_api(&d, port);
+    let out = d.dir.join("data").join("thr.jsonl");
+    let def = json!({
+        "id": "thr",
+        "source": {"type": "mysql", "url": m.url(), "server_id": 4747},
+        "filter": {"include": [format!("{db}.*")]},
+        "sink": {"type": "jsonl", "path": out.to_str().unwrap()},
+        "throttle": {"rows_per_second": 100},
+    });
+    let r = call(port, "POST", "/api/v1/tasks?start=true", &def.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    let v = wait_state(&d, port, "thr", "running");
+    assert_eq!(v["progress"]["throttle"]["rows_per_second"], 100);
+    let count = || {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let wait_rows = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while count() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n}\n{}",
+                count(),
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Six transactions of 100 rows at 100 rows/s: at least 5 s of waits.
+    let insert = |from: u32| {
+        let mut sql = String::new();
+        for tx in 0..6 {
+            let rows: Vec<String> = (0..100)
+                .map(|i| format!("({})", from + tx * 100 + i))
+                .collect();
+            sql.push_str(&format!("INSERT INTO {db}.t VALUES {};", rows.join(", ")));
+        }
+        sql
+    };
+    let t0 = std::time::Instant::now();
+    m.exec(&insert(0)).await;
+    wait_rows(600);
+    let paced = t0.elapsed();
+    assert!(
+        paced >= Duration::from_millis(4500),
+        "paced at 100 rows/s: {paced:?}"
+    );
+    // Lifted while running: the next rows aren't held.
+    let r = call(
+        port,
+        "PUT",
+        "/api/v1/tasks/thr/throttle",
+        r#"{"rows_per_second": 0}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json()["progress"]["throttle"].is_null(), "{}", r.text);
+    let r = call(port, "PUT", "/api/v1/tasks/thr/throttle", r#"{"rows": 5}"#);
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(
+        call(port, "GET", "/api/v1/tasks/thr", "").json()["state"],
+        "running"
+    );
+    let stored = std::fs::read_to_string(d.dir.join("data/api-tasks/thr.json")).unwrap();
+    assert!(stored.contains("\"rows_per_second\": 0"), "{stored}");
+    let t1 = std::time::Instant::now();
+    m.exec(&insert(1000)).await;
+    wait_rows(1200);
+    assert!(
+        t1.elapsed() < paced,
+        "unthrottled ({:?}) faster than throttled ({paced:?})",
+        t1.elapsed()
+    );
+    assert!(d.stop().success(), "{}", d.log());
+}
