@@ -162,6 +162,7 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics::metrics))
         .route("/cdc", post(cdc::cdc))
+        .route("/api/v1/openapi.yaml", get(openapi))
         .nest("/api/v1", tasks::routes())
         .route_layer(middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
@@ -230,6 +231,13 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The API's OpenAPI document (docs/openapi.yaml).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI)
+}
+
 async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
 }
@@ -256,6 +264,31 @@ async fn readyz(State(api): State<Arc<Api>>) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_route_is_in_the_openapi_document() {
+        let routes = [
+            "/healthz:",
+            "/readyz:",
+            "/metrics:",
+            "/cdc:",
+            "/api/v1/openapi.yaml:",
+            "/api/v1/tasks:",
+            "/api/v1/tasks/{id}:",
+            "/api/v1/tasks/{id}/throttle:",
+            "/api/v1/tasks/{id}/{action}:",
+        ];
+        for r in routes {
+            assert!(super::OPENAPI.contains(&format!("\n  {r}\n")), "{r}");
+        }
+        // And each documented path is one the router serves.
+        let documented: Vec<&str> = super::OPENAPI
+            .lines()
+            .filter(|l| l.starts_with("  /") && l.ends_with(':'))
+            .map(str::trim)
+            .collect();
+        assert_eq!(documented.len(), routes.len(), "{documented:?}");
+    }
+
     #[test]
     fn tokens_compare_whole() {
         assert!(super::same(b"abcdefghijklmnop", b"abcdefghijklmnop"));

@@ -119,6 +119,12 @@ async fn the_task_api_controls_tasks_and_refuses_what_their_state_does_not_allow
     );
     let r = call(port, "GET", "/readyz", "");
     assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(port, "GET", "/api/v1/openapi.yaml", "");
+    assert!(
+        r.status == 200 && r.text.starts_with("openapi: 3"),
+        "{}",
+        r.text
+    );
 
     // A change flows; metrics count it.
     m.exec(&format!("INSERT INTO {db}.t VALUES (1)")).await;
