@@ -61,6 +61,70 @@ enum Command {
         #[command(subcommand)]
         command: SlotCommand,
     },
+    /// Tasks of a running daemon, through its HTTP API ([daemon.api]).
+    Task {
+        /// The API's address.
+        #[arg(long, env = "TIDEMARK_API", default_value = "http://127.0.0.1:7070")]
+        api: String,
+        /// The API's bearer token (daemon.api.token).
+        #[arg(
+            long,
+            env = "TIDEMARK_API_TOKEN",
+            hide_env_values = true,
+            default_value = ""
+        )]
+        token: String,
+        #[command(subcommand)]
+        command: TaskCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// One line per task: id, state, mode, origin, summary.
+    List {
+        /// Only tasks in this state.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// A task's definition (secrets redacted), state, history and progress, as JSON.
+    Get {
+        id: String,
+    },
+    /// Creates tasks from a JSON file: one definition (the keys of a
+    /// [[tasks]] entry) or an array of them.
+    Create {
+        #[arg(long)]
+        file: PathBuf,
+        /// Start them at once (else they wait for `task start`).
+        #[arg(long)]
+        start: bool,
+    },
+    Start {
+        id: String,
+    },
+    /// Drains the task (everything in flight durable and committed) into `paused`.
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    Stop {
+        id: String,
+    },
+    /// Stops and removes a task created over the API.
+    Delete {
+        id: String,
+    },
+    /// Sets the task's flow control at once (0 = no limit).
+    Throttle {
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        rows_per_second: u64,
+        #[arg(long, default_value_t = 0)]
+        bytes_per_second: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -118,21 +182,34 @@ enum OffsetsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        // Colours only on a terminal: not in files, pipes or the journal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // TIDEMARK_LOG_FORMAT=json: one JSON object per line (for log
+    // shippers); else text, coloured only on a terminal.
+    if std::env::var("TIDEMARK_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_env_filter(filter)
+            .init();
+    }
     let result = match cli.command {
         Command::Run { config, once } => run(&config, once),
         Command::Validate { config } => validate(&config),
         Command::Offsets { command } => offsets(command),
         Command::Slot { command } => slot(command),
         Command::Status { config, task, json } => status(&config, task.as_deref(), json),
+        Command::Task {
+            api,
+            token,
+            command,
+        } => task_cli(&api, &token, command),
     };
     match result {
         Ok(code) => code,
@@ -561,4 +638,78 @@ async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) {
         }
         None => std::future::pending::<()>().await,
     }
+}
+
+/// `tidemark task …`: one request to the daemon's API; the answer on
+/// stdout (JSON, or a table for `list`), an error's message on stderr with
+/// status 1.
+fn task_cli(api: &str, token: &str, command: TaskCommand) -> Result<ExitCode> {
+    let client = tidemark::api::client::Client::new(api, token).map_err(anyhow::Error::msg)?;
+    let (method, path, body) = match &command {
+        TaskCommand::List { state } => (
+            "GET",
+            match state {
+                Some(s) => format!("/api/v1/tasks?state={s}"),
+                None => "/api/v1/tasks".into(),
+            },
+            String::new(),
+        ),
+        TaskCommand::Get { id } => ("GET", format!("/api/v1/tasks/{id}"), String::new()),
+        TaskCommand::Create { file, start } => (
+            "POST",
+            format!("/api/v1/tasks?start={start}"),
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
+        ),
+        TaskCommand::Start { id } => ("POST", format!("/api/v1/tasks/{id}/start"), String::new()),
+        TaskCommand::Pause { id } => ("POST", format!("/api/v1/tasks/{id}/pause"), String::new()),
+        TaskCommand::Resume { id } => ("POST", format!("/api/v1/tasks/{id}/resume"), String::new()),
+        TaskCommand::Stop { id } => ("POST", format!("/api/v1/tasks/{id}/stop"), String::new()),
+        TaskCommand::Delete { id } => ("DELETE", format!("/api/v1/tasks/{id}"), String::new()),
+        TaskCommand::Throttle {
+            id,
+            rows_per_second,
+            bytes_per_second,
+        } => (
+            "PUT",
+            format!("/api/v1/tasks/{id}/throttle"),
+            serde_json::json!({"rows_per_second": rows_per_second, "bytes_per_second": bytes_per_second})
+                .to_string(),
+        ),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let reply = runtime
+        .block_on(client.call(method, &path, &body))
+        .map_err(anyhow::Error::msg)?;
+    let json: serde_json::Value = serde_json::from_str(&reply.body).unwrap_or_default();
+    if !(200..300).contains(&reply.status) {
+        let msg = json["error"]["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| reply.body.clone());
+        eprintln!("error: {msg} (HTTP {})", reply.status);
+        return Ok(ExitCode::FAILURE);
+    }
+    match command {
+        TaskCommand::List { .. } => {
+            for t in json["tasks"].as_array().into_iter().flatten() {
+                let field = |k: &str| t[k].as_str().unwrap_or("").to_string();
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    field("id"),
+                    field("state"),
+                    field("mode"),
+                    field("origin"),
+                    field("summary")
+                );
+            }
+        }
+        _ => println!(
+            "{}",
+            serde_json::to_string_pretty(&json).unwrap_or(reply.body)
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -14,6 +14,7 @@
 //!   or redefined here.
 
 mod cdc;
+pub mod client;
 mod metrics;
 pub mod persist;
 mod tasks;

@@ -528,3 +528,71 @@ async fn flow_control_paces_a_task_and_changes_while_it_runs() {
     );
     assert!(d.stop().success(), "{}", d.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_task_cli_drives_a_running_daemon() {
+    let m = mariadb();
+    let db = "api_cli";
+    m.fresh_db(db).await;
+    let (mut d, port) = daemon("api_cli", db);
+    d.start();
+    wait_api(&d, port);
+    wait_state(&d, port, "t", "running");
+    let api = format!("http://127.0.0.1:{port}");
+    let cli = |args: &[&str], token: &str| {
+        let out = std::process::Command::new(crate::support::BIN)
+            .arg("task")
+            .args(args)
+            .env("TIDEMARK_API", &api)
+            .env("TIDEMARK_API_TOKEN", token)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = cli(&["list"], TOKEN);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("t\trunning\tstream\tconfig\t"), "{out}");
+    let (ok, out, _) = cli(&["pause", "t"], TOKEN);
+    assert!(ok && out.contains("\"state\": \"paused\""), "{out}");
+    let (ok, _, err) = cli(&["stop", "nope"], TOKEN);
+    assert!(
+        !ok && err.contains("no task \"nope\"") && err.contains("HTTP 404"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(&["resume", "t"], "wrong-token-0123456789");
+    assert!(!ok && err.contains("bearer token is wrong"), "{err}");
+    let (ok, out, err) = cli(&["throttle", "t", "--rows-per-second", "500"], TOKEN);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"rows_per_second\": 500"), "{out}");
+    let def = d.dir.join("def.json");
+    std::fs::write(
+        &def,
+        json!({
+            "id": "c1",
+            "source": {"type": "mysql", "url": m.url(), "server_id": 4848},
+            "filter": {"include": [format!("{db}.*")]},
+            "sink": {"type": "jsonl", "path": d.dir.join("data/c1.jsonl").to_str().unwrap()},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (ok, out, err) = cli(
+        &["create", "--file", def.to_str().unwrap(), "--start"],
+        TOKEN,
+    );
+    assert!(ok && out.contains("\"task_id\": \"c1\""), "{out}{err}");
+    wait_state(&d, port, "c1", "running");
+    let (ok, _, err) = cli(&["delete", "t"], TOKEN);
+    assert!(!ok && err.contains("config file"), "{err}");
+    let (ok, _, err) = cli(&["delete", "c1"], TOKEN);
+    assert!(ok, "{err}");
+    let (ok, out, err) = cli(&["resume", "t"], TOKEN);
+    assert!(ok, "{out}{err}");
+    let (_, out, _) = cli(&["list", "--state", "paused"], TOKEN);
+    assert_eq!(out, "", "nothing paused any more");
+    assert!(d.stop().success(), "{}", d.log());
+}

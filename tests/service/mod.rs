@@ -33,6 +33,8 @@ async fn systemd_hears_ready_status_watchdog_and_stopping() {
     d.env
         .push(("NOTIFY_SOCKET".into(), path.display().to_string()));
     d.env.push(("WATCHDOG_USEC".into(), "400000".into()));
+    // Logs as JSON lines, for the journal's shippers.
+    d.env.push(("TIDEMARK_LOG_FORMAT".into(), "json".into()));
     d.once = false;
     d.start();
     let got = collect(&sock, |g| {
@@ -55,6 +57,18 @@ async fn systemd_hears_ready_status_watchdog_and_stopping() {
     assert!(d.stop().success(), "{}", d.log());
     let rest = collect(&sock, |g| g.iter().any(|m| m.contains("STOPPING=1")));
     assert!(rest.iter().any(|m| m.contains("STOPPING=1")), "{rest:?}");
+    let log = d.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["fields"]["message"] == "tidemark running"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,0 +1,138 @@
+//! The CLI's client for a running daemon's API (`tidemark task …`): plain
+//! HTTP/1.1, one request per connection, to the address of
+//! `daemon.api.listen` (loopback by default).
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Where the daemon's API is, and its token.
+#[derive(Debug, Clone)]
+pub struct Client {
+    host: String,
+    port: u16,
+    token: String,
+}
+
+/// A reply: status and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Client {
+    /// `api`: `http://host:port` (or `host:port`).
+    pub fn new(api: &str, token: &str) -> Result<Client, String> {
+        let rest = api.strip_prefix("http://").unwrap_or(api);
+        if api.starts_with("https://") {
+            return Err(format!(
+                "{api}: the API speaks plain HTTP (put a TLS proxy in front of it if it must leave the host)"
+            ));
+        }
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{api}: expected http://host:port"))?;
+        let port = port
+            .parse()
+            .map_err(|_| format!("{api}: {port:?} is not a port"))?;
+        if token.is_empty() {
+            return Err(
+                "no API token: pass --token or set TIDEMARK_API_TOKEN (the daemon.api.token)"
+                    .into(),
+            );
+        }
+        Ok(Client {
+            host: host.trim_matches(['[', ']']).to_string(),
+            port,
+            token: token.to_string(),
+        })
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: &str) -> Result<Reply, String> {
+        let addr = format!("{}:{}", self.host, self.port);
+        let mut s = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::net::TcpStream::connect(&addr),
+        )
+        .await
+        .map_err(|_| format!("connecting to the API at {addr}: timed out"))?
+        .map_err(|e| {
+            format!(
+                "connecting to the API at {addr}: {e} (is the daemon running with [daemon.api]?)"
+            )
+        })?;
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.token,
+            body.len()
+        );
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("sending to the API at {addr}: {e}"))?;
+        let mut raw = Vec::new();
+        // Requests that drain a task wait for it: up to the daemon's
+        // shutdown timeout, and some.
+        tokio::time::timeout(std::time::Duration::from_secs(600), s.read_to_end(&mut raw))
+            .await
+            .map_err(|_| format!("the API at {addr} didn't answer in 600 s"))?
+            .map_err(|e| format!("reading the API's answer: {e}"))?;
+        parse(&raw)
+    }
+}
+
+fn parse(raw: &[u8]) -> Result<Reply, String> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("the API's answer has no header")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("the API's answer has no status")?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        let mut out = String::new();
+        let mut rest = body;
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || tail.len() < n {
+                break;
+            }
+            out.push_str(&tail[..n]);
+            rest = tail.get(n + 2..).unwrap_or("");
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    Ok(Reply { status, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_and_answers() {
+        assert!(Client::new("http://127.0.0.1:7070", "t").is_ok());
+        assert!(Client::new("127.0.0.1:7070/", "t").is_ok());
+        assert!(
+            Client::new("https://h:1", "t")
+                .unwrap_err()
+                .contains("plain HTTP")
+        );
+        assert!(Client::new("http://h", "t").is_err());
+        assert!(
+            Client::new("http://h:1", "")
+                .unwrap_err()
+                .contains("TIDEMARK_API_TOKEN")
+        );
+        let r = parse(b"HTTP/1.1 409 Conflict\r\ncontent-length: 2\r\n\r\n{}").unwrap();
+        assert_eq!((r.status, r.body.as_str()), (409, "{}"));
+        let r = parse(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap();
+        assert_eq!(r.body, "abcde");
+    }
+}
