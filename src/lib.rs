@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod precheck;
 pub mod retry;
 pub mod select;
 pub mod service;

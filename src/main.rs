@@ -117,6 +117,16 @@ enum TaskCommand {
     Delete {
         id: String,
     },
+    /// Checks what the task needs of its servers: each item pass, warn or
+    /// fail, with the fix (read-only).
+    Precheck {
+        id: String,
+    },
+    /// Tries the source's and the target's connections step by step (DNS,
+    /// TCP, TLS, login, version).
+    TestConnection {
+        id: String,
+    },
     /// Sets the task's flow control at once (0 = no limit).
     Throttle {
         id: String,
@@ -665,6 +675,16 @@ fn task_cli(api: &str, token: &str, command: TaskCommand) -> Result<ExitCode> {
         TaskCommand::Resume { id } => ("POST", format!("/api/v1/tasks/{id}/resume"), String::new()),
         TaskCommand::Stop { id } => ("POST", format!("/api/v1/tasks/{id}/stop"), String::new()),
         TaskCommand::Delete { id } => ("DELETE", format!("/api/v1/tasks/{id}"), String::new()),
+        TaskCommand::Precheck { id } => (
+            "POST",
+            format!("/api/v1/tasks/{id}/precheck"),
+            String::new(),
+        ),
+        TaskCommand::TestConnection { id } => (
+            "POST",
+            format!("/api/v1/tasks/{id}/test-connection"),
+            String::new(),
+        ),
         TaskCommand::Throttle {
             id,
             rows_per_second,
@@ -704,6 +724,25 @@ fn task_cli(api: &str, token: &str, command: TaskCommand) -> Result<ExitCode> {
                     field("origin"),
                     field("summary")
                 );
+            }
+        }
+        TaskCommand::Precheck { .. } | TaskCommand::TestConnection { .. } => {
+            let report = if json["precheck"].is_object() {
+                &json["precheck"]
+            } else {
+                &json["connections"]
+            };
+            for item in report["items"].as_array().into_iter().flatten() {
+                let f = |k: &str| item[k].as_str().unwrap_or("").to_string();
+                println!("{:<5} {:<28} {}", f("status"), f("name"), f("detail"));
+                if !f("fix").is_empty() {
+                    println!("{:<34} fix: {}", "", f("fix"));
+                }
+            }
+            let result = report["result"].as_str().unwrap_or("fail");
+            println!("result: {result}");
+            if result == "fail" {
+                return Ok(ExitCode::FAILURE);
             }
         }
         _ => println!(

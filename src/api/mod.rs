@@ -276,6 +276,8 @@ mod tests {
             "/api/v1/tasks:",
             "/api/v1/tasks/{id}:",
             "/api/v1/tasks/{id}/throttle:",
+            "/api/v1/tasks/{id}/precheck:",
+            "/api/v1/tasks/{id}/test-connection:",
             "/api/v1/tasks/{id}/{action}:",
         ];
         for r in routes {

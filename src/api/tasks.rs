@@ -23,6 +23,8 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/tasks", get(list).post(create))
         .route("/tasks/{id}", get(get_one).patch(modify).delete(delete))
         .route("/tasks/{id}/throttle", axum::routing::put(throttle))
+        .route("/tasks/{id}/precheck", post(precheck))
+        .route("/tasks/{id}/test-connection", post(test_connection))
         .route("/tasks/{id}/{action}", post(action))
 }
 
@@ -409,6 +411,38 @@ async fn throttle(
         })?;
     }
     Ok(Json(view(&api, &t)).into_response())
+}
+
+/// Runs every pre-check item against the task's servers (read-only).
+async fn precheck(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = api
+        .supervisor
+        .task(&id)
+        .ok_or_else(|| ApiError::not_found(&id))?;
+    let progress = t.progress();
+    let facts = crate::precheck::TaskFacts {
+        running: t.state() == crate::task::TaskState::Running,
+        lag_seconds: progress.lag_seconds,
+        committed: progress.committed_position.clone(),
+    };
+    let report = crate::precheck::run(&t.config(), &facts).await;
+    Ok(Json(json!({ "task_id": id, "precheck": report })).into_response())
+}
+
+/// Tries the source's and the target's connections, step by step.
+async fn test_connection(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = api
+        .supervisor
+        .task(&id)
+        .ok_or_else(|| ApiError::not_found(&id))?;
+    let report = crate::precheck::connections(&t.config()).await;
+    Ok(Json(json!({ "task_id": id, "connections": report })).into_response())
 }
 
 async fn delete(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Result<Response, ApiError> {

@@ -596,3 +596,141 @@ async fn the_task_cli_drives_a_running_daemon() {
     assert_eq!(out, "", "nothing paused any more");
     assert!(d.stop().success(), "{}", d.log());
 }
+
+/// The items of a pre-check answer, by name: (status, detail, fix).
+fn items(v: &Value) -> std::collections::BTreeMap<String, (String, String, String)> {
+    v["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|i| {
+            let f = |k: &str| i[k].as_str().unwrap_or("").to_string();
+            (f("name"), (f("status"), f("detail"), f("fix")))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn precheck_and_connection_tests_name_what_fails_and_the_fix() {
+    let (m, p) = (mariadb(), crate::support::postgres());
+    let db = "api_pre";
+    m.fresh_db(db).await;
+    m.exec(&format!(
+        "CREATE TABLE {db}.t (id INT PRIMARY KEY); CREATE TABLE {db}.nokey (v INT)"
+    ))
+    .await;
+    p.fresh_db("api_pre").await;
+    p.exec(
+        "api_pre",
+        "CREATE TABLE keyed (id int PRIMARY KEY); CREATE TABLE loose (v int)",
+    )
+    .await;
+    p.fresh_db("api_pre_ro").await;
+    p.exec(
+        "api_pre_ro",
+        "ALTER DATABASE api_pre_ro SET default_transaction_read_only = on",
+    )
+    .await;
+    let (mut d, port) = daemon("api_pre", db);
+    d.start();
+    wait_api(&d, port);
+    wait_state(&d, port, "t", "running");
+
+    // The running MariaDB task: everything but the keyless table passes.
+    let r = call(port, "POST", "/api/v1/tasks/t/precheck", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let pre = &r.json()["precheck"];
+    let got = items(pre);
+    for name in [
+        "source.connection",
+        "source.log_bin",
+        "source.binlog_format",
+        "source.privileges",
+        "source.server_id",
+        "source.binlog_retention",
+        "target.file",
+    ] {
+        assert_eq!(got[name].0, "pass", "{name}: {pre}");
+    }
+    assert_eq!(got["source.table_keys"].0, "warn", "{pre}");
+    assert!(
+        got["source.table_keys"].1.contains(&format!("{db}.nokey")),
+        "{pre}"
+    );
+    assert!(!got["source.table_keys"].2.is_empty(), "a fix: {pre}");
+    assert_ne!(pre["result"], "pass");
+
+    // Connections that fail, each at its step.
+    let create = |id: &str, url: &str| {
+        let def = json!({
+            "id": id,
+            "source": {"type": "mysql", "url": url, "server_id": 4900 + id.len() as u64},
+            "sink": {"type": "jsonl", "path": d.dir.join("data").join(format!("{id}.jsonl")).to_str().unwrap()},
+        });
+        let r = call(port, "POST", "/api/v1/tasks", &def.to_string());
+        assert_eq!(r.status, 201, "{}", r.text);
+    };
+    let closed = free_port();
+    create(
+        "bad_pw",
+        &m.url().replace("tidemark:tidemark@", "tidemark:wrong@"),
+    );
+    create("bad_dns", "mysql://u:p@no-such-host.invalid:3306");
+    create("bad_tcpp", &format!("mysql://u:p@127.0.0.1:{closed}"));
+    for (id, step) in [
+        ("bad_pw", "auth:"),
+        ("bad_dns", "dns:"),
+        ("bad_tcpp", "tcp:"),
+    ] {
+        let r = call(
+            port,
+            "POST",
+            &format!("/api/v1/tasks/{id}/test-connection"),
+            "",
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        let c = &r.json()["connections"];
+        assert_eq!(c["result"], "fail", "{id}: {c}");
+        let (status, detail, fix) = &items(c)["source.connection"];
+        assert_eq!(status, "fail");
+        assert!(detail.starts_with(step), "{id}: {detail}");
+        assert!(!fix.is_empty(), "{id}: a fix");
+        assert!(!detail.contains(":wrong@"), "no password: {detail}");
+    }
+
+    // PostgreSQL: a published table without a key fails; a read-only
+    // database target fails.
+    let def = json!({
+        "id": "pg",
+        "source": {"type": "postgres", "url": p.url("api_pre"), "slot": "api_pre_slot", "publication": "api_pre_pub"},
+        "sink": {"type": "postgres", "url": p.url("api_pre_ro")},
+    });
+    let r = call(port, "POST", "/api/v1/tasks", &def.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = call(port, "POST", "/api/v1/tasks/pg/precheck", "");
+    let pre = &r.json()["precheck"];
+    let got = items(pre);
+    assert_eq!(pre["result"], "fail", "{pre}");
+    for name in [
+        "source.connection",
+        "source.version",
+        "source.wal_level",
+        "source.privileges",
+        "source.slot",
+        "target.connection",
+    ] {
+        assert_eq!(got[name].0, "pass", "{name}: {pre}");
+    }
+    assert_eq!(got["source.replica_identity"].0, "fail", "{pre}");
+    assert!(
+        got["source.replica_identity"].1.contains("public.loose"),
+        "{pre}"
+    );
+    assert!(!got["source.replica_identity"].1.contains("keyed"), "{pre}");
+    assert_eq!(got["target.writable"].0, "fail", "{pre}");
+    assert!(
+        got["target.writable"].2.contains("writable primary"),
+        "{pre}"
+    );
+    assert!(d.stop().success(), "{}", d.log());
+}

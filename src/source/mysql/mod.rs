@@ -74,7 +74,7 @@ impl MysqlSource {
         self
     }
 
-    fn opts(&self) -> Result<Opts, SourceError> {
+    pub(crate) fn opts(&self) -> Result<Opts, SourceError> {
         let base = Opts::from_url(&self.cfg.url).map_err(|e| {
             SourceError::definite(format!("source.url {}: {e}", redact_url(&self.cfg.url)))
         })?;

@@ -1,0 +1,227 @@
+//! Pre-check: what a task needs of its servers, item by item, each `pass`,
+//! `warn` or `fail` with what was found and, for anything but a pass, the
+//! fix. Read-only: it changes nothing on any server.
+//!
+//! - Connections (source and database target) are tried step by step, so
+//!   a failure says which step: the host name (DNS), the TCP connection,
+//!   TLS, the login, or the server version.
+//! - MySQL/MariaDB sources: binary log on, ROW format, FULL row image and
+//!   row metadata, the privileges to read the binlog, a server id no other
+//!   replica uses, binlog retention against the task's lag, a key on every
+//!   selected table.
+//! - PostgreSQL sources: version, `wal_level = logical`, the REPLICATION
+//!   attribute, free replication slots and WAL senders, the slot's health
+//!   and WAL retention, replica identity of every selected table.
+//! - Targets: reachable, writable (not read-only), same-named tables
+//!   already there; Kafka brokers reachable; a JSONL file's directory.
+
+mod mysql;
+mod postgres;
+
+use serde::Serialize;
+
+use crate::config::{SinkConfig, SourceConfig, TaskConfig};
+
+/// An item's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pass,
+    Warn,
+    Fail,
+}
+
+/// One checked item.
+#[derive(Debug, Clone, Serialize)]
+pub struct Item {
+    /// `source.connection`, `source.binlog_format`, `target.writable`, …
+    pub name: String,
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// What to do, for a warning or a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Item {
+    pub fn pass(name: &str, detail: impl Into<String>) -> Item {
+        Item {
+            name: name.into(),
+            status: Status::Pass,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    pub fn warn(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Item {
+        Item {
+            name: name.into(),
+            status: Status::Warn,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+
+    pub fn fail(name: &str, detail: impl Into<String>, fix: impl Into<String>) -> Item {
+        Item {
+            name: name.into(),
+            status: Status::Fail,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        }
+    }
+}
+
+/// A pre-check's result: the worst item's status, and every item.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub result: Status,
+    pub items: Vec<Item>,
+}
+
+impl Report {
+    fn new(items: Vec<Item>) -> Report {
+        let result = items.iter().map(|i| i.status).max().unwrap_or(Status::Pass);
+        Report { result, items }
+    }
+}
+
+/// What the task's state tells the checks.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFacts {
+    /// The task is running (its own replica connection is expected).
+    pub running: bool,
+    /// Seconds the task is behind, when known.
+    pub lag_seconds: Option<f64>,
+    /// The committed position's text, when there is one.
+    pub committed: Option<String>,
+}
+
+/// Every check for `cfg`.
+pub async fn run(cfg: &TaskConfig, facts: &TaskFacts) -> Report {
+    let mut items = Vec::new();
+    match &cfg.source {
+        SourceConfig::Mysql(m) => items.extend(mysql::source(cfg, m, facts).await),
+        SourceConfig::Postgres(p) => items.extend(postgres::source(cfg, p, facts).await),
+    }
+    items.extend(target(cfg, true).await);
+    Report::new(items)
+}
+
+/// The connections only: the source's and the target's.
+pub async fn connections(cfg: &TaskConfig) -> Report {
+    let mut items = Vec::new();
+    match &cfg.source {
+        SourceConfig::Mysql(m) => {
+            let (item, _) = mysql::connect_source(m).await;
+            items.push(item);
+        }
+        SourceConfig::Postgres(p) => {
+            let (item, _) = postgres::connect("source", &p.url, &p.tls, "tasks.source.tls").await;
+            items.push(item);
+        }
+    }
+    items.extend(target(cfg, false).await);
+    Report::new(items)
+}
+
+async fn target(cfg: &TaskConfig, full: bool) -> Vec<Item> {
+    match &cfg.sink {
+        SinkConfig::Jsonl(j) => {
+            if j.path == "-" {
+                return vec![Item::pass("target.file", "standard output")];
+            }
+            let path = std::path::Path::new(&j.path);
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() && !m.permissions().readonly() => vec![Item::pass(
+                    "target.file",
+                    format!("{} can be written in {}", j.path, dir.display()),
+                )],
+                Ok(_) => vec![Item::fail(
+                    "target.file",
+                    format!("{} is not a writable directory", dir.display()),
+                    "point sink.path into a directory the daemon's user may write",
+                )],
+                Err(e) => vec![Item::fail(
+                    "target.file",
+                    format!("{}: {e}", dir.display()),
+                    "create the directory, or point sink.path elsewhere",
+                )],
+            }
+        }
+        SinkConfig::Kafka(k) => kafka_brokers(&k.brokers).await,
+        SinkConfig::Mysql(d) => mysql::target(cfg, d, full).await,
+        SinkConfig::Postgres(d) => postgres::target(cfg, d, full).await,
+    }
+}
+
+/// Each bootstrap broker's host name and TCP port.
+async fn kafka_brokers(brokers: &str) -> Vec<Item> {
+    let mut items = Vec::new();
+    for b in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+        let Some((host, port)) = b
+            .rsplit_once(':')
+            .and_then(|(h, p)| Some((h, p.parse().ok()?)))
+        else {
+            items.push(Item::fail(
+                "target.kafka",
+                format!("{b:?} is not host:port"),
+                "list the brokers as host:port[,host:port…] in sink.brokers",
+            ));
+            continue;
+        };
+        items.push(
+            reach("target.kafka", host, port)
+                .await
+                .unwrap_or_else(|i| i),
+        );
+    }
+    items
+}
+
+/// DNS, then TCP: `Ok` with a pass item, `Err` with the failing one.
+pub(crate) async fn reach(name: &str, host: &str, port: u16) -> Result<Item, Item> {
+    let addrs: Vec<std::net::SocketAddr> = match tokio::net::lookup_host((host, port)).await {
+        Ok(a) => a.collect(),
+        Err(e) => {
+            return Err(Item::fail(
+                name,
+                format!("dns: the host name {host:?} does not resolve ({e})"),
+                "check the host name's spelling and the DNS the daemon's host uses",
+            ));
+        }
+    };
+    let Some(addr) = addrs.first() else {
+        return Err(Item::fail(
+            name,
+            format!("dns: the host name {host:?} resolves to no address"),
+            "check the host name and DNS",
+        ));
+    };
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(Item::pass(
+            name,
+            format!("tcp: {host}:{port} ({addr}) accepts connections"),
+        )),
+        Ok(Err(e)) => Err(Item::fail(
+            name,
+            format!("tcp: {host}:{port} ({addr}): {e}"),
+            "check that the server runs and listens on that port, and that no firewall stands between",
+        )),
+        Err(_) => Err(Item::fail(
+            name,
+            format!("tcp: {host}:{port} ({addr}): no answer in 5 s"),
+            "check the address, the server, and firewalls between",
+        )),
+    }
+}
