@@ -117,6 +117,9 @@ enum TaskCommand {
     Delete {
         id: String,
     },
+    /// Exits 0 when the daemon is ready (every task started, none failed):
+    /// for readiness probes.
+    Ready,
     /// Checks what the task needs of its servers: each item pass, warn or
     /// fail, with the fix (read-only).
     Precheck {
@@ -665,6 +668,7 @@ fn task_cli(api: &str, token: &str, command: TaskCommand) -> Result<ExitCode> {
             String::new(),
         ),
         TaskCommand::Get { id } => ("GET", format!("/api/v1/tasks/{id}"), String::new()),
+        TaskCommand::Ready => ("GET", "/readyz".to_string(), String::new()),
         TaskCommand::Create { file, start } => (
             "POST",
             format!("/api/v1/tasks?start={start}"),

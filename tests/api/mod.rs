@@ -555,6 +555,8 @@ async fn the_task_cli_drives_a_running_daemon() {
     };
     let (ok, out, err) = cli(&["list"], TOKEN);
     assert!(ok, "{err}");
+    let (ok, _, err) = cli(&["ready"], TOKEN);
+    assert!(ok, "ready: {err}");
     assert!(out.starts_with("t\trunning\tstream\tconfig\t"), "{out}");
     let (ok, out, _) = cli(&["pause", "t"], TOKEN);
     assert!(ok && out.contains("\"state\": \"paused\""), "{out}");
@@ -733,4 +735,34 @@ async fn precheck_and_connection_tests_name_what_fails_and_the_fix() {
         "{pre}"
     );
     assert!(d.stop().success(), "{}", d.log());
+}
+
+#[test]
+fn the_kubernetes_example_config_validates() {
+    let yaml = std::fs::read_to_string(
+        crate::support::repo_root().join("deploy/kubernetes/tidemark.yaml"),
+    )
+    .unwrap();
+    // The ConfigMap's tidemark.toml: the block indented under it.
+    let start = yaml.find("tidemark.toml: |\n").expect("the config") + "tidemark.toml: |\n".len();
+    let toml: String = yaml[start..]
+        .lines()
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let dir = crate::support::scratch("k8s_example");
+    let path = dir.join("tidemark.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let out = std::process::Command::new(crate::support::BIN)
+        .args(["validate", "--config", path.to_str().unwrap()])
+        .env("TIDEMARK_API_TOKEN", TOKEN)
+        .env("SHOP_PASSWORD", "x")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}\n{toml}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
