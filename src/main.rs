@@ -113,6 +113,11 @@ enum TaskCommand {
     Stop {
         id: String,
     },
+    /// Drains the task into `completed`: a migration's cutover (a
+    /// PostgreSQL source's slot is dropped).
+    Complete {
+        id: String,
+    },
     /// Stops and removes a task created over the API.
     Delete {
         id: String,
@@ -678,6 +683,11 @@ fn task_cli(api: &str, token: &str, command: TaskCommand) -> Result<ExitCode> {
         TaskCommand::Pause { id } => ("POST", format!("/api/v1/tasks/{id}/pause"), String::new()),
         TaskCommand::Resume { id } => ("POST", format!("/api/v1/tasks/{id}/resume"), String::new()),
         TaskCommand::Stop { id } => ("POST", format!("/api/v1/tasks/{id}/stop"), String::new()),
+        TaskCommand::Complete { id } => (
+            "POST",
+            format!("/api/v1/tasks/{id}/complete"),
+            String::new(),
+        ),
         TaskCommand::Delete { id } => ("DELETE", format!("/api/v1/tasks/{id}"), String::new()),
         TaskCommand::Precheck { id } => (
             "POST",

@@ -32,6 +32,7 @@ pub fn routes() -> Router<Arc<Api>> {
 struct ListQuery {
     state: Option<String>,
     mode: Option<String>,
+    kind: Option<String>,
 }
 
 /// One line per task.
@@ -42,6 +43,7 @@ pub(super) fn summary(api: &Api, t: &TaskHandle) -> Value {
     json!({
         "id": t.id(),
         "origin": api.origin(t.id()),
+        "kind": cfg.kind.name(),
         "mode": cfg.mode.name(),
         "state": status.state.name(),
         "summary": status.summary(),
@@ -74,10 +76,23 @@ async fn list(
             format!("unknown mode {m:?}, expected stream, snapshot+stream or snapshot"),
         ));
     }
+    if let Some(k) = &q.kind
+        && !["sync", "migration", "dr"].contains(&k.as_str())
+    {
+        return Err(ApiError::field(
+            "kind",
+            format!("unknown kind {k:?}, expected sync, migration or dr"),
+        ));
+    }
     let tasks: Vec<Value> = api
         .supervisor
         .tasks()
         .iter()
+        .filter(|t| {
+            q.kind
+                .as_deref()
+                .is_none_or(|k| t.config().kind.name() == k)
+        })
         .filter(|t| q.state.as_deref().is_none_or(|s| t.state().name() == s))
         .filter(|t| {
             q.mode
@@ -114,6 +129,7 @@ pub(super) fn view(api: &Api, t: &TaskHandle) -> Value {
     json!({
         "id": t.id(),
         "origin": api.origin(t.id()),
+        "kind": cfg.kind.name(),
         "mode": cfg.mode.name(),
         "state": status.state.name(),
         "summary": status.summary(),
@@ -321,6 +337,7 @@ fn describe(cfg: &TaskConfig) -> Value {
     };
     json!({
         "id": cfg.id,
+        "kind": cfg.kind.name(),
         "mode": cfg.mode.name(),
         "source": source,
         "filter": {"include": cfg.filter.include, "exclude": cfg.filter.exclude},
@@ -512,10 +529,14 @@ pub(super) async fn control(api: &Api, t: &TaskHandle, action: &str) -> Result<(
             t.stop().await?;
             "stopped"
         }
+        "complete" => {
+            t.complete().await?;
+            "completed"
+        }
         other => {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
-                format!("no action {other:?}: start, pause, resume or stop"),
+                format!("no action {other:?}: start, pause, resume, stop or complete"),
             ));
         }
     };
@@ -577,6 +598,7 @@ fn initial(desired: &str) -> crate::task::supervisor::Initial {
         "running" => Initial::Start,
         "paused" => Initial::Paused,
         "stopped" => Initial::Stopped,
+        "completed" => Initial::Completed,
         _ => Initial::Created,
     }
 }

@@ -100,11 +100,19 @@ pub struct TaskConfig {
     #[serde(default)]
     pub format: JsonOptions,
     pub sink: SinkConfig,
-    /// `"stream"` (default): changes from the start position on;
+    /// What the task is for, as a replication service names it:
+    /// `"sync"` (default), `"migration"` or `"dr"`.
+    #[serde(default)]
+    pub kind: TaskKind,
+    /// `"stream"`: changes from the start position on;
     /// `"snapshot+stream"`: first copy the rows the selected tables hold,
     /// then go on with their changes; `"snapshot"`: copy the rows and
-    /// complete (a one-shot copy or export).
-    #[serde(default)]
+    /// complete (a one-shot copy or export). Default: `stream` for a sync
+    /// task, `snapshot+stream` for a migration or DR task.
+    #[serde(default, rename = "mode")]
+    pub mode_given: Option<TaskMode>,
+    /// `mode` as resolved (see [`TaskConfig::resolve`]).
+    #[serde(skip)]
     pub mode: TaskMode,
     /// How tables are copied (`snapshot` modes, re-snapshots).
     #[serde(default)]
@@ -125,6 +133,32 @@ pub struct ThrottleConfig {
     /// Most bytes of row data (the values of the events' images) per second.
     #[serde(default)]
     pub bytes_per_second: u64,
+}
+
+/// What a task is for (`kind`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    /// Continuous replication of the selected tables, with selection and
+    /// policies.
+    #[default]
+    Sync,
+    /// A full copy, then the changes since, until the operator completes
+    /// the task (the cutover: `POST /api/v1/tasks/{id}/complete`).
+    Migration,
+    /// A continuous replica of databases into a database target (disaster
+    /// recovery).
+    Dr,
+}
+
+impl TaskKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskKind::Sync => "sync",
+            TaskKind::Migration => "migration",
+            TaskKind::Dr => "dr",
+        }
+    }
 }
 
 /// What a task does (`mode`).
@@ -507,6 +541,10 @@ impl TaskConfig {
     /// Fills the defaults that depend on the daemon's data directory
     /// (PostgreSQL slot, publication and state directories).
     pub fn resolve(&mut self, data_dir: &Path) {
+        self.mode = self.mode_given.unwrap_or(match self.kind {
+            TaskKind::Sync => TaskMode::Stream,
+            TaskKind::Migration | TaskKind::Dr => TaskMode::SnapshotStream,
+        });
         if let SourceConfig::Postgres(p) = &mut self.source {
             p.resolve(&self.id, data_dir);
         }
@@ -517,6 +555,24 @@ impl TaskConfig {
     /// checks and messages as a config file.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let key = |k: &str| k.to_string();
+        let mode = self.mode_given.unwrap_or(self.mode);
+        match self.kind {
+            TaskKind::Migration if mode == TaskMode::Stream => {
+                return Err((
+                    key("mode"),
+                    "a migration copies the tables first: use mode = \"snapshot+stream\" (copy, then changes until the cutover) or \"snapshot\" (copy only), or kind = \"sync\" for changes only".into(),
+                ));
+            }
+            TaskKind::Dr
+                if !matches!(self.sink, SinkConfig::Mysql(_) | SinkConfig::Postgres(_)) =>
+            {
+                return Err((
+                    key("kind"),
+                    "a DR task replicates into a database: sink.type must be \"mysql\" or \"postgres\" (kind = \"sync\" for Kafka or JSONL)".into(),
+                ));
+            }
+            _ => {}
+        }
         if !(1..=1_000_000).contains(&self.snapshot.chunk_rows) {
             return Err((
                 key("snapshot.chunk_rows"),

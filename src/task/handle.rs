@@ -18,6 +18,8 @@ pub(crate) enum Command {
     Pause,
     Resume,
     Stop,
+    /// Drain into `completed`: a migration's cutover.
+    Complete,
     Modify(Box<TaskChange>),
     Skip(crate::store::Skip),
     Snapshot(Vec<String>),
@@ -32,6 +34,7 @@ impl Command {
             Command::Pause => "pause",
             Command::Resume => "resume",
             Command::Stop => "stop",
+            Command::Complete => "complete",
             Command::Modify(_) => "modify",
             Command::Skip(_) => "skip",
             Command::Snapshot(_) => "snapshot",
@@ -187,6 +190,13 @@ impl TaskHandle {
     /// Resumes a paused (or failed) task from its committed position.
     pub async fn resume(&self) -> Result<(), ControlError> {
         self.request(Command::Resume).await
+    }
+
+    /// Drains the task as `stop` does, into `completed`: the operator's
+    /// cutover of a migration. A PostgreSQL source's slot is dropped (a
+    /// completed task keeps no WAL on the server).
+    pub async fn complete(&self) -> Result<(), ControlError> {
+        self.request(Command::Complete).await
     }
 
     /// Stops the task as `pause` does, into `stopped`.

@@ -141,6 +141,15 @@ impl TaskLoop {
                 (Command::Resume, _) => Err(self.refuse(&cmd, "paused or failed")),
                 (Command::Pause, TaskState::Paused) => Ok(()),
                 (Command::Pause, _) => Err(self.refuse(&cmd, "starting or running")),
+                (Command::Complete, TaskState::Completed) => Ok(()),
+                (Command::Complete, _) => {
+                    self.set(
+                        TaskState::Completed,
+                        Some("completed by the operator".into()),
+                    );
+                    self.release_slot().await;
+                    Ok(())
+                }
                 (Command::Stop, TaskState::Stopped) => Ok(()),
                 (Command::Stop, _) => {
                     self.set(TaskState::Stopped, Some("stop requested".into()));
@@ -155,6 +164,18 @@ impl TaskLoop {
                 }
             };
             let _ = reply.send(r);
+        }
+    }
+
+    /// A completed task keeps no WAL on a PostgreSQL server: its slot goes.
+    async fn release_slot(&self) {
+        if let crate::config::SourceConfig::Postgres(p) = &self.cfg.source {
+            match crate::source::postgres::drop_slot(p, &self.cfg.id, false).await {
+                Ok(message) => info!(task = %self.cfg.id, "{message}"),
+                Err(e) => {
+                    warn!(task = %self.cfg.id, error = %chain(&e), "the task is complete but its replication slot could not be dropped: drop it with `tidemark slot drop`")
+                }
+            }
         }
     }
 
@@ -289,11 +310,11 @@ impl TaskLoop {
                     let _ = reply.send(Ok(()));
                     return Next::Run;
                 }
-                Command::Pause | Command::Stop => {
-                    let target = if matches!(cmd, Command::Pause) {
-                        TaskState::Paused
-                    } else {
-                        TaskState::Stopped
+                Command::Pause | Command::Stop | Command::Complete => {
+                    let target = match cmd {
+                        Command::Pause => TaskState::Paused,
+                        Command::Complete => TaskState::Completed,
+                        _ => TaskState::Stopped,
                     };
                     let error = self
                         .status
@@ -380,12 +401,17 @@ impl TaskLoop {
                 req = self.commands.recv() => {
                     let Some((cmd, reply)) = req else { continue };
                     match cmd {
-                        Command::Pause | Command::Stop => {
-                            let target = if matches!(cmd, Command::Pause) { TaskState::Paused } else { TaskState::Stopped };
+                        Command::Pause | Command::Stop | Command::Complete => {
+                            let target = match cmd {
+                                Command::Pause => TaskState::Paused,
+                                Command::Complete => TaskState::Completed,
+                                _ => TaskState::Stopped,
+                            };
                             match &mut stopping {
                                 Some(s) => {
-                                    // A stop outranks a pause in progress.
-                                    if target == TaskState::Stopped {
+                                    // A stop or a completion outranks a
+                                    // pause in progress.
+                                    if target != TaskState::Paused {
                                         s.target = target;
                                     }
                                     s.replies.push(reply);
@@ -393,7 +419,11 @@ impl TaskLoop {
                                 None => {
                                     stop.cancel();
                                     drain_deadline = Some(tokio::time::Instant::now() + self.settings.drain_timeout);
-                                    let note = if target == TaskState::Paused { "pause requested" } else { "stop requested" };
+                                    let note = match target {
+                                        TaskState::Paused => "pause requested",
+                                        TaskState::Completed => "completion requested",
+                                        _ => "stop requested",
+                                    };
                                     self.set(TaskState::Stopping, Some(note.into()));
                                     stopping = Some(Stopping { target, replies: vec![reply], note });
                                 }
@@ -444,6 +474,9 @@ impl TaskLoop {
             };
             self.status.send_modify(|st| st.retry = None);
             self.set(s.target, Some(note));
+            if s.target == TaskState::Completed {
+                self.release_slot().await;
+            }
             for r in s.replies {
                 let _ = r.send(Ok(()));
             }

@@ -62,6 +62,8 @@ pub enum Initial {
     Paused,
     /// Waits for a start (it was stopped before a restart).
     Stopped,
+    /// It was completed before a restart (a migration's cutover).
+    Completed,
 }
 
 /// Owns every task of the daemon.
@@ -135,6 +137,7 @@ impl Supervisor {
             Initial::Created => (TaskState::Created, false),
             Initial::Paused => (TaskState::Paused, false),
             Initial::Stopped => (TaskState::Stopped, false),
+            Initial::Completed => (TaskState::Completed, false),
         };
         let (status_tx, status_rx) = watch::channel(TaskStatus::new(state));
         let (config_tx, config_rx) = watch::channel(Arc::new(cfg.clone()));

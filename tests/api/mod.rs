@@ -766,3 +766,122 @@ fn the_kubernetes_example_config_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_copies_streams_and_completes_at_the_cutover() {
+    let p = crate::support::postgres();
+    let db = "api_mig";
+    p.fresh_db(db).await;
+    p.exec(
+        db,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2)",
+    )
+    .await;
+    let m = mariadb();
+    m.fresh_db("api_mig_m").await;
+    let (mut d, port) = daemon("api_mig", "api_mig_m");
+    d.start();
+    wait_api(&d, port);
+    let out = d.dir.join("data").join("mig.jsonl");
+    let def = |kind: &str, mode: Option<&str>, sink: Value| {
+        let mut v = json!({
+            "id": "mig",
+            "kind": kind,
+            "source": {"type": "postgres", "url": p.url(db), "slot": "api_mig_slot", "publication": "api_mig_pub"},
+            "sink": sink,
+        });
+        if let Some(m) = mode {
+            v["mode"] = json!(m);
+        }
+        v.to_string()
+    };
+    let jsonl = json!({"type": "jsonl", "path": out.to_str().unwrap()});
+    // What a kind needs.
+    let r = call(
+        port,
+        "POST",
+        "/api/v1/tasks",
+        &def("dr", None, jsonl.clone()),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].clone()),
+        (400, json!("kind")),
+        "{}",
+        r.text
+    );
+    let r = call(
+        port,
+        "POST",
+        "/api/v1/tasks",
+        &def("migration", Some("stream"), jsonl.clone()),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"]["field"].clone()),
+        (400, json!("mode")),
+        "{}",
+        r.text
+    );
+    // A migration: snapshot+stream by default.
+    let r = call(
+        port,
+        "POST",
+        "/api/v1/tasks?start=true",
+        &def("migration", None, jsonl),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    let v = wait_state(&d, port, "mig", "running");
+    assert_eq!(
+        (v["kind"].clone(), v["mode"].clone()),
+        (json!("migration"), json!("snapshot+stream"))
+    );
+    let r = call(port, "GET", "/api/v1/tasks?kind=migration", "");
+    assert_eq!(r.json()["tasks"][0]["id"], "mig");
+    let lines = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let got: Vec<Value> = std::fs::read_to_string(&out)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} lines\n{}",
+                got.len(),
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    lines(2);
+    p.exec(db, "INSERT INTO t VALUES (3)").await;
+    let got = lines(3);
+    assert_eq!(got[2]["after"]["id"], json!(3), "changes after the copy");
+    // The cutover.
+    let r = call(port, "POST", "/api/v1/tasks/mig/complete", "");
+    assert_eq!(
+        (r.status, r.json()["state"].clone()),
+        (200, json!("completed")),
+        "{}",
+        r.text
+    );
+    let slots: i64 = p
+        .client(db)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'api_mig_slot'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0, "the slot is dropped at completion");
+    assert!(d.stop().success(), "{}", d.log());
+    d.start();
+    wait_api(&d, port);
+    wait_state(&d, port, "mig", "completed");
+    assert!(d.stop().success(), "{}", d.log());
+}
