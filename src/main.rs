@@ -526,6 +526,14 @@ fn run(path: &std::path::Path, once: bool) -> Result<ExitCode> {
                     api_cfg,
                 ));
                 api = Some(a.clone());
+                tokio::spawn(a.events.clone().watch(supervisor.clone(), api_stop.clone()));
+                if let Some(url) = &api_cfg.webhook {
+                    tokio::spawn(tidemark::api::events::webhook(
+                        a.events.clone(),
+                        url.clone(),
+                        api_stop.clone(),
+                    ));
+                }
                 Some(tokio::spawn(tidemark::api::serve(
                     a,
                     listener,

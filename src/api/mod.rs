@@ -15,6 +15,7 @@
 
 mod cdc;
 pub mod client;
+pub mod events;
 mod metrics;
 pub mod persist;
 mod tasks;
@@ -43,6 +44,8 @@ pub struct Api {
     /// them).
     config_tasks: std::sync::RwLock<Vec<String>>,
     pub store: persist::ApiTasks,
+    /// State changes and warnings of every task (WebSocket, webhook).
+    pub events: events::Events,
     token: String,
 }
 
@@ -57,6 +60,7 @@ impl Api {
             supervisor,
             config_tasks: std::sync::RwLock::new(config_tasks),
             store,
+            events: events::Events::default(),
             token: cfg.token.clone(),
         }
     }
@@ -164,6 +168,7 @@ pub fn router(api: Arc<Api>, max_body_bytes: usize) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/cdc", post(cdc::cdc))
         .route("/api/v1/openapi.yaml", get(openapi))
+        .route("/api/v1/events", get(events::events))
         .nest("/api/v1", tasks::routes())
         .route_layer(middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
@@ -273,6 +278,7 @@ mod tests {
             "/metrics:",
             "/cdc:",
             "/api/v1/openapi.yaml:",
+            "/api/v1/events:",
             "/api/v1/tasks:",
             "/api/v1/tasks/{id}:",
             "/api/v1/tasks/{id}/throttle:",

@@ -70,6 +70,9 @@ pub struct ApiConfig {
     /// directory only.
     #[serde(default)]
     pub allowed_dirs: Vec<PathBuf>,
+    /// `http://host:port/path` that every task state change and warning
+    /// is POSTed to (JSON); none by default.
+    pub webhook: Option<String>,
 }
 
 fn default_api_listen() -> String {
@@ -483,6 +486,18 @@ impl Config {
                 return Err((
                     "daemon.api.token".into(),
                     "must be at least 16 characters (e.g. `openssl rand -hex 24`), given as token = \"${TIDEMARK_API_TOKEN}\"".into(),
+                ));
+            }
+            if let Some(w) = &api.webhook
+                && !w
+                    .strip_prefix("http://")
+                    .is_some_and(|r| r.split('/').next().is_some_and(|a| a.contains(':')))
+            {
+                return Err((
+                    "daemon.api.webhook".into(),
+                    format!(
+                        "{w:?}: expected http://host:port/path (plain HTTP; put a proxy in front for HTTPS)"
+                    ),
                 ));
             }
             if !(1024..=(64 << 20)).contains(&api.max_body_bytes) {

@@ -13,6 +13,11 @@ const TOKEN: &str = "test-token-0123456789";
 /// A daemon running task `t` (MariaDB `db` → JSONL) with the API on a free
 /// port; the service mode (not `--once`).
 fn daemon(name: &str, db: &str) -> (Daemon, u16) {
+    daemon_with(name, db, "")
+}
+
+/// [`daemon`] with more `[daemon.api]` lines.
+fn daemon_with(name: &str, db: &str, api_extra: &str) -> (Daemon, u16) {
     let m = mariadb();
     let port = free_port();
     let mut d = Daemon::mysql(name, &m.url(), &[&format!("{db}.*")], "");
@@ -22,7 +27,7 @@ fn daemon(name: &str, db: &str) -> (Daemon, u16) {
         text.replacen(
             "shutdown_timeout_secs = 20\n",
             &format!(
-                "shutdown_timeout_secs = 20\n[daemon.api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"${{TIDEMARK_API_TOKEN}}\"\nmax_body_bytes = 4096\n"
+                "shutdown_timeout_secs = 20\n[daemon.api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"${{TIDEMARK_API_TOKEN}}\"\nmax_body_bytes = 4096\n{api_extra}\n"
             ),
             1,
         ),
@@ -883,5 +888,113 @@ async fn a_migration_copies_streams_and_completes_at_the_cutover() {
     d.start();
     wait_api(&d, port);
     wait_state(&d, port, "mig", "completed");
+    assert!(d.stop().success(), "{}", d.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_changes_reach_websocket_clients_and_the_webhook() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let m = mariadb();
+    let db = "api_ev";
+    m.fresh_db(db).await;
+    // The webhook: a listener that keeps each request's body.
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_port = hook.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let bodies = bodies.clone();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            for conn in hook.incoming() {
+                let Ok(mut c) = conn else { continue };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Head, then Content-Length bytes of body.
+                loop {
+                    let n = c.read(&mut chunk).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            bodies.lock().unwrap().push(body.to_string());
+                            break;
+                        }
+                    }
+                }
+                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+    }
+    let (mut d, port) = daemon_with(
+        "api_ev",
+        db,
+        &format!("webhook = \"http://127.0.0.1:{hook_port}/hook\""),
+    );
+    d.start();
+    wait_api(&d, port);
+    wait_state(&d, port, "t", "running");
+    // Without the token: refused.
+    let url = format!("ws://127.0.0.1:{port}/api/v1/events?task=t");
+    assert!(
+        tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .is_err()
+    );
+    let mut req = url.as_str().into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("the events socket");
+    let r = call(port, "POST", "/api/v1/tasks/t/pause", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (mut paused, mut progress) = (false, false);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(paused && progress) {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("events in time")
+            .expect("open")
+            .expect("a message");
+        let v: Value = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        assert_eq!(v["task"], "t", "{v}");
+        match v["type"].as_str() {
+            Some("state") if v["state"] == "paused" => paused = true,
+            Some("progress") => progress = true,
+            _ => {}
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = bodies.lock().unwrap().clone();
+        if got
+            .iter()
+            .any(|b| b.contains("\"state\":\"paused\"") && b.contains("\"task\":\"t\""))
+        {
+            assert!(
+                got.iter().any(|b| b.contains("\"state\":\"stopping\"")),
+                "{got:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "webhook got {got:?}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(d.stop().success(), "{}", d.log());
 }
