@@ -462,9 +462,65 @@ async fn test_connection(
     Ok(Json(json!({ "task_id": id, "connections": report })).into_response())
 }
 
-async fn delete(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Result<Response, ApiError> {
+#[derive(Deserialize, Default)]
+pub(super) struct DeleteQuery {
+    /// Drop the PostgreSQL source's replication slot (it keeps WAL on
+    /// the server until dropped).
+    #[serde(default)]
+    drop_slot: bool,
+    /// Delete the task's position rows on a database target.
+    #[serde(default)]
+    drop_target_positions: bool,
+}
+
+async fn delete(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<Response, ApiError> {
+    let cfg = api
+        .supervisor
+        .task(&id)
+        .ok_or_else(|| ApiError::not_found(&id))?
+        .config();
     remove(&api, &id).await?;
-    Ok(Json(json!({ "task_id": id, "deleted": true })).into_response())
+    let mut done = vec![format!(
+        "task {id} deleted; its committed position forgotten"
+    )];
+    let mut problems = Vec::new();
+    if q.drop_slot {
+        match &cfg.source {
+            crate::config::SourceConfig::Postgres(p) => {
+                match crate::source::postgres::drop_slot(p, &id, false).await {
+                    Ok(m) => done.push(m),
+                    Err(e) => {
+                        problems.push(format!("dropping the slot: {}", crate::error::chain(&e)))
+                    }
+                }
+            }
+            _ => problems.push("drop_slot: the source is not PostgreSQL (no slot)".into()),
+        }
+    }
+    if q.drop_target_positions {
+        let engine = match &cfg.sink {
+            SinkConfig::Mysql(d) => Some((crate::sink::db::Engine::Mysql, d)),
+            SinkConfig::Postgres(d) => Some((crate::sink::db::Engine::Postgres, d)),
+            _ => None,
+        };
+        match engine {
+            Some((engine, d)) => match crate::sink::db::forget_task(engine, d, &id).await {
+                Ok(m) => done.push(m),
+                Err(e) => problems.push(format!("deleting the target's position rows: {e}")),
+            },
+            None => {
+                problems.push("drop_target_positions: the sink is not a database target".into())
+            }
+        }
+    }
+    Ok(
+        Json(json!({ "task_id": id, "deleted": true, "done": done, "problems": problems }))
+            .into_response(),
+    )
 }
 
 /// Stops (draining) and removes an API task; its stored definition goes.
@@ -489,6 +545,15 @@ pub(super) async fn remove(api: &Api, id: &str) -> Result<(), ApiError> {
         t.stop().await?;
     }
     api.supervisor.remove(id).await?;
+    api.supervisor.forget(id).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "forgetting the position of {id}: {}",
+                crate::error::chain(&e)
+            ),
+        )
+    })?;
     api.store.remove(id).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -15,7 +15,7 @@
 //! - Targets: reachable, writable (not read-only), same-named tables
 //!   already there; Kafka brokers reachable; a JSONL file's directory.
 
-mod mysql;
+pub(crate) mod mysql;
 mod postgres;
 
 use serde::Serialize;

@@ -101,7 +101,7 @@ fn login_failure(name: &str, shown: &str, section: &str, e: mysql_async::Error) 
     }
 }
 
-fn opts(url: &str, tls: &TlsConfig) -> Result<Opts, String> {
+pub(crate) fn opts(url: &str, tls: &TlsConfig) -> Result<Opts, String> {
     let base = Opts::from_url(url).map_err(|e| e.to_string())?;
     let mut b = OptsBuilder::from_opts(base).prefer_socket(false);
     if tls.mode != TlsMode::Disabled {

@@ -183,6 +183,13 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Forgets a removed task's committed position and snapshot progress
+    /// (a task created later with the same id starts afresh).
+    pub async fn forget(&self, id: &str) -> Result<(), crate::store::StoreError> {
+        self.store.reset(id).await?;
+        self.store.clear_snapshot(id).await
+    }
+
     pub fn task(&self, id: &str) -> Option<TaskHandle> {
         self.registry().get(id).cloned()
     }

@@ -998,3 +998,76 @@ async fn state_changes_reach_websocket_clients_and_the_webhook() {
     }
     assert!(d.stop().success(), "{}", d.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_task_can_drop_its_slot_and_its_target_positions() {
+    let p = crate::support::postgres();
+    let (db, dr) = ("api_del", "api_del_dr");
+    p.fresh_db(db).await;
+    p.fresh_db(dr).await;
+    p.exec(
+        db,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)",
+    )
+    .await;
+    let m = mariadb();
+    m.fresh_db("api_del_m").await;
+    let (mut d, port) = daemon("api_del", "api_del_m");
+    d.start();
+    wait_api(&d, port);
+    let def = json!({
+        "id": "del",
+        "kind": "dr",
+        "source": {"type": "postgres", "url": p.url(db), "slot": "api_del_slot", "publication": "api_del_pub"},
+        "sink": {"type": "postgres", "url": p.url(dr), "meta_schema": "tm_api_del"},
+    });
+    let r = call(port, "POST", "/api/v1/tasks?start=true", &def.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    wait_state(&d, port, "del", "running");
+    let target = p.client(dr).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: i64 = target
+            .query_one(
+                "SELECT count(*) FROM tm_api_del.apply_position WHERE task = 'del'",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if n == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = call(
+        port,
+        "DELETE",
+        "/api/v1/tasks/del?drop_slot=true&drop_target_positions=true",
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json()["problems"], json!([]), "{}", r.text);
+    let slots: i64 = p
+        .client(db)
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'api_del_slot'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(slots, 0, "the slot is dropped");
+    let n: i64 = target
+        .query_one(
+            "SELECT count(*) FROM tm_api_del.apply_position WHERE task = 'del'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "the target's position rows are gone");
+    assert!(d.stop().success(), "{}", d.log());
+}

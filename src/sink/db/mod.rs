@@ -400,6 +400,75 @@ impl Drop for DbSink {
     }
 }
 
+/// Deletes task `task`'s position rows (`apply_position`, `apply_done`)
+/// from a database target, so that a task created later with the same id
+/// starts afresh there; the conflict journal stays. Returns what was done.
+pub async fn forget_task(engine: Engine, cfg: &DbSinkConfig, task: &str) -> Result<String, String> {
+    let shown = crate::config::redact_url(&cfg.url);
+    match engine {
+        Engine::Postgres => {
+            let target = crate::source::postgres::connect::Target::parse(&cfg.url)
+                .map_err(|e| e.to_string())?;
+            let client = crate::source::postgres::connect::sql(
+                &target,
+                &cfg.tls,
+                "tidemark-admin",
+                "tasks.sink.tls",
+            )
+            .await
+            .map_err(|e| crate::error::chain(&e))?;
+            let m = apply::pg_ident(&cfg.meta_schema);
+            let mut n = 0;
+            for table in ["apply_position", "apply_done"] {
+                let exists: bool = client
+                    .query_one(
+                        "SELECT to_regclass($1) IS NOT NULL",
+                        &[&format!("{m}.{table}")],
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .get(0);
+                if exists {
+                    n += client
+                        .execute(
+                            &format!("DELETE FROM {m}.{table} WHERE task = $1"),
+                            &[&task],
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            Ok(format!(
+                "{n} position row(s) of task {task} deleted from {shown}"
+            ))
+        }
+        Engine::Mysql => {
+            use mysql_async::prelude::Queryable;
+            let opts = crate::precheck::mysql::opts(&cfg.url, &cfg.tls)?;
+            let mut conn = mysql_async::Conn::new(opts)
+                .await
+                .map_err(|e| e.to_string())?;
+            let m = apply::my_ident(&cfg.meta_schema);
+            let mut n = 0;
+            for table in ["apply_position", "apply_done"] {
+                match conn
+                    .exec_drop(format!("DELETE FROM {m}.{table} WHERE task = ?"), (task,))
+                    .await
+                {
+                    Ok(()) => n += conn.affected_rows(),
+                    // The table isn't there: nothing to forget.
+                    Err(mysql_async::Error::Server(e)) if e.code == 1146 || e.code == 1049 => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            let _ = conn.disconnect().await;
+            Ok(format!(
+                "{n} position row(s) of task {task} deleted from {shown}"
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Opened;
