@@ -284,6 +284,8 @@ mod tests {
             "/api/v1/tasks/{id}/throttle:",
             "/api/v1/tasks/{id}/precheck:",
             "/api/v1/tasks/{id}/test-connection:",
+            "/api/v1/tasks/{id}/parameters:",
+            "/api/v1/tasks/{id}/objects:",
             "/api/v1/tasks/{id}/{action}:",
         ];
         for r in routes {

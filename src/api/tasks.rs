@@ -24,6 +24,8 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/tasks/{id}", get(get_one).patch(modify).delete(delete))
         .route("/tasks/{id}/throttle", axum::routing::put(throttle))
         .route("/tasks/{id}/precheck", post(precheck))
+        .route("/tasks/{id}/parameters", get(parameters))
+        .route("/tasks/{id}/objects", get(objects))
         .route("/tasks/{id}/test-connection", post(test_connection))
         .route("/tasks/{id}/{action}", post(action))
 }
@@ -447,6 +449,47 @@ async fn precheck(
     };
     let report = crate::precheck::run(&t.config(), &facts).await;
     Ok(Json(json!({ "task_id": id, "precheck": report })).into_response())
+}
+
+/// The source's and the database target's settings that matter.
+async fn parameters(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let t = api
+        .supervisor
+        .task(&id)
+        .ok_or_else(|| ApiError::not_found(&id))?;
+    let v = crate::precheck::inspect::parameters(&t.config()).await;
+    Ok(Json(json!({ "task_id": id, "parameters": v })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ObjectsQuery {
+    /// One database (MySQL) or schema (PostgreSQL).
+    db: Option<String>,
+}
+
+/// The source's databases, tables and columns, each table marked
+/// `selected` by the task's filter.
+async fn objects(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    Query(q): Query<ObjectsQuery>,
+) -> Result<Response, ApiError> {
+    let t = api
+        .supervisor
+        .task(&id)
+        .ok_or_else(|| ApiError::not_found(&id))?;
+    let v = crate::precheck::inspect::objects(&t.config(), q.db.as_deref())
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("reading the source's catalog: {e}"),
+            )
+        })?;
+    Ok(Json(json!({ "task_id": id, "objects": v })).into_response())
 }
 
 /// Tries the source's and the target's connections, step by step.

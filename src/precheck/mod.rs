@@ -15,6 +15,7 @@
 //! - Targets: reachable, writable (not read-only), same-named tables
 //!   already there; Kafka brokers reachable; a JSONL file's directory.
 
+pub mod inspect;
 pub(crate) mod mysql;
 mod postgres;
 

@@ -739,6 +739,69 @@ async fn precheck_and_connection_tests_name_what_fails_and_the_fix() {
         got["target.writable"].2.contains("writable primary"),
         "{pre}"
     );
+
+    // Settings and objects, as the servers have them.
+    let settings = |v: &Value| -> std::collections::BTreeMap<String, Value> {
+        v["settings"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap().to_string(), s["value"].clone()))
+            .collect()
+    };
+    let r = call(port, "GET", "/api/v1/tasks/t/parameters", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let src = settings(&r.json()["parameters"]["source"]);
+    assert_eq!(src["binlog_format"], "ROW", "{}", r.text);
+    assert!(
+        src["version"].as_str().unwrap().contains("MariaDB"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.json()["parameters"]["target"].is_null(),
+        "a JSONL sink has no settings"
+    );
+    let r = call(port, "GET", "/api/v1/tasks/pg/parameters", "");
+    let v = r.json();
+    assert_eq!(
+        settings(&v["parameters"]["source"])["wal_level"],
+        "logical",
+        "{v}"
+    );
+    assert_eq!(
+        settings(&v["parameters"]["target"])["default_transaction_read_only"],
+        "on",
+        "{v}"
+    );
+    let r = call(port, "GET", &format!("/api/v1/tasks/t/objects?db={db}"), "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let dbs = r.json()["objects"]["databases"].clone();
+    assert_eq!(dbs.as_array().unwrap().len(), 1, "{dbs}");
+    let tables: Vec<(String, bool)> = dbs[0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["selected"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        tables,
+        vec![("nokey".to_string(), true), ("t".to_string(), true)]
+    );
+    assert_eq!(
+        dbs[0]["tables"][1]["columns"][0],
+        json!({"name": "id", "type": "int(11)", "key": true})
+    );
+    let r = call(port, "GET", "/api/v1/tasks/pg/objects?db=public", "");
+    let tables = r.json()["objects"]["databases"][0]["tables"].clone();
+    assert_eq!(tables[0]["name"], "keyed", "{tables}");
+    assert_eq!(tables[0]["columns"][0]["key"], true, "{tables}");
+    assert_eq!(tables[1]["columns"][0]["key"], false, "{tables}");
     assert!(d.stop().success(), "{}", d.log());
 }
 
