@@ -49,6 +49,7 @@ fn render(api: &Api) -> Result<String, std::fmt::Error> {
     let table_events = Family::<Labels, Counter>::default();
     let snapshot_rows = Family::<Labels, Counter>::default();
     let snapshot_estimated = Family::<Labels, Gauge>::default();
+    let conflicts = Family::<Labels, Counter>::default();
     reg.register(
         "task_state",
         "1 for the state the task is in, 0 for the others",
@@ -104,6 +105,11 @@ fn render(api: &Api) -> Result<String, std::fmt::Error> {
         "Rows the server estimates a table being copied holds",
         snapshot_estimated.clone(),
     );
+    reg.register(
+        "conflicts",
+        "Changes a database target disagreed with, per table and operation",
+        conflicts.clone(),
+    );
     for t in api.supervisor.tasks() {
         let task = || vec![("task".to_string(), t.id().to_string())];
         let current = t.state();
@@ -141,6 +147,18 @@ fn render(api: &Api) -> Result<String, std::fmt::Error> {
                 l.push(("table".into(), name.clone()));
                 l.push(("op".into(), op.into()));
                 table_events.get_or_create(&l).inc_by(n);
+            }
+        }
+        for (name, c) in p.conflicts.iter().take(MAX_TABLES) {
+            for (op, n) in [
+                ("insert", c.insert),
+                ("update", c.update),
+                ("delete", c.delete),
+            ] {
+                let mut l = task();
+                l.push(("table".into(), name.clone()));
+                l.push(("op".into(), op.into()));
+                conflicts.get_or_create(&l).inc_by(n);
             }
         }
         for (name, s) in p.snapshot.iter().take(MAX_TABLES) {

@@ -70,6 +70,13 @@ pub trait Sink: Send {
 
     /// What the sink is, for messages: "JSONL sink".
     fn label(&self) -> &'static str;
+
+    /// Conflicts met since the last call, per table: inserts, updates and
+    /// deletes the destination disagreed with (database targets; none
+    /// elsewhere).
+    fn take_conflicts(&mut self) -> Vec<(String, [u64; 3])> {
+        Vec::new()
+    }
 }
 
 /// A sink failure, classed like every error (see [`crate::error`]).
@@ -201,6 +208,13 @@ impl Sink for AnySink {
             AnySink::Jsonl(_) => "JSONL sink",
             AnySink::Kafka(_) => "Kafka sink",
             AnySink::Database(s) => s.label(),
+        }
+    }
+
+    fn take_conflicts(&mut self) -> Vec<(String, [u64; 3])> {
+        match self {
+            AnySink::Database(s) => s.take_conflicts(),
+            _ => Vec::new(),
         }
     }
 }

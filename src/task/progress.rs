@@ -50,7 +50,16 @@ struct Positions {
     /// Last position committed to the offset store.
     committed: Option<Position>,
     tables: BTreeMap<String, TableCounts>,
+    conflicts: BTreeMap<String, ConflictCounts>,
     last_error: Option<String>,
+}
+
+/// Conflicts a database target met on one table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ConflictCounts {
+    pub insert: u64,
+    pub update: u64,
+    pub delete: u64,
 }
 
 /// The live counters of one task (shared by the runner, the source and the
@@ -210,6 +219,10 @@ pub struct ProgressSnapshot {
     /// The flow control in force, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub throttle: Option<ThrottleView>,
+    /// Conflicts per target table (database targets), since the daemon
+    /// started.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub conflicts: BTreeMap<String, ConflictCounts>,
 }
 
 /// Flow control as shown.
@@ -247,6 +260,20 @@ impl Progress {
         self.transactions.fetch_add(txs, Relaxed);
         if let Some(b) = batches.last() {
             self.positions().read = Some(b.end.clone());
+        }
+    }
+
+    /// Adds conflicts a sink reported (see `Sink::take_conflicts`).
+    pub(crate) fn add_conflicts(&self, counts: Vec<(String, [u64; 3])>) {
+        if counts.is_empty() {
+            return;
+        }
+        let mut p = self.positions();
+        for (table, [i, u, d]) in counts {
+            let c = p.conflicts.entry(table).or_default();
+            c.insert += i;
+            c.update += u;
+            c.delete += d;
         }
     }
 
@@ -364,6 +391,7 @@ impl Progress {
             lag_seconds,
             lag_bytes: u64::try_from(lag_bytes).ok(),
             tables: p.tables.clone(),
+            conflicts: p.conflicts.clone(),
             last_error: p.last_error.clone(),
             snapshot: self.snapshot.view(),
             throttle: {

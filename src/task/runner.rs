@@ -140,6 +140,7 @@ pub async fn run<S: Source, K: Sink>(
             durable = sink.durable(), if !r.pending.is_empty() => {
                 let ticket = durable.map_err(sink_err)?;
                 r.durable(ticket);
+                r.progress.add_conflicts(sink.take_conflicts());
             }
             _ = pace.wait(), if waiting.is_some() => {}
             next = source.next(), if waiting.is_none() => {

@@ -1104,6 +1104,29 @@ async fn deleting_a_task_can_drop_its_slot_and_its_target_positions() {
         assert!(std::time::Instant::now() < deadline, "{}", d.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+    // A row the target already has: an insert conflict, counted in the
+    // task's progress and metrics.
+    target
+        .batch_execute("INSERT INTO public.t VALUES (5)")
+        .await
+        .unwrap();
+    p.exec(db, "INSERT INTO t VALUES (5)").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = call(port, "GET", "/api/v1/tasks/del", "").json();
+        if v["progress"]["conflicts"]["public.t"]["insert"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let r = call(port, "GET", "/metrics", "");
+    assert!(
+        r.text
+            .contains("tidemark_conflicts_total{task=\"del\",table=\"public.t\",op=\"insert\"} 1"),
+        "{}",
+        r.text
+    );
     let r = call(
         port,
         "DELETE",

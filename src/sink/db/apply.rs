@@ -262,6 +262,10 @@ impl From<DbSinkError> for Stop {
     }
 }
 
+/// Conflict counts per table (insert, update, delete) since they were
+/// last taken.
+pub type Tally = Arc<std::sync::Mutex<HashMap<String, [u64; 3]>>>;
+
 pub struct Applier<T: Target> {
     pub(super) target: T,
     pub(super) s: Settings,
@@ -276,6 +280,9 @@ pub struct Applier<T: Target> {
     pub(super) applied: Option<Position>,
     policies: HashMap<(String, String), TablePolicy>,
     pub(super) conflicts: HashMap<String, [u64; 3]>,
+    /// Conflicts per table (insert, update, delete) not yet taken by the
+    /// task's progress; shared by the workers.
+    pub(super) tally: Tally,
     /// Set until the first event after open is applied: a DDL that fails
     /// because it is already in effect was applied before a crash.
     pub(super) first_after_open: bool,
@@ -303,6 +310,7 @@ impl<T: Target> Applier<T> {
             applied: None,
             policies: HashMap::new(),
             conflicts: HashMap::new(),
+            tally: Tally::default(),
             first_after_open: true,
             done: Vec::new(),
             worker: None,
@@ -321,16 +329,17 @@ impl<T: Target> Applier<T> {
         done: Vec<(Position, Position)>,
         extra: Vec<T>,
     ) -> Self {
+        let mut a = Applier::new(target, s.clone(), bytes);
         let workers = extra
             .into_iter()
             .enumerate()
             .map(|(i, t)| {
                 let mut w = Applier::new(t, s.clone(), Arc::new(AtomicU64::new(0)));
                 w.worker = Some(i + 1);
+                w.tally = a.tally.clone();
                 w
             })
             .collect();
-        let mut a = Applier::new(target, s, bytes);
         a.done = done;
         a.workers = workers;
         a

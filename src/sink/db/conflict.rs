@@ -111,6 +111,11 @@ impl<T: Target> Applier<T> {
         };
         counts[slot] += 1;
         let total = counts[slot];
+        self.tally
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(t.label.clone())
+            .or_default()[slot] += 1;
         if action == ConflictAction::Fail {
             return Err(Stop::Fail(DbSinkError::definite(format!(
                 "conflict on {}: {} {what} (key {}, source position {}); the conflict policy for {} is \"fail\": fix the target row, or set [tasks.sink.conflict] {} = \"overwrite\" or \"ignore\", then resume",

@@ -161,6 +161,7 @@ pub struct DbSink {
     bytes: Arc<AtomicU64>,
     label: &'static str,
     applier: Option<tokio::task::JoinHandle<()>>,
+    tally: apply::Tally,
 }
 
 /// What the target holds for a task when the sink opens.
@@ -251,6 +252,7 @@ impl DbSink {
             approved_ddl,
         };
         let workers = settings.cfg.workers;
+        let tally;
         let (label, open_position, applier) = match engine {
             Engine::Postgres => {
                 let mut t = postgres::PgTarget::connect(&settings, None).await?;
@@ -268,6 +270,7 @@ impl DbSink {
                 }
                 let a =
                     apply::Applier::with_workers(t, settings, bytes.clone(), opened.done, extra);
+                tally = a.tally.clone();
                 (
                     "PostgreSQL target",
                     opened.position,
@@ -290,6 +293,7 @@ impl DbSink {
                 }
                 let a =
                     apply::Applier::with_workers(t, settings, bytes.clone(), opened.done, extra);
+                tally = a.tally.clone();
                 (
                     "MySQL target",
                     opened.position,
@@ -305,6 +309,7 @@ impl DbSink {
             bytes,
             label,
             applier: Some(applier),
+            tally,
         })
     }
 
@@ -323,6 +328,11 @@ impl DbSink {
 }
 
 impl Sink for DbSink {
+    fn take_conflicts(&mut self) -> Vec<(String, [u64; 3])> {
+        let mut t = self.tally.lock().unwrap_or_else(|p| p.into_inner());
+        t.drain().collect()
+    }
+
     async fn submit(&mut self, batches: &[Batch]) -> Result<u64, SinkError> {
         if let Some(e) = self.failed() {
             return Err(e);
