@@ -527,6 +527,12 @@ fn run(path: &std::path::Path, once: bool) -> Result<ExitCode> {
                 ));
                 api = Some(a.clone());
                 tokio::spawn(a.events.clone().watch(supervisor.clone(), api_stop.clone()));
+                if api_cfg.precheck_interval_secs > 0 {
+                    tokio::spawn(a.clone().precheck_loop(
+                        Duration::from_secs(api_cfg.precheck_interval_secs),
+                        api_stop.clone(),
+                    ));
+                }
                 if let Some(url) = &api_cfg.webhook {
                     tokio::spawn(tidemark::api::events::webhook(
                         a.events.clone(),

@@ -50,6 +50,11 @@ impl Events {
         self.tx.subscribe()
     }
 
+    /// Publishes a message to every subscriber.
+    pub fn publish(&self, v: Value) {
+        let _ = self.tx.send(v);
+    }
+
     /// Watches the tasks (every 200 ms) until `stop`, publishing what
     /// changed.
     pub async fn watch(self, sup: Arc<Supervisor>, stop: CancellationToken) {

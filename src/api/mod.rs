@@ -46,6 +46,9 @@ pub struct Api {
     pub store: persist::ApiTasks,
     /// State changes and warnings of every task (WebSocket, webhook).
     pub events: events::Events,
+    /// Each task's last pre-check (time in ms, report).
+    pub prechecks:
+        std::sync::Mutex<std::collections::HashMap<String, (i64, crate::precheck::Report)>>,
     token: String,
 }
 
@@ -61,7 +64,70 @@ impl Api {
             config_tasks: std::sync::RwLock::new(config_tasks),
             store,
             events: events::Events::default(),
+            prechecks: std::sync::Mutex::default(),
             token: cfg.token.clone(),
+        }
+    }
+
+    /// Records a task's pre-check; publishes its failing and warning items
+    /// that the previous one didn't have.
+    pub fn record_precheck(&self, task: &str, report: crate::precheck::Report) {
+        let now = crate::store::now_ms();
+        let mut all = self.prechecks.lock().unwrap_or_else(|p| p.into_inner());
+        let before: Vec<(String, crate::precheck::Status)> = all
+            .get(task)
+            .map(|(_, r)| r.items.iter().map(|i| (i.name.clone(), i.status)).collect())
+            .unwrap_or_default();
+        for item in &report.items {
+            if item.status != crate::precheck::Status::Pass
+                && !before.contains(&(item.name.clone(), item.status))
+            {
+                self.events.publish(serde_json::json!({
+                    "type": "warning",
+                    "task": task,
+                    "message": format!(
+                        "pre-check {} {:?}: {}{}",
+                        item.name,
+                        item.status,
+                        item.detail,
+                        item.fix.as_deref().map(|f| format!(" (fix: {f})")).unwrap_or_default()
+                    ),
+                    "item": item.name,
+                    "at_ms": now,
+                }));
+            }
+        }
+        all.insert(task.to_string(), (now, report));
+    }
+
+    /// Pre-checks every running task every `every` until `stop`.
+    pub async fn precheck_loop(
+        self: Arc<Self>,
+        every: std::time::Duration,
+        stop: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            for t in self.supervisor.tasks() {
+                if t.state() != TaskState::Running {
+                    continue;
+                }
+                let progress = t.progress();
+                let facts = crate::precheck::TaskFacts {
+                    running: true,
+                    lag_seconds: progress.lag_seconds,
+                    committed: progress.committed_position.clone(),
+                };
+                let cfg = t.config();
+                let report = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = crate::precheck::run(&cfg, &facts) => r,
+                };
+                self.record_precheck(t.id(), report);
+            }
         }
     }
 

@@ -128,6 +128,20 @@ pub(super) fn view(api: &Api, t: &TaskHandle) -> Value {
         redact(&mut d, None);
         definition = d;
     }
+    // The last pre-check: when, the result, what didn't pass.
+    let precheck = api
+        .prechecks
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(t.id())
+        .map(|(at, r)| {
+            let warnings: Vec<&crate::precheck::Item> = r
+                .items
+                .iter()
+                .filter(|i| i.status != crate::precheck::Status::Pass)
+                .collect();
+            json!({"at_ms": at, "result": r.result, "warnings": warnings})
+        });
     json!({
         "id": t.id(),
         "origin": api.origin(t.id()),
@@ -135,6 +149,7 @@ pub(super) fn view(api: &Api, t: &TaskHandle) -> Value {
         "mode": cfg.mode.name(),
         "state": status.state.name(),
         "summary": status.summary(),
+        "precheck": precheck,
         "definition": definition,
         "status": status,
         "progress": t.progress(),
@@ -448,6 +463,7 @@ async fn precheck(
         committed: progress.committed_position.clone(),
     };
     let report = crate::precheck::run(&t.config(), &facts).await;
+    api.record_precheck(&id, report.clone());
     Ok(Json(json!({ "task_id": id, "precheck": report })).into_response())
 }
 

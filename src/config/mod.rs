@@ -73,6 +73,15 @@ pub struct ApiConfig {
     /// `http://host:port/path` that every task state change and warning
     /// is POSTed to (JSON); none by default.
     pub webhook: Option<String>,
+    /// Seconds between pre-checks of every running task (a failing or
+    /// warning item becomes a warning on the task: events, webhook, its
+    /// view); 0 = off. Default 300.
+    #[serde(default = "default_precheck_interval")]
+    pub precheck_interval_secs: u64,
+}
+
+fn default_precheck_interval() -> u64 {
+    300
 }
 
 fn default_api_listen() -> String {

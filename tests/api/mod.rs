@@ -1157,3 +1157,29 @@ async fn deleting_a_task_can_drop_its_slot_and_its_target_positions() {
     assert_eq!(n, 0, "the target's position rows are gone");
     assert!(d.stop().success(), "{}", d.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn running_tasks_are_prechecked_periodically_and_warnings_show_on_them() {
+    let m = mariadb();
+    let db = "api_per";
+    m.fresh_db(db).await;
+    m.exec(&format!("CREATE TABLE {db}.loose (v INT)")).await;
+    let (mut d, port) = daemon_with("api_per", db, "precheck_interval_secs = 1");
+    d.start();
+    wait_api(&d, port);
+    wait_state(&d, port, "t", "running");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = call(port, "GET", "/api/v1/tasks/t", "").json();
+        let warned = v["precheck"]["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|i| i["name"] == "source.table_keys"));
+        if warned {
+            assert_eq!(v["precheck"]["result"], "warn", "{v}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}\n{}", d.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(d.stop().success(), "{}", d.log());
+}
