@@ -16,7 +16,7 @@ use super::persist::Stored;
 use super::{Api, ApiError};
 use crate::config::{DdlConfig, FilterConfig, SinkConfig, SourceConfig, TaskConfig, redact_url};
 use crate::event::json::JsonOptions;
-use crate::task::{TaskChange, TaskHandle};
+use crate::task::{PrecheckPhase, TaskChange, TaskHandle};
 
 pub fn routes() -> Router<Arc<Api>> {
     Router::new()
@@ -106,8 +106,11 @@ async fn list(
     Ok(Json(json!({ "tasks": tasks })).into_response())
 }
 
-pub(super) const STATE_NAMES: [&str; 8] = [
+pub(super) const STATE_NAMES: [&str; 11] = [
     "created",
+    "prechecking",
+    "precheck_failed",
+    "ready",
     "starting",
     "running",
     "paused",
@@ -462,7 +465,20 @@ async fn precheck(
         lag_seconds: progress.lag_seconds,
         committed: progress.committed_position.clone(),
     };
+    t.precheck_phase(PrecheckPhase::Started).await?;
     let report = crate::precheck::run(&t.config(), &facts).await;
+    let phase = if report.result == crate::precheck::Status::Fail {
+        let failing: Vec<String> = report
+            .items
+            .iter()
+            .filter(|i| i.status == crate::precheck::Status::Fail)
+            .map(|i| format!("{}: {}", i.name, i.detail))
+            .collect();
+        PrecheckPhase::Failed(failing.join("; "))
+    } else {
+        PrecheckPhase::Passed
+    };
+    t.precheck_phase(phase).await?;
     api.record_precheck(&id, report.clone());
     Ok(Json(json!({ "task_id": id, "precheck": report })).into_response())
 }
@@ -622,14 +638,32 @@ pub(super) async fn remove(api: &Api, id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+#[derive(Deserialize, Default)]
+struct ActionQuery {
+    /// `start` even after a failed pre-check.
+    #[serde(default)]
+    force: bool,
+}
+
 async fn action(
     State(api): State<Arc<Api>>,
     Path((id, action)): Path<(String, String)>,
+    Query(q): Query<ActionQuery>,
 ) -> Result<Response, ApiError> {
     let t = api
         .supervisor
         .task(&id)
         .ok_or_else(|| ApiError::not_found(&id))?;
+    if action == "start" && q.force {
+        t.force_start().await?;
+        api.store.set_desired(t.id(), "running").map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("storing the state of task {}: {e}", t.id()),
+            )
+        })?;
+        return Ok(Json(view(&api, &t)).into_response());
+    }
     control(&api, &t, &action).await?;
     Ok(Json(view(&api, &t)).into_response())
 }
@@ -736,6 +770,9 @@ mod tests {
     fn every_state_can_be_listed_by_name() {
         for s in [
             TaskState::Created,
+            TaskState::Prechecking,
+            TaskState::PrecheckFailed,
+            TaskState::Ready,
             TaskState::Starting,
             TaskState::Running,
             TaskState::Paused,

@@ -25,6 +25,19 @@ pub(crate) enum Command {
     Snapshot(Vec<String>),
     /// End the task's loop (an idle task leaving the daemon).
     Remove,
+    /// A pre-check's progress (states before the first start).
+    Precheck(PrecheckPhase),
+    /// Start even after a failed pre-check.
+    ForceStart,
+}
+
+/// Where a pre-check is, for the task's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrecheckPhase {
+    Started,
+    Passed,
+    /// With the failing items, for the state's note.
+    Failed(String),
 }
 
 impl Command {
@@ -39,6 +52,8 @@ impl Command {
             Command::Skip(_) => "skip",
             Command::Snapshot(_) => "snapshot",
             Command::Remove => "delete",
+            Command::Precheck(_) => "precheck",
+            Command::ForceStart => "start",
         }
     }
 }
@@ -166,6 +181,18 @@ impl TaskHandle {
         self.progress
             .throttle
             .set(rows_per_second, bytes_per_second);
+    }
+
+    /// Records a pre-check's progress: a task that hasn't started yet (or
+    /// was last pre-checked) moves through `prechecking` to `ready` or
+    /// `precheck_failed`; others keep their state.
+    pub async fn precheck_phase(&self, phase: PrecheckPhase) -> Result<(), ControlError> {
+        self.request(Command::Precheck(phase)).await
+    }
+
+    /// Starts the task even after a failed pre-check.
+    pub async fn force_start(&self) -> Result<(), ControlError> {
+        self.request(Command::ForceStart).await
     }
 
     /// Ends the loop of an idle task (see `Supervisor::remove`).

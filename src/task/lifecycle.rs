@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::handle::{Command, ControlError, Reply};
+use super::handle::{Command, ControlError, PrecheckPhase, Reply};
 use super::progress::Progress;
 use super::runner::{self, RunContext, RunEnd};
 use super::state::{RetryInfo, TaskState, TaskStatus};
@@ -127,7 +127,31 @@ impl TaskLoop {
                     }
                     r
                 }
-                (Command::Start, _) | (Command::Resume, TaskState::Paused | TaskState::Failed) => {
+                (Command::Start, TaskState::PrecheckFailed) => Err(self.refuse(
+                    &cmd,
+                    "created, ready, stopped, failed or completed; after a failed pre-check, run it again once the failing items are fixed (or force the start)",
+                )),
+                (Command::Precheck(phase), s)
+                    if matches!(
+                        s,
+                        TaskState::Created
+                            | TaskState::Prechecking
+                            | TaskState::Ready
+                            | TaskState::PrecheckFailed
+                    ) =>
+                {
+                    let (next, note) = match phase {
+                        PrecheckPhase::Started => (TaskState::Prechecking, None),
+                        PrecheckPhase::Passed => (TaskState::Ready, None),
+                        PrecheckPhase::Failed(why) => (TaskState::PrecheckFailed, Some(why.clone())),
+                    };
+                    self.set(next, note);
+                    Ok(())
+                }
+                // A task past its first start keeps its state.
+                (Command::Precheck(_), _) => Ok(()),
+                (Command::Start | Command::ForceStart, _)
+                | (Command::Resume, TaskState::Paused | TaskState::Failed) => {
                     if matches!(cmd, Command::Resume)
                         && let Some(p) = self.waiting_ddl.take()
                     {
@@ -340,6 +364,11 @@ impl TaskLoop {
                     &cmd,
                     "created, paused, stopped, completed or failed (stop it first)",
                 )),
+                Command::Precheck(_) => Ok(()),
+                Command::ForceStart => {
+                    let _ = reply.send(Ok(()));
+                    return Next::Run;
+                }
                 Command::Snapshot(tables) => self.record_snapshot(tables).await,
             };
             let _ = reply.send(r);
@@ -428,6 +457,9 @@ impl TaskLoop {
                                     stopping = Some(Stopping { target, replies: vec![reply], note });
                                 }
                             }
+                        }
+                        Command::Precheck(_) => {
+                            let _ = reply.send(Ok(()));
                         }
                         Command::Snapshot(tables) => {
                             let r = self.check_snapshot(&tables).map(|()| {

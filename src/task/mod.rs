@@ -22,7 +22,7 @@ pub mod runner;
 pub mod state;
 pub mod supervisor;
 
-pub use handle::{ControlError, TaskChange, TaskHandle};
+pub use handle::{ControlError, PrecheckPhase, TaskChange, TaskHandle};
 pub use progress::{Progress, ProgressSnapshot, TableCounts};
 pub use state::{RetryInfo, TaskState, TaskStatus, Transition};
 pub use supervisor::{Initial, Supervisor, SupervisorSettings};

@@ -1,7 +1,7 @@
 //! A task's state, as the supervisor publishes it.
 //!
 //! ```text
-//! created ─► starting ─► running ⇄ paused
+//! created ─► (prechecking ─► ready | precheck_failed) ─► starting ─► running ⇄ paused
 //!                           │  ▲        │
 //!                           │  └────────┘ (resume)
 //!                           ▼
@@ -23,6 +23,13 @@ use serde::Serialize;
 pub enum TaskState {
     /// Registered, never started.
     Created,
+    /// A pre-check runs (before the first start).
+    Prechecking,
+    /// The last pre-check failed: a start waits for one that passes (or
+    /// is forced).
+    PrecheckFailed,
+    /// The last pre-check passed (or only warned): ready to start.
+    Ready,
     /// Opening the sink and the source.
     Starting,
     /// Streaming (possibly retrying a transient failure: see `retry`).
@@ -45,6 +52,9 @@ impl TaskState {
     pub fn name(self) -> &'static str {
         match self {
             TaskState::Created => "created",
+            TaskState::Prechecking => "prechecking",
+            TaskState::PrecheckFailed => "precheck_failed",
+            TaskState::Ready => "ready",
             TaskState::Starting => "starting",
             TaskState::Running => "running",
             TaskState::Paused => "paused",
@@ -60,6 +70,9 @@ impl TaskState {
         matches!(
             self,
             TaskState::Created
+                | TaskState::Prechecking
+                | TaskState::PrecheckFailed
+                | TaskState::Ready
                 | TaskState::Paused
                 | TaskState::Stopped
                 | TaskState::Completed

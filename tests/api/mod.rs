@@ -740,6 +740,48 @@ async fn precheck_and_connection_tests_name_what_fails_and_the_fix() {
         "{pre}"
     );
 
+    // Before a first start, a pre-check moves the task: a failed one holds
+    // the start (unless forced), a passing one makes it ready.
+    let v = call(port, "GET", "/api/v1/tasks/pg", "").json();
+    assert_eq!(v["state"], "precheck_failed", "{v}");
+    assert!(
+        v["status"]["history"]
+            .to_string()
+            .contains("source.replica_identity"),
+        "the failing items are the state's note: {v}"
+    );
+    let r = call(port, "POST", "/api/v1/tasks/pg/start", "");
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(
+        r.json()["error"]["allowed"]
+            .as_str()
+            .unwrap()
+            .contains("pre-check"),
+        "{}",
+        r.text
+    );
+    let r = call(port, "POST", "/api/v1/tasks/pg/start?force=true", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(port, "POST", "/api/v1/tasks/pg/stop", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let ok = json!({
+        "id": "okm",
+        "source": {"type": "mysql", "url": m.url(), "server_id": 4990},
+        "filter": {"include": [format!("{db}.*")]},
+        "sink": {"type": "jsonl", "path": d.dir.join("data/okm.jsonl").to_str().unwrap()},
+    });
+    let r = call(port, "POST", "/api/v1/tasks", &ok.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = call(port, "POST", "/api/v1/tasks/okm/precheck", "");
+    assert_eq!(r.json()["precheck"]["result"], "warn", "{}", r.text);
+    assert_eq!(
+        call(port, "GET", "/api/v1/tasks/okm", "").json()["state"],
+        "ready"
+    );
+    let r = call(port, "POST", "/api/v1/tasks/okm/start", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait_state(&d, port, "okm", "running");
+
     // Settings and objects, as the servers have them.
     let settings = |v: &Value| -> std::collections::BTreeMap<String, Value> {
         v["settings"]
