@@ -131,27 +131,13 @@ impl TaskLoop {
                     &cmd,
                     "created, ready, stopped, failed or completed; after a failed pre-check, run it again once the failing items are fixed (or force the start)",
                 )),
-                (Command::Precheck(phase), s)
-                    if matches!(
-                        s,
-                        TaskState::Created
-                            | TaskState::Prechecking
-                            | TaskState::Ready
-                            | TaskState::PrecheckFailed
-                    ) =>
-                {
-                    let (next, note) = match phase {
-                        PrecheckPhase::Started => (TaskState::Prechecking, None),
-                        PrecheckPhase::Passed => (TaskState::Ready, None),
-                        PrecheckPhase::Failed(why) => (TaskState::PrecheckFailed, Some(why.clone())),
-                    };
-                    self.set(next, note);
-                    Ok(())
-                }
-                // A task past its first start keeps its state.
-                (Command::Precheck(_), _) => Ok(()),
-                (Command::Start | Command::ForceStart, _)
-                | (Command::Resume, TaskState::Paused | TaskState::Failed) => {
+                (
+                    Command::Precheck(phase),
+                    TaskState::Created
+                    | TaskState::Prechecking
+                    | TaskState::Ready
+                    | TaskState::PrecheckFailed,
+                ) => {
                     if matches!(cmd, Command::Resume)
                         && let Some(p) = self.waiting_ddl.take()
                     {
