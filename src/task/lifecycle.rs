@@ -138,6 +138,20 @@ impl TaskLoop {
                     | TaskState::Ready
                     | TaskState::PrecheckFailed,
                 ) => {
+                    let (next, note) = match phase {
+                        PrecheckPhase::Started => (TaskState::Prechecking, None),
+                        PrecheckPhase::Passed => (TaskState::Ready, None),
+                        PrecheckPhase::Failed(why) => {
+                            (TaskState::PrecheckFailed, Some(why.clone()))
+                        }
+                    };
+                    self.set(next, note);
+                    Ok(())
+                }
+                // A task past its first start keeps its state.
+                (Command::Precheck(_), _) => Ok(()),
+                (Command::Start | Command::ForceStart, _)
+                | (Command::Resume, TaskState::Paused | TaskState::Failed) => {
                     if matches!(cmd, Command::Resume)
                         && let Some(p) = self.waiting_ddl.take()
                     {
