@@ -74,6 +74,9 @@ enum Command {
             default_value = ""
         )]
         token: String,
+        /// For an https:// API: the CA that signed its certificate (PEM).
+        #[arg(long, env = "TIDEMARK_API_CA")]
+        ca_file: Option<PathBuf>,
         #[command(subcommand)]
         command: TaskCommand,
     },
@@ -226,8 +229,9 @@ fn main() -> ExitCode {
         Command::Task {
             api,
             token,
+            ca_file,
             command,
-        } => task_cli(&api, &token, command),
+        } => task_cli(&api, &token, ca_file.as_deref(), command),
     };
     match result {
         Ok(code) => code,
@@ -500,6 +504,14 @@ fn run(path: &std::path::Path, once: bool) -> Result<ExitCode> {
             Some(api_cfg) => Some(tidemark::api::bind(api_cfg).await?),
             None => None,
         };
+        let api_tls = match &config.daemon.api {
+            Some(tidemark::config::ApiConfig {
+                tls_cert_file: Some(cert),
+                tls_key_file: Some(key),
+                ..
+            }) => Some(tidemark::api::tls::server_config(cert, key).map_err(anyhow::Error::msg)?),
+            _ => None,
+        };
         for task in config.tasks.clone() {
             supervisor.add(task, true)?;
         }
@@ -544,6 +556,7 @@ fn run(path: &std::path::Path, once: bool) -> Result<ExitCode> {
                     a,
                     listener,
                     api_cfg.max_body_bytes,
+                    api_tls,
                     api_stop.clone(),
                 )))
             }
@@ -675,8 +688,14 @@ async fn hangup(hup: &mut Option<tokio::signal::unix::Signal>) {
 /// `tidemark task …`: one request to the daemon's API; the answer on
 /// stdout (JSON, or a table for `list`), an error's message on stderr with
 /// status 1.
-fn task_cli(api: &str, token: &str, command: TaskCommand) -> Result<ExitCode> {
-    let client = tidemark::api::client::Client::new(api, token).map_err(anyhow::Error::msg)?;
+fn task_cli(
+    api: &str,
+    token: &str,
+    ca_file: Option<&std::path::Path>,
+    command: TaskCommand,
+) -> Result<ExitCode> {
+    let client =
+        tidemark::api::client::Client::new(api, token, ca_file).map_err(anyhow::Error::msg)?;
     let (method, path, body) = match &command {
         TaskCommand::List { state } => (
             "GET",

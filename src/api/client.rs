@@ -5,11 +5,13 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Where the daemon's API is, and its token.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     host: String,
     port: u16,
     token: String,
+    /// For `https://`: the TLS settings (the API's CA).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// A reply: status and body.
@@ -20,18 +22,22 @@ pub struct Reply {
 }
 
 impl Client {
-    /// `api`: `http://host:port` (or `host:port`).
-    pub fn new(api: &str, token: &str) -> Result<Client, String> {
-        let rest = api.strip_prefix("http://").unwrap_or(api);
-        if api.starts_with("https://") {
-            return Err(format!(
-                "{api}: the API speaks plain HTTP (put a TLS proxy in front of it if it must leave the host)"
-            ));
-        }
+    /// `api`: `http://host:port` (or `host:port`), or `https://host:port`
+    /// with the CA that signed the API's certificate in `ca_file` (the
+    /// public roots when absent).
+    pub fn new(
+        api: &str,
+        token: &str,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Client, String> {
+        let (rest, https) = match api.strip_prefix("https://") {
+            Some(r) => (r, true),
+            None => (api.strip_prefix("http://").unwrap_or(api), false),
+        };
         let rest = rest.trim_end_matches('/');
         let (host, port) = rest
             .rsplit_once(':')
-            .ok_or_else(|| format!("{api}: expected http://host:port"))?;
+            .ok_or_else(|| format!("{api}: expected http(s)://host:port"))?;
         let port = port
             .parse()
             .map_err(|_| format!("{api}: {port:?} is not a port"))?;
@@ -41,16 +47,29 @@ impl Client {
                     .into(),
             );
         }
+        let tls = if https {
+            let cfg = crate::config::TlsConfig {
+                mode: crate::config::TlsMode::Required,
+                ca_file: ca_file.map(std::path::Path::to_path_buf),
+                skip_hostname_check: false,
+            };
+            let c = crate::source::postgres::connect::client_config(&cfg)
+                .map_err(|e| crate::error::chain(&e))?;
+            Some(std::sync::Arc::new(c))
+        } else {
+            None
+        };
         Ok(Client {
             host: host.trim_matches(['[', ']']).to_string(),
             port,
             token: token.to_string(),
+            tls,
         })
     }
 
     pub async fn call(&self, method: &str, path: &str, body: &str) -> Result<Reply, String> {
         let addr = format!("{}:{}", self.host, self.port);
-        let mut s = tokio::time::timeout(
+        let s = tokio::time::timeout(
             std::time::Duration::from_secs(10),
             tokio::net::TcpStream::connect(&addr),
         )
@@ -66,18 +85,44 @@ impl Client {
             self.token,
             body.len()
         );
-        s.write_all(req.as_bytes())
-            .await
-            .map_err(|e| format!("sending to the API at {addr}: {e}"))?;
-        let mut raw = Vec::new();
-        // Requests that drain a task wait for it: up to the daemon's
-        // shutdown timeout, and some.
-        tokio::time::timeout(std::time::Duration::from_secs(600), s.read_to_end(&mut raw))
-            .await
-            .map_err(|_| format!("the API at {addr} didn't answer in 600 s"))?
-            .map_err(|e| format!("reading the API's answer: {e}"))?;
+        let raw = match &self.tls {
+            None => exchange(s, &req, &addr).await?,
+            Some(cfg) => {
+                let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|e| format!("{}: {e}", self.host))?;
+                let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                    .connect(name, s)
+                    .await
+                    .map_err(|e| {
+                        format!("TLS to the API at {addr}: {e} (pass --ca-file with the CA that signed its certificate)")
+                    })?;
+                exchange(tls, &req, &addr).await?
+            }
+        };
         parse(&raw)
     }
+}
+
+async fn exchange<S>(mut s: S, req: &str, addr: &str) -> Result<Vec<u8>, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("sending to the API at {addr}: {e}"))?;
+    let mut raw = Vec::new();
+    // Requests that drain a task wait for it: up to the daemon's shutdown
+    // timeout, and some.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(600), s.read_to_end(&mut raw))
+        .await
+        .map_err(|_| format!("the API at {addr} didn't answer in 600 s"))?;
+    // A TLS peer that closes without close_notify still sent everything.
+    if let Err(e) = read
+        && raw.is_empty()
+    {
+        return Err(format!("reading the API's answer: {e}"));
+    }
+    Ok(raw)
 }
 
 fn parse(raw: &[u8]) -> Result<Reply, String> {
@@ -117,18 +162,14 @@ mod tests {
 
     #[test]
     fn addresses_and_answers() {
-        assert!(Client::new("http://127.0.0.1:7070", "t").is_ok());
-        assert!(Client::new("127.0.0.1:7070/", "t").is_ok());
+        assert!(Client::new("http://127.0.0.1:7070", "t", None).is_ok());
+        assert!(Client::new("127.0.0.1:7070/", "t", None).is_ok());
+        assert!(Client::new("https://h:1", "t", None).is_ok_and(|c| c.tls.is_some()));
+        assert!(Client::new("http://h", "t", None).is_err());
         assert!(
-            Client::new("https://h:1", "t")
-                .unwrap_err()
-                .contains("plain HTTP")
-        );
-        assert!(Client::new("http://h", "t").is_err());
-        assert!(
-            Client::new("http://h:1", "")
-                .unwrap_err()
-                .contains("TIDEMARK_API_TOKEN")
+            Client::new("http://h:1", "", None)
+                .err()
+                .is_some_and(|e| e.contains("TIDEMARK_API_TOKEN"))
         );
         let r = parse(b"HTTP/1.1 409 Conflict\r\ncontent-length: 2\r\n\r\n{}").unwrap();
         assert_eq!((r.status, r.body.as_str()), (409, "{}"));

@@ -19,6 +19,7 @@ pub mod events;
 mod metrics;
 pub mod persist;
 mod tasks;
+pub mod tls;
 
 pub use tasks::restore;
 
@@ -263,20 +264,32 @@ pub async fn bind(cfg: &ApiConfig) -> Result<tokio::net::TcpListener, std::io::E
         })
 }
 
-/// Serves the API on `listener` until `stop`.
+/// Serves the API on `listener` until `stop`, over TLS when `tls` is
+/// given.
 pub async fn serve(
     api: Arc<Api>,
     listener: tokio::net::TcpListener,
     max_body_bytes: usize,
+    tls: Option<rustls::ServerConfig>,
     stop: CancellationToken,
 ) -> Result<(), std::io::Error> {
     if let Ok(addr) = listener.local_addr() {
-        info!(listen = %addr, "HTTP API listening");
+        info!(listen = %addr, tls = tls.is_some(), "HTTP API listening");
     }
     let app = router(api, max_body_bytes);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    match tls {
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+        }
+    }
 }
 
 async fn auth(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {

@@ -78,6 +78,10 @@ pub struct ApiConfig {
     /// view); 0 = off. Default 300.
     #[serde(default = "default_precheck_interval")]
     pub precheck_interval_secs: u64,
+    /// TLS for the API: the server's certificate chain and private key
+    /// (PEM files); both or neither. Plain HTTP when absent.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
 }
 
 fn default_precheck_interval() -> u64 {
@@ -507,6 +511,12 @@ impl Config {
                     format!(
                         "{w:?}: expected http://host:port/path (plain HTTP; put a proxy in front for HTTPS)"
                     ),
+                ));
+            }
+            if api.tls_cert_file.is_some() != api.tls_key_file.is_some() {
+                return Err((
+                    "daemon.api.tls_cert_file".into(),
+                    "set both tls_cert_file and tls_key_file (PEM), or neither".into(),
                 ));
             }
             if !(1024..=(64 << 20)).contains(&api.max_body_bytes) {

@@ -1225,3 +1225,61 @@ async fn running_tasks_are_prechecked_periodically_and_warnings_show_on_them() {
     }
     assert!(d.stop().success(), "{}", d.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_speaks_tls_when_given_a_certificate() {
+    let m = mariadb();
+    let db = "api_tls";
+    m.fresh_db(db).await;
+    // The test servers' certificate (127.0.0.1, signed by the test CA).
+    let tls = m.dir.join("tls");
+    let (mut d, port) = daemon_with(
+        "api_tls",
+        db,
+        &format!(
+            "tls_cert_file = {:?}\ntls_key_file = {:?}",
+            tls.join("server.crt").display().to_string(),
+            tls.join("server.key").display().to_string()
+        ),
+    );
+    d.start();
+    wait_api(&d, port);
+    let cli = |api: String, ca: Option<std::path::PathBuf>| {
+        let mut c = std::process::Command::new(crate::support::BIN);
+        c.args(["task", "list"])
+            .env("TIDEMARK_API", api)
+            .env("TIDEMARK_API_TOKEN", TOKEN);
+        if let Some(ca) = ca {
+            c.env("TIDEMARK_API_CA", ca);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out, err) = cli(
+            format!("https://127.0.0.1:{port}"),
+            Some(tls.join("ca.crt")),
+        );
+        if ok && out.starts_with("t\t") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{out}{err}\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Without the CA: the certificate isn't trusted, and it says so.
+    let (ok, _, err) = cli(format!("https://127.0.0.1:{port}"), None);
+    assert!(!ok && err.contains("--ca-file"), "{err}");
+    // Plain HTTP to the TLS port gets no answer.
+    let (ok, _, _) = cli(format!("http://127.0.0.1:{port}"), None);
+    assert!(!ok);
+    assert!(d.stop().success(), "{}", d.log());
+}

@@ -164,7 +164,7 @@ pub fn replication(
 }
 
 /// rustls settings for `tls` (mode not `disabled`).
-fn client_config(tls: &TlsConfig) -> Result<ClientConfig, SourceError> {
+pub(crate) fn client_config(tls: &TlsConfig) -> Result<ClientConfig, SourceError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
