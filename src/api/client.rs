@@ -1,6 +1,6 @@
-//! The CLI's client for a running daemon's API (`tidemark task …`): plain
-//! HTTP/1.1, one request per connection, to the address of
-//! `daemon.api.listen` (loopback by default).
+//! The CLI's client for a running daemon's API (`tidemark task …`):
+//! HTTP/1.1, over TLS for an `https://` address, one request per
+//! connection, to the address of `daemon.api.listen` (loopback by default).
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

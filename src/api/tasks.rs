@@ -45,6 +45,7 @@ pub(super) fn summary(api: &Api, t: &TaskHandle) -> Value {
     json!({
         "id": t.id(),
         "origin": api.origin(t.id()),
+        "name": cfg.name,
         "kind": cfg.kind.name(),
         "mode": cfg.mode.name(),
         "state": status.state.name(),
@@ -148,6 +149,8 @@ pub(super) fn view(api: &Api, t: &TaskHandle) -> Value {
     json!({
         "id": t.id(),
         "origin": api.origin(t.id()),
+        "name": cfg.name,
+        "description": cfg.description,
         "kind": cfg.kind.name(),
         "mode": cfg.mode.name(),
         "state": status.state.name(),
@@ -373,6 +376,9 @@ struct Modify {
     filter: Option<FilterConfig>,
     ddl: Option<DdlConfig>,
     format: Option<JsonOptions>,
+    conflict: Option<crate::config::ConflictConfig>,
+    name: Option<String>,
+    description: Option<String>,
 }
 
 async fn modify(
@@ -388,13 +394,19 @@ async fn modify(
     let m: Modify = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         ApiError::field(
             e.path().to_string(),
-            format!("{} (a modify takes filter, ddl and format)", e.inner()),
+            format!(
+                "{} (a modify takes filter, ddl, format, conflict, name and description)",
+                e.inner()
+            ),
         )
     })?;
     let change = TaskChange {
         filter: m.filter,
         ddl: m.ddl,
         format: m.format,
+        conflict: m.conflict,
+        name: m.name,
+        description: m.description,
     };
     t.modify(change).await?;
     // The stored definition follows (the task comes back modified).
@@ -402,7 +414,14 @@ async fn modify(
         let body: Value = serde_json::from_slice(&body).unwrap_or_default();
         if let (Some(def), Some(changes)) = (stored.definition.as_object_mut(), body.as_object()) {
             for (k, v) in changes {
-                def.insert(k.clone(), v.clone());
+                if k == "conflict" {
+                    // The conflict policy is the sink's.
+                    if let Some(sink) = def.get_mut("sink").and_then(Value::as_object_mut) {
+                        sink.insert(k.clone(), v.clone());
+                    }
+                } else {
+                    def.insert(k.clone(), v.clone());
+                }
             }
         }
         api.store.save(&id, &stored).map_err(|e| {

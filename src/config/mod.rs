@@ -116,6 +116,11 @@ pub struct TaskConfig {
     #[serde(default)]
     pub format: JsonOptions,
     pub sink: SinkConfig,
+    /// A display name and a description, for operators (free text).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
     /// What the task is for, as a replication service names it:
     /// `"sync"` (default), `"migration"` or `"dr"`.
     #[serde(default)]

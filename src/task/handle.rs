@@ -71,6 +71,11 @@ pub struct TaskChange {
     pub filter: Option<FilterConfig>,
     pub ddl: Option<DdlConfig>,
     pub format: Option<JsonOptions>,
+    /// A database target's conflict policy.
+    pub conflict: Option<crate::config::ConflictConfig>,
+    /// Operator metadata: changeable in any state.
+    pub name: Option<String>,
+    pub description: Option<String>,
 }
 
 impl TaskChange {
@@ -86,7 +91,30 @@ impl TaskChange {
         if let Some(f) = &self.format {
             c.format = f.clone();
         }
+        if let Some(conflict) = &self.conflict {
+            match &mut c.sink {
+                crate::config::SinkConfig::Mysql(d) | crate::config::SinkConfig::Postgres(d) => {
+                    d.conflict = conflict.clone();
+                }
+                _ => {}
+            }
+        }
+        if let Some(n) = &self.name {
+            c.name = Some(n.clone());
+        }
+        if let Some(d) = &self.description {
+            c.description = Some(d.clone());
+        }
         c
+    }
+
+    /// Only operator metadata (name, description): allowed while the task
+    /// runs.
+    pub fn metadata_only(&self) -> bool {
+        self.filter.is_none()
+            && self.ddl.is_none()
+            && self.format.is_none()
+            && self.conflict.is_none()
     }
 }
 

@@ -308,6 +308,27 @@ impl TaskLoop {
         if change.format.is_some() {
             what.push("format");
         }
+        if change.conflict.is_some() {
+            if !matches!(
+                self.cfg.sink,
+                crate::config::SinkConfig::Mysql(_) | crate::config::SinkConfig::Postgres(_)
+            ) {
+                return Err(ControlError::Invalid {
+                    task: self.cfg.id.clone(),
+                    key: "conflict".into(),
+                    message:
+                        "the conflict policy is a database target's: this task's sink is not one"
+                            .into(),
+                });
+            }
+            what.push("conflict");
+        }
+        if change.name.is_some() {
+            what.push("name");
+        }
+        if change.description.is_some() {
+            what.push("description");
+        }
         self.cfg = new;
         self.config.send_replace(Arc::new(self.cfg.clone()));
         let note = format!("modified: {}", what.join(", "));
@@ -357,6 +378,7 @@ impl TaskLoop {
                     let _ = reply.send(Ok(()));
                     return Next::Idle;
                 }
+                Command::Modify(change) if change.metadata_only() => self.modify(change),
                 Command::Modify(_) | Command::Skip(_) => {
                     Err(self.refuse(&cmd, "created, paused, stopped or failed"))
                 }
@@ -460,6 +482,9 @@ impl TaskLoop {
                         }
                         Command::Precheck(_) => {
                             let _ = reply.send(Ok(()));
+                        }
+                        Command::Modify(change) if change.metadata_only() => {
+                            let _ = reply.send(self.modify(&change));
                         }
                         Command::Snapshot(tables) => {
                             let r = self.check_snapshot(&tables).map(|()| {

@@ -1146,6 +1146,66 @@ async fn deleting_a_task_can_drop_its_slot_and_its_target_positions() {
         assert!(std::time::Instant::now() < deadline, "{}", d.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Name and description change while it runs; the conflict policy
+    // only while it's paused, and only for a database target.
+    let r = call(
+        port,
+        "PATCH",
+        "/api/v1/tasks/del",
+        r#"{"name": "shop DR", "description": "to the standby site"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        (r.json()["name"].clone(), r.json()["state"].clone()),
+        (json!("shop DR"), json!("running"))
+    );
+    let r = call(
+        port,
+        "PATCH",
+        "/api/v1/tasks/del",
+        r#"{"conflict": {"default": "ignore"}}"#,
+    );
+    assert_eq!(r.status, 409, "{}", r.text);
+    let r = call(port, "POST", "/api/v1/tasks/del/pause", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(
+        port,
+        "PATCH",
+        "/api/v1/tasks/del",
+        r#"{"conflict": {"default": "sometimes"}}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(
+        r.json()["error"]["field"]
+            .as_str()
+            .unwrap()
+            .starts_with("conflict"),
+        "{}",
+        r.text
+    );
+    let r = call(
+        port,
+        "PATCH",
+        "/api/v1/tasks/del",
+        r#"{"conflict": {"default": "overwrite", "journal": true}}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let stored = std::fs::read_to_string(d.dir.join("data/api-tasks/del.json")).unwrap();
+    assert!(
+        stored.contains("\"journal\": true") && stored.contains("shop DR"),
+        "{stored}"
+    );
+    // The stored definition, modified, still reads: the task comes back.
+    assert!(d.stop().success(), "{}", d.log());
+    d.start();
+    wait_api(&d, port);
+    let v = wait_state(&d, port, "del", "paused");
+    assert_eq!(v["definition"]["sink"]["conflict"]["journal"], true, "{v}");
+    assert_eq!(v["name"], "shop DR");
+    let r = call(port, "POST", "/api/v1/tasks/del/resume", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait_state(&d, port, "del", "running");
+
     // A row the target already has: an insert conflict, counted in the
     // task's progress and metrics.
     target
