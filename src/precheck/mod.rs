@@ -107,7 +107,70 @@ pub async fn run(cfg: &TaskConfig, facts: &TaskFacts) -> Report {
         SourceConfig::Postgres(p) => items.extend(postgres::source(cfg, p, facts).await),
     }
     items.extend(target(cfg, true).await);
+    items.extend(consistency(cfg).await);
     Report::new(items)
+}
+
+/// Settings that should agree between a source and a database target of
+/// the same engine (character set, collation, time zone, SQL mode, name
+/// case): each that differs is a warning.
+async fn consistency(cfg: &TaskConfig) -> Vec<Item> {
+    let same_engine = matches!(
+        (&cfg.source, &cfg.sink),
+        (SourceConfig::Mysql(_), SinkConfig::Mysql(_))
+            | (SourceConfig::Postgres(_), SinkConfig::Postgres(_))
+    );
+    if !same_engine {
+        return Vec::new();
+    }
+    let p = inspect::parameters(cfg).await;
+    let settings = |side: &str| -> std::collections::BTreeMap<String, serde_json::Value> {
+        p[side]["settings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["value"].clone())))
+            .collect()
+    };
+    let (src, dst) = (settings("source"), settings("target"));
+    if src.is_empty() || dst.is_empty() {
+        // A connection failed: its item says so.
+        return Vec::new();
+    }
+    let names: &[&str] = match cfg.source {
+        SourceConfig::Mysql(_) => &[
+            "character_set_server",
+            "collation_server",
+            "time_zone",
+            "system_time_zone",
+            "sql_mode",
+            "lower_case_table_names",
+        ],
+        SourceConfig::Postgres(_) => &["server_encoding", "TimeZone", "lc_collate"],
+    };
+    let differing: Vec<String> = names
+        .iter()
+        .filter(|n| src.get(**n) != dst.get(**n))
+        .map(|n| {
+            format!(
+                "{n}: {} on the source, {} on the target",
+                src.get(*n).cloned().unwrap_or_default(),
+                dst.get(*n).cloned().unwrap_or_default()
+            )
+        })
+        .collect();
+    if differing.is_empty() {
+        vec![Item::pass(
+            "consistency.settings",
+            format!("source and target agree on {}", names.join(", ")),
+        )]
+    } else {
+        vec![Item::warn(
+            "consistency.settings",
+            differing.join("; "),
+            "align them, or check that the difference is meant: created tables take the target's defaults (charset, collation), replayed DDL runs under the target's sql_mode, and names compare by the target's rules",
+        )]
+    }
 }
 
 /// The connections only: the source's and the target's.

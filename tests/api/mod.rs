@@ -728,6 +728,10 @@ async fn precheck_and_connection_tests_name_what_fails_and_the_fix() {
     ] {
         assert_eq!(got[name].0, "pass", "{name}: {pre}");
     }
+    assert_eq!(
+        got["consistency.settings"].0, "pass",
+        "one server on both sides: {pre}"
+    );
     assert_eq!(got["source.replica_identity"].0, "fail", "{pre}");
     assert!(
         got["source.replica_identity"].1.contains("public.loose"),
