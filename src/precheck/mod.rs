@@ -218,7 +218,13 @@ async fn target(cfg: &TaskConfig, full: bool) -> Vec<Item> {
                 )],
             }
         }
-        SinkConfig::Kafka(k) => kafka_brokers(&k.brokers).await,
+        SinkConfig::Kafka(k) => {
+            let mut items = kafka_brokers(&k.brokers).await;
+            if full && items.iter().all(|i| i.status == Status::Pass) {
+                items.push(kafka_topics(cfg, k).await);
+            }
+            items
+        }
         SinkConfig::Mysql(d) => mysql::target(cfg, d, full).await,
         SinkConfig::Postgres(d) => postgres::target(cfg, d, full).await,
     }
@@ -287,5 +293,70 @@ pub(crate) async fn reach(name: &str, host: &str, port: u16) -> Result<Item, Ite
             format!("tcp: {host}:{port} ({addr}): no answer in 5 s"),
             "check the address, the server, and firewalls between",
         )),
+    }
+}
+
+/// Whether tidemark may create its topics: a creation validated by the
+/// brokers (`validate_only`: nothing is created), as the sink's
+/// `topic_creation` would ask it.
+async fn kafka_topics(cfg: &TaskConfig, k: &crate::sink::kafka::KafkaSinkConfig) -> Item {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::error::RDKafkaErrorCode;
+    let name = "target.kafka_topics";
+    if k.topic_creation.mode == crate::sink::kafka::config::TopicCreationMode::RequireExisting {
+        return Item::pass(
+            name,
+            "topic_creation.mode = \"require_existing\": the topics must exist (a missing one fails the task, naming it)",
+        );
+    }
+    let mut cc = rdkafka::ClientConfig::new();
+    cc.set("bootstrap.servers", &k.brokers)
+        .set("client.id", format!("tidemark-precheck-{}", cfg.id));
+    for (key, v) in &k.properties {
+        cc.set(key, v);
+    }
+    let admin: AdminClient<DefaultClientContext> = match cc.create() {
+        Ok(a) => a,
+        Err(e) => {
+            return Item::fail(
+                name,
+                format!("the Kafka client can't start: {e}"),
+                "check sink.properties",
+            );
+        }
+    };
+    let probe = format!("{}.tidemark_precheck", k.prefix(&cfg.id));
+    let nt = NewTopic::new(
+        &probe,
+        k.topic_creation.partitions,
+        TopicReplication::Fixed(k.topic_creation.replication_factor),
+    );
+    let opts = AdminOptions::new()
+        .validate_only(true)
+        .operation_timeout(Some(std::time::Duration::from_secs(10)))
+        .request_timeout(Some(std::time::Duration::from_secs(10)));
+    match admin.create_topics([&nt], &opts).await {
+        Ok(results) => match results.into_iter().next() {
+            Some(Ok(_)) | Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | None => {
+                Item::pass(
+                    name,
+                    format!(
+                        "the brokers accept creating topics like {probe} ({} partitions, replication factor {})",
+                        k.topic_creation.partitions, k.topic_creation.replication_factor
+                    ),
+                )
+            }
+            Some(Err((_, code))) => Item::fail(
+                name,
+                format!("the brokers refuse creating {probe}: {code}"),
+                "grant the principal CREATE on the cluster or the topics' prefix, fit topic_creation.partitions / replication_factor to the cluster, or create the topics and set topic_creation.mode = \"require_existing\"",
+            ),
+        },
+        Err(e) => Item::fail(
+            name,
+            format!("asking the brokers: {e}"),
+            "check the brokers and sink.properties (security settings)",
+        ),
     }
 }

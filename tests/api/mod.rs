@@ -786,6 +786,22 @@ async fn precheck_and_connection_tests_name_what_fails_and_the_fix() {
     assert_eq!(r.status, 200, "{}", r.text);
     wait_state(&d, port, "okm", "running");
 
+    // A Kafka target: brokers reached, topic creation accepted (checked,
+    // not done).
+    let kafka = json!({
+        "id": "kaf",
+        "source": {"type": "mysql", "url": m.url(), "server_id": 4991},
+        "filter": {"include": [format!("{db}.*")]},
+        "sink": {"type": "kafka", "brokers": crate::support::tansu().addr(), "topic_prefix": "api_pre_kaf"},
+    });
+    let r = call(port, "POST", "/api/v1/tasks", &kafka.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = call(port, "POST", "/api/v1/tasks/kaf/precheck", "");
+    let pre = &r.json()["precheck"];
+    let got = items(pre);
+    assert_eq!(got["target.kafka"].0, "pass", "{pre}");
+    assert_eq!(got["target.kafka_topics"].0, "pass", "{pre}");
+
     // Settings and objects, as the servers have them.
     let settings = |v: &Value| -> std::collections::BTreeMap<String, Value> {
         v["settings"]
