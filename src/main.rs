@@ -138,6 +138,13 @@ enum TaskCommand {
     TestConnection {
         id: String,
     },
+    /// Copies tables again while the task streams (or at its next start).
+    Snapshot {
+        id: String,
+        /// `db.table`, once per table.
+        #[arg(long = "table", required = true)]
+        tables: Vec<String>,
+    },
     /// Sets the task's flow control at once (0 = no limit).
     Throttle {
         id: String,
@@ -722,6 +729,11 @@ fn task_cli(
             String::new(),
         ),
         TaskCommand::Delete { id } => ("DELETE", format!("/api/v1/tasks/{id}"), String::new()),
+        TaskCommand::Snapshot { id, tables } => (
+            "POST",
+            format!("/api/v1/tasks/{id}/snapshot"),
+            serde_json::json!({ "tables": tables }).to_string(),
+        ),
         TaskCommand::Precheck { id } => (
             "POST",
             format!("/api/v1/tasks/{id}/precheck"),

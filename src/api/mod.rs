@@ -364,6 +364,7 @@ mod tests {
             "/api/v1/tasks/{id}/precheck:",
             "/api/v1/tasks/{id}/test-connection:",
             "/api/v1/tasks/{id}/parameters:",
+            "/api/v1/tasks/{id}/snapshot:",
             "/api/v1/tasks/{id}/objects:",
             "/api/v1/tasks/{id}/{action}:",
         ];

@@ -24,6 +24,7 @@ pub fn routes() -> Router<Arc<Api>> {
         .route("/tasks/{id}", get(get_one).patch(modify).delete(delete))
         .route("/tasks/{id}/throttle", axum::routing::put(throttle))
         .route("/tasks/{id}/precheck", post(precheck))
+        .route("/tasks/{id}/snapshot", post(snapshot))
         .route("/tasks/{id}/parameters", get(parameters))
         .route("/tasks/{id}/objects", get(objects))
         .route("/tasks/{id}/test-connection", post(test_connection))
@@ -500,6 +501,39 @@ async fn precheck(
     t.precheck_phase(phase).await?;
     api.record_precheck(&id, report.clone());
     Ok(Json(json!({ "task_id": id, "precheck": report })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotRequest {
+    tables: Vec<String>,
+}
+
+/// Copies tables again while the task streams (an incremental snapshot),
+/// or at its next start when it isn't running.
+async fn snapshot(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let t = api
+        .supervisor
+        .task(&id)
+        .ok_or_else(|| ApiError::not_found(&id))?;
+    let req: SnapshotRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::field(
+            "tables",
+            format!("expected {{\"tables\": [\"db.table\", …]}}: {e}"),
+        )
+    })?;
+    if req.tables.is_empty() {
+        return Err(ApiError::field(
+            "tables",
+            "name at least one table (db.table)",
+        ));
+    }
+    t.snapshot_tables(req.tables).await?;
+    Ok(Json(view(&api, &t)).into_response())
 }
 
 /// The source's and the database target's settings that matter.

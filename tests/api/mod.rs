@@ -226,6 +226,34 @@ async fn the_task_api_controls_tasks_and_refuses_what_their_state_does_not_allow
         .iter()
         .filter_map(|h| h["state"].as_str())
         .collect();
+    // A re-snapshot of the table while the task streams.
+    let r = call(
+        port,
+        "POST",
+        "/api/v1/tasks/t/snapshot",
+        &format!(r#"{{"tables": ["{db}.t"]}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(
+        port,
+        "POST",
+        "/api/v1/tasks/t/snapshot",
+        r#"{"tables": ["other.x"]}"#,
+    );
+    assert_eq!(r.status, 400, "a table the task doesn't select: {}", r.text);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reads = d.lines().iter().filter(|l| l["op"] == "r").count();
+        if reads == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{reads} rows copied\n{}",
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // running → stopping → paused (a modify notes itself there) →
     // starting → running.
     let from = states
