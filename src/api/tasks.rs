@@ -167,10 +167,7 @@ async fn get_one(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let t = api
-        .supervisor
-        .task(&id)
-        .ok_or_else(|| ApiError::not_found(&id))?;
+    let t = task(&api, &id)?;
     Ok(Json(view(&api, &t)).into_response())
 }
 
@@ -255,17 +252,29 @@ pub(super) fn add(api: &Api, def: Value, cfg: TaskConfig, start: bool) -> Result
         definition: def,
         desired: if start { "running" } else { "created" }.into(),
     };
-    api.store.save(&id, &stored).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("storing task {id}: {e}"),
-        )
-    })?;
+    api.store.save(&id, &stored).map_err(stored_error(&id))?;
     if let Err(e) = api.supervisor.add(cfg, start) {
         let _ = api.store.remove(&id);
         return Err(e.into());
     }
     Ok(())
+}
+
+/// The task `id`, or a 404.
+fn task(api: &Api, id: &str) -> Result<TaskHandle, ApiError> {
+    api.supervisor
+        .task(id)
+        .ok_or_else(|| ApiError::not_found(id))
+}
+
+/// A stored definition that couldn't be written: a 500 naming the task.
+fn stored_error(id: &str) -> impl FnOnce(std::io::Error) -> ApiError + '_ {
+    move |e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("storing task {id}: {e}"),
+        )
+    }
 }
 
 fn new_id() -> String {
@@ -387,10 +396,7 @@ async fn modify(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let t = api
-        .supervisor
-        .task(&id)
-        .ok_or_else(|| ApiError::not_found(&id))?;
+    let t = task(&api, &id)?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let m: Modify = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         ApiError::field(
@@ -425,12 +431,7 @@ async fn modify(
                 }
             }
         }
-        api.store.save(&id, &stored).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("storing task {id}: {e}"),
-            )
-        })?;
+        api.store.save(&id, &stored).map_err(stored_error(&id))?;
     }
     Ok(Json(view(&api, &t)).into_response())
 }
@@ -440,10 +441,7 @@ async fn throttle(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let t = api
-        .supervisor
-        .task(&id)
-        .ok_or_else(|| ApiError::not_found(&id))?;
+    let t = task(&api, &id)?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let limits: crate::config::ThrottleConfig = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| {
@@ -460,12 +458,7 @@ async fn throttle(
         if let Some(def) = stored.definition.as_object_mut() {
             def.insert("throttle".into(), json!(limits));
         }
-        api.store.save(&id, &stored).map_err(|e| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("storing task {id}: {e}"),
-            )
-        })?;
+        api.store.save(&id, &stored).map_err(stored_error(&id))?;
     }
     Ok(Json(view(&api, &t)).into_response())
 }
@@ -475,10 +468,7 @@ async fn precheck(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let t = api
-        .supervisor
-        .task(&id)
-        .ok_or_else(|| ApiError::not_found(&id))?;
+    let t = task(&api, &id)?;
     let progress = t.progress();
     let facts = crate::precheck::TaskFacts {
         running: t.state() == crate::task::TaskState::Running,
@@ -516,10 +506,7 @@ async fn snapshot(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let t = api
-        .supervisor
-        .task(&id)
-        .ok_or_else(|| ApiError::not_found(&id))?;
+    let t = task(&api, &id)?;
     let req: SnapshotRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::field(
             "tables",
@@ -541,10 +528,7 @@ async fn parameters(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let t = api
-        .supervisor
-        .task(&id)
-        .ok_or_else(|| ApiError::not_found(&id))?;
+    let t = task(&api, &id)?;
     let v = crate::precheck::inspect::parameters(&t.config()).await;
     Ok(Json(json!({ "task_id": id, "parameters": v })).into_response())
 }
@@ -562,10 +546,7 @@ async fn objects(
     Path(id): Path<String>,
     Query(q): Query<ObjectsQuery>,
 ) -> Result<Response, ApiError> {
-    let t = api
-        .supervisor
-        .task(&id)
-        .ok_or_else(|| ApiError::not_found(&id))?;
+    let t = task(&api, &id)?;
     let v = crate::precheck::inspect::objects(&t.config(), q.db.as_deref())
         .await
         .map_err(|e| {
@@ -582,10 +563,7 @@ async fn test_connection(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let t = api
-        .supervisor
-        .task(&id)
-        .ok_or_else(|| ApiError::not_found(&id))?;
+    let t = task(&api, &id)?;
     let report = crate::precheck::connections(&t.config()).await;
     Ok(Json(json!({ "task_id": id, "connections": report })).into_response())
 }
@@ -606,11 +584,7 @@ async fn delete(
     Path(id): Path<String>,
     Query(q): Query<DeleteQuery>,
 ) -> Result<Response, ApiError> {
-    let cfg = api
-        .supervisor
-        .task(&id)
-        .ok_or_else(|| ApiError::not_found(&id))?
-        .config();
+    let cfg = task(&api, &id)?.config();
     remove(&api, &id).await?;
     let mut done = vec![format!(
         "task {id} deleted; its committed position forgotten"
@@ -655,10 +629,7 @@ async fn delete(
 /// Its positions stay in the offset store, and a PostgreSQL slot stays
 /// (`tidemark slot drop` frees it).
 pub(super) async fn remove(api: &Api, id: &str) -> Result<(), ApiError> {
-    let t = api
-        .supervisor
-        .task(id)
-        .ok_or_else(|| ApiError::not_found(id))?;
+    let t = task(api, id)?;
     if api.origin(id) == "config" {
         return Err(ApiError {
             status: StatusCode::CONFLICT,
@@ -703,10 +674,7 @@ async fn action(
     Path((id, action)): Path<(String, String)>,
     Query(q): Query<ActionQuery>,
 ) -> Result<Response, ApiError> {
-    let t = api
-        .supervisor
-        .task(&id)
-        .ok_or_else(|| ApiError::not_found(&id))?;
+    let t = task(&api, &id)?;
     if action == "start" && q.force {
         t.force_start().await?;
         api.store.set_desired(t.id(), "running").map_err(|e| {

@@ -1,7 +1,7 @@
 //! Pre-check items of MySQL/MariaDB sources and targets.
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, SslOpts};
+use mysql_async::{Conn, Opts, OptsBuilder};
 
 use super::{Item, TaskFacts, reach};
 use crate::config::{DbSinkConfig, MysqlSourceConfig, TaskConfig, TlsConfig, TlsMode, redact_url};
@@ -103,21 +103,10 @@ fn login_failure(name: &str, shown: &str, section: &str, e: mysql_async::Error) 
 
 pub(crate) fn opts(url: &str, tls: &TlsConfig) -> Result<Opts, String> {
     let base = Opts::from_url(url).map_err(|e| e.to_string())?;
-    let mut b = OptsBuilder::from_opts(base).prefer_socket(false);
-    if tls.mode != TlsMode::Disabled {
-        let mut ssl = SslOpts::default();
-        if let Some(ca) = &tls.ca_file {
-            ssl = ssl.with_root_certs(vec![ca.clone().into()]);
-        }
-        if tls.skip_hostname_check || tls.mode == TlsMode::RequiredInsecure {
-            ssl = ssl.with_danger_skip_domain_validation(true);
-        }
-        if tls.mode == TlsMode::RequiredInsecure {
-            ssl = ssl.with_danger_accept_invalid_certs(true);
-        }
-        b = b.ssl_opts(Some(ssl));
-    }
-    Ok(b.into())
+    Ok(OptsBuilder::from_opts(base)
+        .prefer_socket(false)
+        .ssl_opts(crate::source::mysql::ssl_opts(tls))
+        .into())
 }
 
 /// A global variable's value as text (`None` when the server has none).

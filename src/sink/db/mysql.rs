@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, OptsBuilder, Params, SslOpts};
+use mysql_async::{Conn, Opts, OptsBuilder, Params};
 use tracing::{info, warn};
 
 use super::apply::{
@@ -20,7 +20,7 @@ use super::apply::{
 use super::conflict::Journal;
 use super::render::{Kind, mysql_value};
 use super::{DbErrorKind, DbSinkError, Engine};
-use crate::config::{TlsMode, redact_url};
+use crate::config::redact_url;
 use crate::event::{Position, TableSchema, Value};
 
 /// Rows per multi-row INSERT, largest first.
@@ -66,20 +66,7 @@ impl MysqlTarget {
                     )))
                     .collect::<Vec<_>>(),
             );
-        let tls = &s.cfg.tls;
-        if tls.mode != TlsMode::Disabled {
-            let mut ssl = SslOpts::default();
-            if let Some(ca) = &tls.ca_file {
-                ssl = ssl.with_root_certs(vec![ca.clone().into()]);
-            }
-            if tls.skip_hostname_check || tls.mode == TlsMode::RequiredInsecure {
-                ssl = ssl.with_danger_skip_domain_validation(true);
-            }
-            if tls.mode == TlsMode::RequiredInsecure {
-                ssl = ssl.with_danger_accept_invalid_certs(true);
-            }
-            b = b.ssl_opts(Some(ssl));
-        }
+        b = b.ssl_opts(crate::source::mysql::ssl_opts(&s.cfg.tls));
         let conn = match tokio::time::timeout(Duration::from_secs(15), Conn::new(b)).await {
             Err(_) => {
                 return Err(DbSinkError::transient(format!(

@@ -87,20 +87,7 @@ impl MysqlSource {
             .max_allowed_packet(Some(MAX_EVENT_BYTES))
             .tcp_keepalive(Some(Duration::from_secs(10)))
             .wait_timeout(Some(28_800));
-        let tls = &self.cfg.tls;
-        if tls.mode != TlsMode::Disabled {
-            let mut ssl = SslOpts::default();
-            if let Some(ca) = &tls.ca_file {
-                ssl = ssl.with_root_certs(vec![ca.clone().into()]);
-            }
-            if tls.skip_hostname_check || tls.mode == TlsMode::RequiredInsecure {
-                ssl = ssl.with_danger_skip_domain_validation(true);
-            }
-            if tls.mode == TlsMode::RequiredInsecure {
-                ssl = ssl.with_danger_accept_invalid_certs(true);
-            }
-            b = b.ssl_opts(Some(ssl));
-        }
+        b = b.ssl_opts(ssl_opts(&self.cfg.tls));
         Ok(b.into())
     }
 
@@ -498,6 +485,25 @@ fn binlog_bytes_after(logs: &[(String, u64)], file: &str, pos: u64) -> Option<u6
     let i = logs.iter().position(|(f, _)| f == file)?;
     let here = logs[i].1.saturating_sub(pos);
     Some(here + logs[i + 1..].iter().map(|(_, size)| size).sum::<u64>())
+}
+
+/// mysql_async's TLS options for `[… .tls]` (sources, database targets,
+/// pre-checks): none when disabled.
+pub(crate) fn ssl_opts(tls: &crate::config::TlsConfig) -> Option<SslOpts> {
+    if tls.mode == TlsMode::Disabled {
+        return None;
+    }
+    let mut ssl = SslOpts::default();
+    if let Some(ca) = &tls.ca_file {
+        ssl = ssl.with_root_certs(vec![ca.clone().into()]);
+    }
+    if tls.skip_hostname_check || tls.mode == TlsMode::RequiredInsecure {
+        ssl = ssl.with_danger_skip_domain_validation(true);
+    }
+    if tls.mode == TlsMode::RequiredInsecure {
+        ssl = ssl.with_danger_accept_invalid_certs(true);
+    }
+    Some(ssl)
 }
 
 #[cfg(test)]
