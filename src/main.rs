@@ -552,6 +552,11 @@ fn run(path: &std::path::Path, once: bool) -> Result<ExitCode> {
                         api_stop.clone(),
                     ));
                 }
+                tokio::spawn(tidemark::api::events::task_webhooks(
+                    a.events.clone(),
+                    supervisor.clone(),
+                    api_stop.clone(),
+                ));
                 if let Some(url) = &api_cfg.webhook {
                     tokio::spawn(tidemark::api::events::webhook(
                         a.events.clone(),

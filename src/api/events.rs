@@ -192,13 +192,6 @@ async fn stream(mut socket: WebSocket, api: Arc<Api>, only: Option<String>) {
 /// request each, in order; a delivery that fails is retried 3 times and
 /// then logged and dropped (a webhook never holds a task up).
 pub async fn webhook(events: Events, url: String, stop: CancellationToken) {
-    let Some((addr, path)) = url.strip_prefix("http://").map(|r| {
-        r.split_once('/')
-            .map_or((r, "/".to_string()), |(a, p)| (a, format!("/{p}")))
-    }) else {
-        warn!(url = %url, "daemon.api.webhook must be an http:// URL: notifications are off");
-        return;
-    };
     let mut rx = events.subscribe();
     loop {
         let msg = tokio::select! {
@@ -209,23 +202,51 @@ pub async fn webhook(events: Events, url: String, stop: CancellationToken) {
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
-        let body = msg.to_string();
-        let mut delivered = false;
-        for attempt in 0..4u32 {
-            match post(addr, &path, &body).await {
-                Ok(status) if (200..300).contains(&status) => {
-                    delivered = true;
-                    break;
-                }
-                Ok(status) => debug!(status, attempt, "the webhook answered with an error"),
-                Err(e) => debug!(error = %e, attempt, "the webhook can't be reached"),
-            }
-            tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-        }
-        if !delivered {
-            warn!(url = %url, message = %body, "a notification could not be delivered to the webhook");
+        deliver(&url, &msg.to_string()).await;
+    }
+}
+
+/// Posts each task's messages to its own `[tasks.notify] webhook`, when
+/// it has one.
+pub async fn task_webhooks(events: Events, sup: Arc<Supervisor>, stop: CancellationToken) {
+    let mut rx = events.subscribe();
+    loop {
+        let msg = tokio::select! {
+            _ = stop.cancelled() => return,
+            m = rx.recv() => match m {
+                Ok(v) => v,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        let url = msg["task"]
+            .as_str()
+            .and_then(|id| sup.task(id))
+            .and_then(|t| t.config().notify.webhook.clone());
+        if let Some(url) = url {
+            deliver(&url, &msg.to_string()).await;
         }
     }
+}
+
+/// One message to `url`, retried 3 times, then logged and dropped.
+async fn deliver(url: &str, body: &str) {
+    let Some((addr, path)) = url.strip_prefix("http://").map(|r| {
+        r.split_once('/')
+            .map_or((r, "/".to_string()), |(a, p)| (a, format!("/{p}")))
+    }) else {
+        warn!(url = %url, "a webhook must be an http:// URL: notification dropped");
+        return;
+    };
+    for attempt in 0..4u32 {
+        match post(addr, &path, body).await {
+            Ok(status) if (200..300).contains(&status) => return,
+            Ok(status) => debug!(status, attempt, "the webhook answered with an error"),
+            Err(e) => debug!(error = %e, attempt, "the webhook can't be reached"),
+        }
+        tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+    }
+    warn!(url = %url, message = %body, "a notification could not be delivered to the webhook");
 }
 
 async fn post(addr: &str, path: &str, body: &str) -> Result<u16, std::io::Error> {

@@ -389,6 +389,7 @@ struct Modify {
     conflict: Option<crate::config::ConflictConfig>,
     name: Option<String>,
     description: Option<String>,
+    notify: Option<crate::config::NotifyConfig>,
 }
 
 async fn modify(
@@ -402,7 +403,7 @@ async fn modify(
         ApiError::field(
             e.path().to_string(),
             format!(
-                "{} (a modify takes filter, ddl, format, conflict, name and description)",
+                "{} (a modify takes filter, ddl, format, conflict, name, description and notify)",
                 e.inner()
             ),
         )
@@ -414,6 +415,7 @@ async fn modify(
         conflict: m.conflict,
         name: m.name,
         description: m.description,
+        notify: m.notify,
     };
     t.modify(change).await?;
     // The stored definition follows (the task comes back modified).

@@ -84,6 +84,29 @@ pub struct ApiConfig {
     pub tls_key_file: Option<PathBuf>,
 }
 
+/// A webhook URL: `http://host:port/path`.
+pub fn check_webhook(w: &str) -> Result<(), String> {
+    let ok = w
+        .strip_prefix("http://")
+        .is_some_and(|r| r.split('/').next().is_some_and(|a| a.contains(':')));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{w:?}: expected http://host:port/path (plain HTTP; put a proxy in front for HTTPS)"
+        ))
+    }
+}
+
+/// `[tasks.notify]`: where this task's state changes and warnings go.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// `http://host:port/path` this task's state changes and warnings are
+    /// POSTed to (JSON), besides `daemon.api.webhook`.
+    pub webhook: Option<String>,
+}
+
 fn default_precheck_interval() -> u64 {
     300
 }
@@ -121,6 +144,9 @@ pub struct TaskConfig {
     pub name: Option<String>,
     #[serde(default)]
     pub description: Option<String>,
+    /// Notifications of this task (`[tasks.notify]`).
+    #[serde(default)]
+    pub notify: NotifyConfig,
     /// What the task is for, as a replication service names it:
     /// `"sync"` (default), `"migration"` or `"dr"`.
     #[serde(default)]
@@ -506,17 +532,8 @@ impl Config {
                     "must be at least 16 characters (e.g. `openssl rand -hex 24`), given as token = \"${TIDEMARK_API_TOKEN}\"".into(),
                 ));
             }
-            if let Some(w) = &api.webhook
-                && !w
-                    .strip_prefix("http://")
-                    .is_some_and(|r| r.split('/').next().is_some_and(|a| a.contains(':')))
-            {
-                return Err((
-                    "daemon.api.webhook".into(),
-                    format!(
-                        "{w:?}: expected http://host:port/path (plain HTTP; put a proxy in front for HTTPS)"
-                    ),
-                ));
+            if let Some(w) = &api.webhook {
+                check_webhook(w).map_err(|m| ("daemon.api.webhook".to_string(), m))?;
             }
             if api.tls_cert_file.is_some() != api.tls_key_file.is_some() {
                 return Err((
@@ -594,6 +611,9 @@ impl TaskConfig {
     /// checks and messages as a config file.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let key = |k: &str| k.to_string();
+        if let Some(w) = &self.notify.webhook {
+            check_webhook(w).map_err(|m| (key("notify.webhook"), m))?;
+        }
         let mode = self.mode_given.unwrap_or(self.mode);
         match self.kind {
             TaskKind::Migration if mode == TaskMode::Stream => {

@@ -76,6 +76,7 @@ pub struct TaskChange {
     /// Operator metadata: changeable in any state.
     pub name: Option<String>,
     pub description: Option<String>,
+    pub notify: Option<crate::config::NotifyConfig>,
 }
 
 impl TaskChange {
@@ -105,11 +106,14 @@ impl TaskChange {
         if let Some(d) = &self.description {
             c.description = Some(d.clone());
         }
+        if let Some(n) = &self.notify {
+            c.notify = n.clone();
+        }
         c
     }
 
-    /// Only operator metadata (name, description): allowed while the task
-    /// runs.
+    /// Only operator metadata (name, description, notifications): allowed
+    /// while the task runs.
     pub fn metadata_only(&self) -> bool {
         self.filter.is_none()
             && self.ddl.is_none()

@@ -329,6 +329,9 @@ impl TaskLoop {
         if change.description.is_some() {
             what.push("description");
         }
+        if change.notify.is_some() {
+            what.push("notify");
+        }
         self.cfg = new;
         self.config.send_replace(Arc::new(self.cfg.clone()));
         let note = format!("modified: {}", what.join(", "));

@@ -1051,45 +1051,8 @@ async fn state_changes_reach_websocket_clients_and_the_webhook() {
     let m = mariadb();
     let db = "api_ev";
     m.fresh_db(db).await;
-    // The webhook: a listener that keeps each request's body.
-    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let hook_port = hook.local_addr().unwrap().port();
-    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    {
-        let bodies = bodies.clone();
-        std::thread::spawn(move || {
-            use std::io::{Read, Write};
-            for conn in hook.incoming() {
-                let Ok(mut c) = conn else { continue };
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                // Head, then Content-Length bytes of body.
-                loop {
-                    let n = c.read(&mut chunk).unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if body.len() >= len {
-                            bodies.lock().unwrap().push(body.to_string());
-                            break;
-                        }
-                    }
-                }
-                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-            }
-        });
-    }
+    let (hook_port, bodies) = webhook_receiver();
+    let (task_hook_port, task_bodies) = webhook_receiver();
     let (mut d, port) = daemon_with(
         "api_ev",
         db,
@@ -1111,6 +1074,21 @@ async fn state_changes_reach_websocket_clients_and_the_webhook() {
     let (mut ws, _) = tokio_tungstenite::connect_async(req)
         .await
         .expect("the events socket");
+    // The task's own webhook, set while it runs.
+    let r = call(
+        port,
+        "PATCH",
+        "/api/v1/tasks/t",
+        &format!(r#"{{"notify": {{"webhook": "http://127.0.0.1:{task_hook_port}/t"}}}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(
+        port,
+        "PATCH",
+        "/api/v1/tasks/t",
+        r#"{"notify": {"webhook": "https://x/y"}}"#,
+    );
+    assert_eq!(r.status, 400, "{}", r.text);
     let r = call(port, "POST", "/api/v1/tasks/t/pause", "");
     assert_eq!(r.status, 200, "{}", r.text);
     let (mut paused, mut progress) = (false, false);
@@ -1127,6 +1105,22 @@ async fn state_changes_reach_websocket_clients_and_the_webhook() {
             Some("state") if v["state"] == "paused" => paused = true,
             Some("progress") => progress = true,
             _ => {}
+        }
+    }
+    for (what, got) in [("daemon", &bodies), ("task", &task_bodies)] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !got
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|b| b.contains("\"state\":\"paused\""))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the {what} webhook got {:?}",
+                got.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -1390,4 +1384,45 @@ async fn the_api_speaks_tls_when_given_a_certificate() {
     let (ok, _, _) = cli(format!("http://127.0.0.1:{port}"), None);
     assert!(!ok);
     assert!(d.stop().success(), "{}", d.log());
+}
+
+/// A webhook receiver on a free port: each request's body, kept.
+fn webhook_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hook.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let kept = bodies.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in hook.incoming() {
+            let Ok(mut c) = conn else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            // The head, then Content-Length bytes of body.
+            loop {
+                let n = c.read(&mut chunk).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        kept.lock().unwrap().push(body.to_string());
+                        break;
+                    }
+                }
+            }
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    (port, bodies)
 }
