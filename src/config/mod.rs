@@ -14,6 +14,7 @@ use crate::event::json::JsonOptions;
 use crate::select::TablePattern;
 
 mod env;
+pub mod rules;
 mod source;
 mod target;
 
@@ -168,6 +169,12 @@ pub struct TaskConfig {
     /// while the task runs (`PUT /api/v1/tasks/{id}/throttle`).
     #[serde(default)]
     pub throttle: ThrottleConfig,
+    /// Processing rules (`[[tasks.rules]]`), applied in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<rules::RuleConfig>,
+    /// The daemon's data directory (set by [`TaskConfig::resolve`]).
+    #[serde(skip)]
+    pub data_dir: PathBuf,
 }
 
 /// `[tasks.throttle]`: 0 (the default) is no limit.
@@ -604,6 +611,14 @@ impl TaskConfig {
         if let SourceConfig::Postgres(p) = &mut self.source {
             p.resolve(&self.id, data_dir);
         }
+        self.data_dir = data_dir.to_path_buf();
+    }
+
+    /// Where rows a rule's filter failed on go (`on_error = "dead_letter"`).
+    pub fn dead_letter_path(&self) -> PathBuf {
+        self.data_dir
+            .join("dead-letter")
+            .join(format!("{}.jsonl", self.id))
     }
 
     /// Checks one task on its own (no I/O); errors are `(key below the
@@ -613,6 +628,10 @@ impl TaskConfig {
         let key = |k: &str| k.to_string();
         if let Some(w) = &self.notify.webhook {
             check_webhook(w).map_err(|m| (key("notify.webhook"), m))?;
+        }
+        for (i, r) in self.rules.iter().enumerate() {
+            r.validate()
+                .map_err(|(k, m)| (format!("rules[{i}].{k}"), m))?;
         }
         let mode = self.mode_given.unwrap_or(self.mode);
         match self.kind {

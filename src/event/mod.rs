@@ -82,6 +82,11 @@ pub struct TableSchema {
     pub defaults: Vec<Option<ColumnDefault>>,
     /// Fingerprint of the column names and types: changes with every schema change.
     pub version: u32,
+    /// Set on tables processing rules merge shards into with
+    /// `keys = "unique"`: the source table (`db.table`) the row came from.
+    /// A database target fails on a key collision in such a table rather
+    /// than let one shard's row overwrite another's.
+    pub merged: Option<Arc<str>>,
 }
 
 /// A column default either engine can declare.
@@ -197,6 +202,12 @@ pub struct Ddl {
     pub table: Option<String>,
     pub statement: String,
     pub kind: DdlKind,
+    /// Set when processing rules rename or reshape the table: the source's
+    /// `db.table` the statement names (`db` and `table` then name the
+    /// output). A database target doesn't replay such a statement: the
+    /// target table follows the rows (new columns are added as rows bring
+    /// them).
+    pub reshaped_from: Option<String>,
 }
 
 /// DDL statement kinds that policies can act on.

@@ -227,6 +227,7 @@ mod tests {
     #[test]
     fn encodes_and_decodes_with_prost() {
         let table = Arc::new(TableSchema {
+            merged: None,
             db: "shop".into(),
             schema: None,
             name: "orders".into(),

@@ -1,24 +1,58 @@
-//! The stage between source and sink: object selection and DDL policy.
+//! The stage between source and sink: object selection, DDL policy and
+//! processing rules (`rules`).
 //!
-//! Pure and synchronous: no I/O.
+//! Pure and synchronous: no I/O, except appending the rows a rule's filter
+//! failed on to the task's dead-letter file (`on_error = "dead_letter"`),
+//! which the runner asks for before it hands the batch on.
+
+pub mod filter;
+pub mod rules;
+pub mod values;
+
+use std::io::Write;
+use std::path::PathBuf;
 
 use crate::config::{DdlAction, DdlConfig};
-use crate::event::{Batch, ChangeEvent, Op};
+use crate::event::{Batch, ChangeEvent, DdlKind, Op};
 use crate::select::TableFilter;
 
 pub struct Stage {
     filter: TableFilter,
     ddl: DdlConfig,
+    rules: rules::Rules,
+    dead_letter: Option<PathBuf>,
 }
 
 impl Stage {
     pub fn new(filter: TableFilter, ddl: DdlConfig) -> Stage {
-        Stage { filter, ddl }
+        Stage {
+            filter,
+            ddl,
+            rules: rules::Rules::empty(),
+            dead_letter: None,
+        }
     }
 
-    /// Drops the events the selection or DDL policy excludes. `batch.end` is
-    /// left as is: what was dropped still counts as handled.
-    pub fn apply(&mut self, batch: &mut Batch) {
+    /// Adds the task's processing rules; rows their filters fail on go to
+    /// `dead_letter` where a rule says so.
+    pub fn with_rules(
+        mut self,
+        task: &str,
+        rules: &[crate::config::rules::RuleConfig],
+        dead_letter: PathBuf,
+    ) -> Result<Stage, String> {
+        let truncate_skipped = self.ddl.action(DdlKind::TruncateTable) == DdlAction::Skip;
+        self.rules = rules::Rules::new(task, rules, truncate_skipped)?;
+        self.dead_letter = Some(dead_letter);
+        Ok(self)
+    }
+
+    /// Drops the events the selection or DDL policy excludes, and applies
+    /// the processing rules. `batch.end` is left as is: what was dropped
+    /// still counts as handled. An error (a rule's filter failing under
+    /// `on_error = "fail"`, a shard diverging from its merge) fails the
+    /// task and names the rule and the position.
+    pub fn apply(&mut self, batch: &mut Batch) -> Result<(), String> {
         // Runs of events of one table (a snapshot chunk, a bulk change)
         // are decided once: the table's Arc is alive while they are.
         let mut last: Option<(*const crate::event::TableSchema, bool)> = None;
@@ -38,6 +72,66 @@ impl Stage {
             }
             self.keeps(ev)
         });
+        if self.rules.is_empty() {
+            return Ok(());
+        }
+        let mut failed = None;
+        let rules = &mut self.rules;
+        batch.events.retain_mut(|ev| {
+            if failed.is_some() {
+                return false;
+            }
+            match rules.apply(ev) {
+                Ok(keep) => keep,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.write_dead_letters()
+    }
+
+    /// Appends the dead letters gathered so far, synced, so they are on
+    /// disk before the batch's position can be committed.
+    fn write_dead_letters(&mut self) -> Result<(), String> {
+        if self.rules.dead.is_empty() {
+            return Ok(());
+        }
+        let Some(path) = &self.dead_letter else {
+            self.rules.dead.clear();
+            return Ok(());
+        };
+        let fail = |e: std::io::Error| {
+            format!(
+                "writing rows a rule's filter failed on to the dead-letter file {}: {e}; free space or fix its directory's permissions, then resume",
+                path.display()
+            )
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(fail)?;
+        let mut text = String::new();
+        for d in self.rules.dead.drain(..) {
+            text.push_str(&d.line);
+            text.push('\n');
+        }
+        f.write_all(text.as_bytes()).map_err(fail)?;
+        f.sync_data().map_err(fail)?;
+        Ok(())
+    }
+
+    /// The merge groups the rules have seen.
+    pub fn merge_groups(&self) -> Vec<rules::MergeGroup> {
+        self.rules.groups()
     }
 
     fn keeps(&self, ev: &ChangeEvent) -> bool {

@@ -34,7 +34,13 @@ pub fn filter(cfg: &TaskConfig) -> Result<TableFilter, TaskError> {
 }
 
 pub fn stage(cfg: &TaskConfig) -> Result<Stage, TaskError> {
-    Ok(Stage::new(filter(cfg)?, cfg.ddl.clone()))
+    let stage = Stage::new(filter(cfg)?, cfg.ddl.clone());
+    if cfg.rules.is_empty() {
+        return Ok(stage);
+    }
+    stage
+        .with_rules(&cfg.id, &cfg.rules, cfg.dead_letter_path())
+        .map_err(TaskError::Config)
 }
 
 /// Opens the task's sink (reading back its own position, if it keeps one).

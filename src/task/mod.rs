@@ -55,6 +55,10 @@ pub enum TaskError {
     /// The task's settings and stored state don't fit together.
     #[error("{0}")]
     Config(String),
+    /// A processing rule stopped the task (a filter failing under
+    /// `on_error = "fail"`, a shard diverging from its merge).
+    #[error("processing rules: {0}")]
+    Rules(String),
 }
 
 impl TaskError {
@@ -77,7 +81,7 @@ impl Classify for TaskError {
             TaskError::Source { source, .. } => source.class(),
             TaskError::Sink { source, .. } => source.class(),
             TaskError::Store(e) => e.class(),
-            TaskError::Config(_) => ErrorClass::Definite,
+            TaskError::Config(_) | TaskError::Rules(_) => ErrorClass::Definite,
         }
     }
 

@@ -173,8 +173,15 @@ pub async fn run<S: Source, K: Sink>(
                     }
                 }
                 r.progress.on_read(&batches);
-                for b in batches.iter_mut() {
-                    stage.apply(b);
+                if let Some(e) = batches
+                    .iter_mut()
+                    .find_map(|b| stage.apply(b).err())
+                {
+                    // Nothing of this group goes on: the earlier groups
+                    // are drained and committed, and the resume reads it
+                    // again.
+                    batches.clear();
+                    break Err(TaskError::Rules(e));
                 }
                 pace.account(&r.progress.throttle, &batches, events as u64);
                 waiting = Some(events as u64);

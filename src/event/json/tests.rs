@@ -20,6 +20,7 @@ fn col(name: &str, ty: &str) -> ColumnDef {
 
 fn encode_one(connector: Connector, ty: &str, v: Value, opts: JsonOptions) -> serde_json::Value {
     let table = Arc::new(TableSchema {
+        merged: None,
         db: "d".into(),
         schema: None,
         name: "t".into(),
@@ -302,6 +303,7 @@ fn intervals_uuids_and_timetz() {
 fn fast_path_writes_what_serde_writes() {
     use crate::event::{LsnPosition, SnapshotMark, SnapshotPosition};
     let table = Arc::new(TableSchema {
+        merged: None,
         db: "d".into(),
         schema: Some("public".into()),
         name: "t\"x".into(),

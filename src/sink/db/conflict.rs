@@ -101,8 +101,22 @@ impl<T: Target> Applier<T> {
             // change goes in.
             return Ok(ConflictAction::Overwrite);
         }
-        let action = self.policy(t).get(op);
         let key = conflict_key(t, ev, op, what);
+        if let Some(shard) = t.source.merged.as_deref()
+            && (matches!(op, ConflictOp::Insert) || what.contains("new key"))
+        {
+            // Overwriting would lose another shard's row without a trace.
+            return Err(Stop::Fail(
+                DbSinkError::definite(format!(
+                    "key collision in {}, which processing rules merge shards into: a row of {shard} has key {} (source position {}), and the target already holds a row with that key (from another shard, or left on the target). The rule says the shards' keys never overlap (merge.keys = \"unique\"), so nothing is overwritten: give the merge a shard column instead (merge = {{ shard_column = \"shard\" }}, on a new target table), or remove the colliding row and resume",
+                    t.label,
+                    key_text(t, &key),
+                    ev.position,
+                ))
+                .with_kind(DbErrorKind::Conflict),
+            ));
+        }
+        let action = self.policy(t).get(op);
         let counts = self.conflicts.entry(t.label.clone()).or_default();
         let slot = match op {
             ConflictOp::Insert => 0,

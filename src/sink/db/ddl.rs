@@ -164,6 +164,9 @@ impl<T: Target> Applier<T> {
                 ev.position.clone(),
             )));
         }
+        if ddl.reshaped_from.is_some() {
+            return self.reshaped_ddl(ev, durable).await;
+        }
         let same_engine = matches!(
             (self.s.source, self.target.engine()),
             (Connector::Mysql | Connector::Mariadb, super::Engine::Mysql)
@@ -253,6 +256,63 @@ impl<T: Target> Applier<T> {
                 self.target.ddl(mapped, &sql).await
             }
         }
+    }
+
+    /// DDL of a table processing rules rename or reshape: the statement
+    /// names the source's table and columns, so it isn't replayed. The
+    /// target table follows the rows (created with the first, given new
+    /// columns as rows bring them); dropping and emptying the table are
+    /// carried out on the output table.
+    async fn reshaped_ddl(
+        &mut self,
+        ev: &ChangeEvent,
+        durable: &watch::Sender<Durable>,
+    ) -> Result<(), Stop> {
+        let Some(ddl) = ev.ddl.as_deref() else {
+            return Ok(());
+        };
+        let (Some(db), Some(table)) = (ddl.db.as_deref(), ddl.table.as_deref()) else {
+            return Ok(());
+        };
+        let from = ddl.reshaped_from.as_deref().unwrap_or_default();
+        let (schema, name) = self.s.cfg.target_of(db, table);
+        if !self.target.transactional_ddl()
+            && let Some(p) = self.applied.clone()
+        {
+            self.commit_at(p, durable).await.map_err(Stop::from)?;
+        }
+        let r = match ddl.kind {
+            DdlKind::DropTable => self.target.drop_table(&schema, &name).await,
+            DdlKind::TruncateTable => {
+                self.target
+                    .ddl(None, &truncate_sql(self.target.engine(), &schema, &name))
+                    .await
+            }
+            DdlKind::RenameTable => Err(DbSinkError::definite(format!(
+                "RENAME of {from} at {}, whose rows processing rules write to {schema}.{name}: the rules decide the target's name, so the rename isn't carried over. Adjust the rules (rename_table) for the new name and set [tasks.ddl] kinds.rename_table = \"skip\"",
+                ev.position
+            ))),
+            kind => {
+                info!(task = %self.s.task, position = %ev.position, source_table = from, target_table = %format!("{schema}.{name}"), kind = kind.name(), "DDL of a table processing rules reshape: not replayed; the target table follows the rows");
+                Ok(())
+            }
+        };
+        r.map_err(|e| {
+            Stop::Fail(e.context(&format!(
+                "applying DDL at {} (`{}`); set [tasks.ddl] kinds.{} = \"skip\" to go past it",
+                ev.position,
+                one_line(&ddl.statement),
+                ddl.kind.name()
+            )))
+        })?;
+        self.target.forget_tables();
+        if !self.target.transactional_ddl() {
+            self.applied = Some(ev.position.clone());
+            self.commit_at(ev.position.clone(), durable)
+                .await
+                .map_err(Stop::from)?;
+        }
+        Ok(())
     }
 
     /// DDL from the other engine: what can be done without parsing the

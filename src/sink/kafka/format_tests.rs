@@ -10,6 +10,7 @@ use crate::event::{ColumnDef, Connector, TxMeta};
 
 fn table() -> Arc<TableSchema> {
     Arc::new(TableSchema {
+        merged: None,
         db: "fxdb".into(),
         schema: None,
         name: "t".into(),

@@ -260,6 +260,7 @@ mod tests {
 
     fn table(db: &str, schema: Option<&str>, name: &str) -> Arc<TableSchema> {
         Arc::new(TableSchema {
+            merged: None,
             db: db.into(),
             schema: schema.map(Into::into),
             name: name.into(),

@@ -89,6 +89,7 @@ fn postgres_types_follow_debezium() {
 #[test]
 fn text_written_values_make_the_field_a_string() {
     let t = TableSchema {
+        merged: None,
         db: "d".into(),
         schema: None,
         name: "t".into(),

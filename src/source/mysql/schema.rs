@@ -354,6 +354,7 @@ pub fn build(
     let version = TableSchema::fingerprint(&columns, &key);
     Ok(TableCodec {
         schema: Arc::new(TableSchema {
+            merged: None,
             db: map.db.clone(),
             schema: None,
             name: map.table.clone(),

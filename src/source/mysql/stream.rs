@@ -437,6 +437,7 @@ impl BinlogDecoder {
         let truncate = kind == DdlKind::TruncateTable;
         let schema = match (&db, &table) {
             (Some(d), Some(t)) if truncate => Some(Arc::new(TableSchema {
+                merged: None,
                 db: d.clone(),
                 schema: None,
                 name: t.clone(),
@@ -461,6 +462,7 @@ impl BinlogDecoder {
             before: None,
             after: None,
             ddl: Some(Box::new(Ddl {
+                reshaped_from: None,
                 db,
                 table,
                 statement: sql,

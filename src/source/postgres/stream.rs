@@ -463,6 +463,7 @@ pub fn relation_schema(
     let key = key_columns(r, info);
     let version = TableSchema::fingerprint(&columns, &key);
     let schema = Arc::new(TableSchema {
+        merged: None,
         db: db.to_string(),
         schema: Some(schema_name.to_string()),
         name: r.name.clone(),

@@ -65,6 +65,7 @@ pub fn table_codec(
     let version = TableSchema::fingerprint(&defs, &key);
     Ok(TableCodec {
         schema: Arc::new(TableSchema {
+            merged: None,
             db: db.to_string(),
             schema: None,
             name: table.to_string(),

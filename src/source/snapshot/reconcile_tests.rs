@@ -7,6 +7,7 @@ use crate::source::snapshot::{EngineTable, Job, SnapTable};
 
 fn schema(key: Vec<usize>) -> Arc<TableSchema> {
     Arc::new(TableSchema {
+        merged: None,
         db: "d".into(),
         schema: None,
         name: "t".into(),
