@@ -34,10 +34,15 @@ enum Command {
         #[arg(long)]
         once: bool,
     },
-    /// Parse and validate the config (no network).
+    /// Parse and validate the config (no network); with --connect, also
+    /// check each task's processing rules against the source's tables.
     Validate {
         #[arg(long)]
         config: PathBuf,
+        /// Read the source's catalog: every column a rule names exists,
+        /// filters type-check, keys survive.
+        #[arg(long)]
+        connect: bool,
     },
     /// Committed positions.
     Offsets {
@@ -229,7 +234,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Run { config, once } => run(&config, once),
-        Command::Validate { config } => validate(&config),
+        Command::Validate { config, connect } => validate(&config, connect),
         Command::Offsets { command } => offsets(command),
         Command::Slot { command } => slot(command),
         Command::Status { config, task, json } => status(&config, task.as_deref(), json),
@@ -253,7 +258,7 @@ fn load(path: &std::path::Path) -> Result<Config> {
     Ok(Config::load(path)?)
 }
 
-fn validate(path: &std::path::Path) -> Result<ExitCode> {
+fn validate(path: &std::path::Path, connect: bool) -> Result<ExitCode> {
     let config = load(path)?;
     println!(
         "{}: ok ({} task{})",
@@ -261,7 +266,33 @@ fn validate(path: &std::path::Path) -> Result<ExitCode> {
         config.tasks.len(),
         if config.tasks.len() == 1 { "" } else { "s" }
     );
-    Ok(ExitCode::SUCCESS)
+    if !connect {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rt = small_runtime()?;
+    let mut failed = false;
+    for task in &config.tasks {
+        for item in rt.block_on(tidemark::precheck::rules(task)) {
+            let v = serde_json::to_value(&item).unwrap_or_default();
+            let f = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+            failed |= f("status") == "fail";
+            println!(
+                "task {}: {} {}: {}",
+                task.id,
+                f("status"),
+                f("name"),
+                f("detail")
+            );
+            if !f("fix").is_empty() {
+                println!("    fix: {}", f("fix"));
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn open_store(config: &Config) -> Result<FileOffsetStore> {

@@ -9,6 +9,7 @@ mod kafka;
 mod mysql;
 mod operator;
 mod postgres;
+mod rules;
 mod runtime;
 mod service;
 mod snapshot;

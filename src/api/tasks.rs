@@ -375,7 +375,15 @@ fn describe(cfg: &TaskConfig) -> Value {
         "source": source,
         "filter": {"include": cfg.filter.include, "exclude": cfg.filter.exclude},
         "sink": sink,
+        "rules": rules_view(&cfg.rules),
     })
+}
+
+/// The processing rules as a view shows them: `mask_secret` redacted.
+fn rules_view(rules: &[crate::config::rules::RuleConfig]) -> Value {
+    let mut v = serde_json::to_value(rules).unwrap_or_default();
+    redact(&mut v, None);
+    v
 }
 
 /// What a modify may change (while the task is created, paused, stopped
@@ -390,6 +398,7 @@ struct Modify {
     name: Option<String>,
     description: Option<String>,
     notify: Option<crate::config::NotifyConfig>,
+    rules: Option<Vec<crate::config::rules::RuleConfig>>,
 }
 
 async fn modify(
@@ -403,7 +412,7 @@ async fn modify(
         ApiError::field(
             e.path().to_string(),
             format!(
-                "{} (a modify takes filter, ddl, format, conflict, name, description and notify)",
+                "{} (a modify takes filter, ddl, format, conflict, rules, name, description and notify)",
                 e.inner()
             ),
         )
@@ -416,6 +425,7 @@ async fn modify(
         name: m.name,
         description: m.description,
         notify: m.notify,
+        rules: m.rules,
     };
     t.modify(change).await?;
     // The stored definition follows (the task comes back modified).

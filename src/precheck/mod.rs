@@ -108,7 +108,96 @@ pub async fn run(cfg: &TaskConfig, facts: &TaskFacts) -> Report {
     }
     items.extend(target(cfg, true).await);
     items.extend(consistency(cfg).await);
+    items.extend(rules(cfg).await);
     Report::new(items)
+}
+
+/// The processing rules against the source's tables: every column a rule
+/// names exists, keys survive, filters type-check on the columns' types,
+/// shards renamed into one table are merged.
+pub async fn rules(cfg: &TaskConfig) -> Vec<Item> {
+    if cfg.rules.is_empty() {
+        return Vec::new();
+    }
+    let objects = match inspect::objects(cfg, None).await {
+        Ok(o) => o,
+        Err(e) => {
+            return vec![Item::fail(
+                "rules",
+                format!("the source's tables could not be read to check the rules against: {e}"),
+                "check the source connection (test-connection)",
+            )];
+        }
+    };
+    let mut rules = match crate::stage::rules::Rules::new(&cfg.id, &cfg.rules, false) {
+        Ok(r) => r,
+        Err(e) => return vec![Item::fail("rules", e, "fix the rule")],
+    };
+    let pg = matches!(cfg.source, SourceConfig::Postgres(_));
+    let mut items = Vec::new();
+    let mut shaped = Vec::new();
+    for d in objects["databases"].as_array().into_iter().flatten() {
+        let db = d["name"].as_str().unwrap_or_default();
+        for t in d["tables"].as_array().into_iter().flatten() {
+            if t["selected"] != serde_json::Value::Bool(true) {
+                continue;
+            }
+            let name = t["name"].as_str().unwrap_or_default();
+            let cols = t["columns"].as_array().cloned().unwrap_or_default();
+            let columns: Vec<crate::event::ColumnDef> = cols
+                .iter()
+                .map(|c| crate::event::ColumnDef {
+                    name: c["name"].as_str().unwrap_or_default().to_string(),
+                    type_name: c["type"].as_str().unwrap_or_default().to_string(),
+                    nullable: true,
+                })
+                .collect();
+            let key: Vec<usize> = cols
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c["key"] == serde_json::Value::Bool(true))
+                .map(|(i, _)| i)
+                .collect();
+            let schema = std::sync::Arc::new(crate::event::TableSchema {
+                db: if pg { String::new() } else { db.to_string() },
+                schema: pg.then(|| db.to_string()),
+                name: name.to_string(),
+                version: crate::event::TableSchema::fingerprint(&columns, &key),
+                columns,
+                key,
+                uniques: Vec::new(),
+                before_complete: true,
+                defaults: Vec::new(),
+                merged: None,
+            });
+            match rules.check_table(&schema) {
+                Ok(Some(s)) => shaped.push(s),
+                Ok(None) => {}
+                Err(e) => items.push(Item::fail(
+                    &format!("rules.{db}.{name}"),
+                    e,
+                    "fix the rule (or the table), then check again",
+                )),
+            }
+        }
+    }
+    if items.is_empty() {
+        let detail = if shaped.is_empty() {
+            "no selected table matches a rule's tables".to_string()
+        } else {
+            shaped.join("; ")
+        };
+        if shaped.is_empty() {
+            items.push(Item::warn(
+                "rules",
+                detail,
+                "check the rules' tables patterns against the selected tables",
+            ));
+        } else {
+            items.push(Item::pass("rules", detail));
+        }
+    }
+    items
 }
 
 /// Settings that should agree between a source and a database target of

@@ -981,6 +981,52 @@ impl Rules {
         }
     }
 
+    /// Checks the rules against a table as the source's catalog tells it
+    /// (validation with a connection): the plan builds, and each filter
+    /// evaluates on a row of the columns' types. Returns what the table
+    /// becomes, or the rule's error.
+    pub fn check_table(&mut self, t: &Arc<TableSchema>) -> Result<Option<String>, String> {
+        let Some(plan) = self.plan_for(t)? else {
+            return Ok(None);
+        };
+        let sample: Vec<Value> = t.columns.iter().map(|c| sample(&c.type_name)).collect();
+        for (ri, names) in &plan.filters {
+            let rule = &self.rules[*ri];
+            let Some(f) = rule.filter.as_ref() else {
+                continue;
+            };
+            if let Err(Unknown::Error(why)) = f.eval(names, &sample) {
+                return Err(format!(
+                    "{}: the filter {:?} fails on {}: {why} (columns: {})",
+                    rule.label(),
+                    f.text,
+                    plan.source,
+                    names
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+        let out = &plan.out;
+        Ok(Some(format!(
+            "{} → {} ({})",
+            plan.source,
+            out.qualified_name(),
+            out.columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| if out.key.contains(&i) {
+                    format!("{} (key)", c.name)
+                } else {
+                    c.name.clone()
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
     /// The merge groups seen so far.
     pub fn groups(&self) -> Vec<MergeGroup> {
         let mut v: Vec<MergeGroup> = self
@@ -1026,6 +1072,24 @@ fn normalize(stmt: &str, db: &str, table: &str) -> String {
         out.push_str(joined.strip_prefix("<db>.").unwrap_or(&joined));
     }
     out
+}
+
+/// A value of a column type, for checking filters against a schema.
+fn sample(type_name: &str) -> Value {
+    let t = type_name.to_ascii_lowercase();
+    let base = t.split(['(', ' ']).next().unwrap_or_default();
+    match base {
+        "tinyint" | "smallint" | "mediumint" | "int" | "integer" | "bigint" | "int2" | "int4"
+        | "int8" | "year" | "oid" => Value::Int(1),
+        "decimal" | "numeric" | "money" => Value::Decimal("1".into()),
+        "float" | "double" | "real" | "float4" | "float8" => Value::Double(1.0),
+        "bool" | "boolean" => Value::Bool(true),
+        "binary" | "varbinary" | "blob" | "tinyblob" | "mediumblob" | "longblob" | "bytea" => {
+            Value::Bytes(vec![1])
+        }
+        "json" | "jsonb" => Value::Json("{}".into()),
+        _ => Value::Text("x".into()),
+    }
 }
 
 fn texty(type_name: &str) -> bool {

@@ -77,6 +77,8 @@ pub struct TaskChange {
     pub name: Option<String>,
     pub description: Option<String>,
     pub notify: Option<crate::config::NotifyConfig>,
+    /// The processing rules, replaced whole.
+    pub rules: Option<Vec<crate::config::rules::RuleConfig>>,
 }
 
 impl TaskChange {
@@ -109,6 +111,9 @@ impl TaskChange {
         if let Some(n) = &self.notify {
             c.notify = n.clone();
         }
+        if let Some(r) = &self.rules {
+            c.rules = r.clone();
+        }
         c
     }
 
@@ -119,6 +124,7 @@ impl TaskChange {
             && self.ddl.is_none()
             && self.format.is_none()
             && self.conflict.is_none()
+            && self.rules.is_none()
     }
 }
 

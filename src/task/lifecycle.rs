@@ -308,6 +308,9 @@ impl TaskLoop {
         if change.format.is_some() {
             what.push("format");
         }
+        if change.rules.is_some() {
+            what.push("rules");
+        }
         if change.conflict.is_some() {
             if !matches!(
                 self.cfg.sink,

@@ -84,6 +84,11 @@ pub fn mysql_type(source: Connector, c: &ColumnDef, key: bool) -> Result<String,
             "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => format!("{name}{u}"),
             "float" | "double" | "date" | "json" | "geometry" | "year" => name.into(),
             "decimal" | "bit" | "time" | "datetime" | "timestamp" => format!("{name}{args}"),
+            // A key column keeps its declared length where an index can
+            // hold it (a composite key of long columns would not fit).
+            "char" | "varchar" if key && declared_chars(args).is_some_and(|n| n <= 768) => {
+                format!("varchar{args}")
+            }
             "char" | "varchar" | "text" | "enum" | "set" => text(),
             "binary" | "varbinary" | "blob" | "vector" => bytes(),
             other => {
@@ -143,6 +148,15 @@ pub fn mysql_type(source: Connector, c: &ColumnDef, key: bool) -> Result<String,
         "money" => "decimal(20,2)".into(),
         _ => text(),
     })
+}
+
+/// The `n` of `(n)`.
+fn declared_chars(args: &str) -> Option<u32> {
+    args.strip_prefix('(')?
+        .strip_suffix(')')?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// ` DEFAULT …` for a PostgreSQL column of type `ty` (as created), or
