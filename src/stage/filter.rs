@@ -89,16 +89,19 @@ impl Filter {
         let vars = Vars { row: &row };
         let mut ctx = Context::with_env(self.env.clone());
         ctx.set_variable_resolver(&vars);
-        let r = self.program.execute(&ctx);
+        // The value as the interpreter holds it: no conversion per row.
+        let r = cel::Value::resolve_val(self.program.expression(), &ctx);
         if row.missing.load(Ordering::Relaxed) {
             return Err(Unknown::Missing);
         }
         match r {
-            Ok(cel::Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(Unknown::Error(format!(
-                "the filter gave a {:?}, not a boolean",
-                other.type_of()
-            ))),
+            Ok(v) => match v.downcast_ref::<CelBool>() {
+                Some(b) => Ok(*b.inner()),
+                None => Err(Unknown::Error(format!(
+                    "the filter gave a {}, not a boolean",
+                    v.get_type().name()
+                ))),
+            },
             Err(e) => Err(Unknown::Error(describe(&e))),
         }
     }
@@ -136,7 +139,14 @@ impl VariableResolver for Vars<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         match variable {
             "row" | "after" => Some(CowVal::Borrowed(self.row)),
-            _ => None,
+            // The interpreter asks for `row.amount` whole first: answered
+            // here, the column is read without going through the map.
+            v => {
+                let column = v
+                    .strip_prefix("row.")
+                    .or_else(|| v.strip_prefix("after."))?;
+                self.row.column(column)
+            }
         }
     }
 }
@@ -157,6 +167,26 @@ impl Clone for RowView<'_> {
             values: self.values,
             missing: AtomicBool::new(self.missing.load(Ordering::Relaxed)),
         }
+    }
+}
+
+impl<'a> RowView<'a> {
+    /// A column's value, or `None` when the row has no such column (the
+    /// interpreter then reports it by name).
+    fn column<'b>(&'b self, name: &str) -> Option<CowVal<'b, 'b>>
+    where
+        'a: 'b,
+    {
+        let (_, slot) = self.names.iter().find(|(n, _)| n == name)?;
+        let v = match slot {
+            Slot::Column(i) => self.values.get(*i).unwrap_or(&Value::Null),
+            Slot::Fixed(v) => v,
+        };
+        if matches!(v, Value::Unchanged) {
+            self.missing.store(true, Ordering::Relaxed);
+            return Some(CowVal::owned(CelNull));
+        }
+        Some(cel_value(v))
     }
 }
 

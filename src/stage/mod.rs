@@ -129,6 +129,11 @@ impl Stage {
         Ok(())
     }
 
+    /// Whether processing rules are set.
+    pub fn has_rules(&self) -> bool {
+        !self.rules.is_empty()
+    }
+
     /// The merge groups the rules have seen.
     pub fn merge_groups(&self) -> Vec<rules::MergeGroup> {
         self.rules.groups()

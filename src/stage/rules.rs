@@ -211,6 +211,9 @@ pub struct Plan {
     cols: Vec<OutCol>,
     /// The identity projection: values pass as they are.
     same_columns: bool,
+    /// The source's columns in their places, some masked: values are
+    /// masked where they are.
+    in_place: bool,
     /// `(rule index, columns the filter reads)`.
     filters: Vec<(usize, Vec<(String, Slot)>)>,
     /// The source table's qualified name.
@@ -237,6 +240,8 @@ struct Group {
     members: BTreeMap<String, usize>,
     /// The statements (normalized), with the shard that ran each first.
     statements: Vec<(String, String)>,
+    /// How many of the statements have gone on.
+    emitted: usize,
 }
 
 /// A merge group as the task view shows it.
@@ -377,10 +382,11 @@ impl Rules {
         }
         let g = self.groups.entry(group.to_string()).or_default();
         if !g.members.contains_key(shard) {
-            // A shard first seen now has the group's schema: it is
-            // counted as having run the statements so far.
-            let n = g.statements.len();
-            g.members.insert(shard.to_string(), n);
+            // A shard first seen through its rows (a snapshot chunk, a
+            // change) has run none of the group's statements yet: it may
+            // be copied after another shard's change was streamed. (One
+            // created later joins through its CREATE TABLE, caught up.)
+            g.members.insert(shard.to_string(), 0);
             if g.members.len() > 1 {
                 info!(task = %self.task, group, shard, shards = g.members.len(), "a shard joined the merge");
             }
@@ -614,10 +620,12 @@ impl Rules {
             .map(|u| u.iter().filter_map(pos).collect::<Vec<_>>())
             .filter(|u: &Vec<usize>| !u.is_empty())
             .collect();
-        let same_columns = cols.len() == t.columns.len()
-            && cols.iter().enumerate().all(|(i, c)| {
-                matches!(c.out.src, Src::Column(j) if j == i) && c.out.mask.is_none()
-            });
+        let in_place = cols.len() == t.columns.len()
+            && cols
+                .iter()
+                .enumerate()
+                .all(|(i, c)| matches!(c.out.src, Src::Column(j) if j == i));
+        let same_columns = in_place && cols.iter().all(|c| c.out.mask.is_none());
         let out = TableSchema {
             db: if pg { t.db.clone() } else { out_ns.clone() },
             schema: pg.then(|| out_ns.clone()),
@@ -638,6 +646,7 @@ impl Rules {
             out: if reshaped { Arc::new(out) } else { t.clone() },
             cols: cols.into_iter().map(|c| c.out).collect(),
             same_columns: same_columns || !reshaped,
+            in_place,
             filters,
             source,
             merge,
@@ -828,6 +837,16 @@ impl Rules {
     }
 
     fn row(&self, plan: &Plan, ev: &ChangeEvent, mut vals: Vec<Value>, before: bool) -> Vec<Value> {
+        if plan.in_place {
+            // Same columns in the same places: only masks change values.
+            for (v, c) in vals.iter_mut().zip(&plan.cols) {
+                if let Some(m) = &c.mask {
+                    let clear = std::mem::replace(v, Value::Null);
+                    *v = self.mask(m, clear);
+                }
+            }
+            return vals;
+        }
         let mut out = Vec::with_capacity(plan.cols.len());
         for c in &plan.cols {
             let v = match &c.src {
@@ -872,10 +891,11 @@ impl Rules {
                     return Value::Null;
                 };
                 let tag = ring::hmac::sign(key, &bytes_form(&v));
+                const HEX: &[u8; 16] = b"0123456789abcdef";
                 let mut hex = String::with_capacity(64);
                 for b in tag.as_ref() {
-                    use std::fmt::Write;
-                    let _ = write!(hex, "{b:02x}");
+                    hex.push(char::from(HEX[usize::from(b >> 4)]));
+                    hex.push(char::from(HEX[usize::from(b & 15)]));
                 }
                 Value::Text(hex)
             }
@@ -970,7 +990,11 @@ impl Rules {
                     .filter(|(_, n)| **n <= ran)
                     .map(|(s, _)| s)
                     .collect();
-                if waiting.is_empty() {
+                if waiting.is_empty() && ran < g.emitted {
+                    // Gone on already (before a shard seen later ran it).
+                    Ok(false)
+                } else if waiting.is_empty() {
+                    g.emitted = ran + 1;
                     info!(task = %self.task, group = %group_name, statement = %statement, shards = g.members.len(), "every shard of the merge ran the schema change: it goes on once");
                     Ok(true)
                 } else {

@@ -474,3 +474,46 @@ fn config_errors_name_the_field() {
         assert!(!m.is_empty());
     }
 }
+
+#[test]
+fn a_shard_copied_after_anothers_change_still_counts() {
+    let mut r = rules(MERGE);
+    let shards = [
+        "shop_1.orders_1",
+        "shop_1.orders_2",
+        "shop_2.orders_1",
+        "shop_2.orders_2",
+    ];
+    let alter = |r: &mut Rules, s: &str| {
+        let (db, name) = s.split_once('.').unwrap();
+        let mut ev = ddl(
+            db,
+            name,
+            &format!("ALTER TABLE {name} ADD COLUMN note TEXT"),
+            DdlKind::AlterTable,
+        );
+        r.apply(&mut ev).unwrap()
+    };
+    let rows = |r: &mut Rules, s: &str| {
+        let (db, name) = s.split_once('.').unwrap();
+        r.apply(&mut event(
+            &table(db, name),
+            Op::Read,
+            None,
+            Some(row(1, "EU", "1", "a")),
+        ))
+        .unwrap();
+    };
+    for s in &shards[..3] {
+        rows(&mut r, s);
+    }
+    assert!(!alter(&mut r, shards[0]));
+    // The fourth shard's snapshot rows arrive after the first's change.
+    rows(&mut r, shards[3]);
+    assert!(!alter(&mut r, shards[1]));
+    assert!(!alter(&mut r, shards[2]));
+    assert!(alter(&mut r, shards[3]), "the last shard's change goes on");
+    let g = &r.groups()[0];
+    assert_eq!(g.schema_changes, 1);
+    assert!(g.shards.values().all(|&n| n == 1), "{g:?}");
+}

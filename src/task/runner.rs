@@ -84,6 +84,17 @@ pub async fn run<S: Source, K: Sink>(
         committed: None,
     };
     let stage = ctx.stage;
+    // Processing rules run on their own thread, a group ahead of the
+    // sink's encoding (the selection alone stays inline: it is cheap).
+    let (stage_tx, mut stage_rx) = match stage.has_rules() {
+        true => {
+            let w = StageWorker::start(stage);
+            (Some(w.tx), Some(w.rx))
+        }
+        false => (None, None),
+    };
+    // Groups handed to the worker and not yet back.
+    let mut in_stage = 0usize;
     let source_label = source.label();
     let source_err = |e| TaskError::Source {
         what: source_label,
@@ -126,6 +137,7 @@ pub async fn run<S: Source, K: Sink>(
             batches.clear();
         }
         if waiting.is_none()
+            && in_stage == 0
             && let Some(h) = held.take()
         {
             break h.map_err(source_err);
@@ -143,7 +155,19 @@ pub async fn run<S: Source, K: Sink>(
                 r.progress.add_conflicts(sink.take_conflicts());
             }
             _ = pace.wait(), if waiting.is_some() => {}
-            next = source.next(), if waiting.is_none() => {
+            staged = staged_group(&mut stage_rx), if waiting.is_none() && in_stage > 0 => {
+                in_stage -= 1;
+                match staged {
+                    Some((group, Ok(()), events)) => {
+                        batches = group;
+                        pace.account(&r.progress.throttle, &batches, events);
+                        waiting = Some(events);
+                    }
+                    Some((_, Err(e), _)) => break Err(TaskError::Rules(e)),
+                    None => break Err(TaskError::Rules("the processing rules' thread ended".into())),
+                }
+            }
+            next = source.next(), if waiting.is_none() && held.is_none() && in_stage < STAGE_AHEAD => {
                 let first = match next {
                     Ok(Some(b)) => b,
                     Ok(None) => break Ok(RunEnd::Finished),
@@ -173,6 +197,14 @@ pub async fn run<S: Source, K: Sink>(
                     }
                 }
                 r.progress.on_read(&batches);
+                if let Some(tx) = &stage_tx {
+                    let group = std::mem::take(&mut batches);
+                    if tx.send((group, events as u64)).is_err() {
+                        break Err(TaskError::Rules("the processing rules' thread ended".into()));
+                    }
+                    in_stage += 1;
+                    continue;
+                }
                 if let Some(e) = batches
                     .iter_mut()
                     .find_map(|b| stage.apply(b).err())
@@ -205,7 +237,7 @@ pub async fn run<S: Source, K: Sink>(
             // What the sink accepted is still made durable and committed, so
             // the restart repeats as little as possible; the source's error
             // is the one reported.
-            if let TaskError::Source { .. } = e
+            if let TaskError::Source { .. } | TaskError::Rules(_) = e
                 && let Err(drain) = r.drain(sink, source).await
             {
                 debug!(task = %ctx.task, error = %crate::error::chain(&drain.into_task(sink_label)), "drain after a source failure failed");
@@ -213,6 +245,66 @@ pub async fn run<S: Source, K: Sink>(
             let _ = source.close().await;
             Err(e)
         }
+    }
+}
+
+/// The next group back from the rules' thread (never, without one).
+async fn staged_group(rx: &mut Option<tokio::sync::mpsc::Receiver<Staged>>) -> Option<Staged> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A staged group: the batches, the stage's verdict, the events read.
+type Staged = (Vec<Batch>, Result<(), String>, u64);
+
+/// Groups the rules' thread may hold ahead of the sink.
+const STAGE_AHEAD: usize = 2;
+
+/// A group with the events read for it, as the stage thread takes it.
+type Group = (Vec<Batch>, u64);
+
+/// The stage on its own thread: groups in, staged groups out, in order.
+struct StageWorker {
+    tx: std::sync::mpsc::SyncSender<Group>,
+    rx: tokio::sync::mpsc::Receiver<Staged>,
+}
+
+impl StageWorker {
+    fn start(stage: &mut Stage) -> StageWorker {
+        // The run owns its stage: the worker takes it for the run's length.
+        let mut stage = std::mem::replace(
+            stage,
+            Stage::new(
+                crate::select::TableFilter::default(),
+                crate::config::DdlConfig::default(),
+            ),
+        );
+        let (tx, in_rx) = std::sync::mpsc::sync_channel::<Group>(STAGE_AHEAD);
+        let (out_tx, rx) = tokio::sync::mpsc::channel(STAGE_AHEAD);
+        let spawned = std::thread::Builder::new()
+            .name("stage".into())
+            .spawn(move || {
+                while let Ok((mut group, events)) = in_rx.recv() {
+                    let r = group
+                        .iter_mut()
+                        .find_map(|b| stage.apply(b).err())
+                        .map_or(Ok(()), Err);
+                    if r.is_err() {
+                        group.clear();
+                    }
+                    let failed = r.is_err();
+                    if out_tx.blocking_send((group, r, events)).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // No thread: the receiver reports the end on first use.
+            tracing::error!(error = %e, "starting the processing rules' thread failed");
+        }
+        StageWorker { tx, rx }
     }
 }
 

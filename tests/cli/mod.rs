@@ -69,6 +69,7 @@ fn every_shipped_example_config_validates() {
                     ("PG_PASSWORD", "pw"),
                     ("A_PASSWORD", "pw"),
                     ("B_PASSWORD", "pw"),
+                    ("MASK_SECRET", "a-mask-secret-of-24-chars"),
                 ],
             );
             assert!(ok, "{}: {out}", path.display());
