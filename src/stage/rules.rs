@@ -722,7 +722,9 @@ impl Rules {
             Ok(all)
         };
         let after = ev.after.as_deref();
-        let before = ev.before.as_deref();
+        // A before image that holds only the key (its other columns are
+        // NULLs standing for values not sent) can't be judged.
+        let before = ev.before.as_deref().filter(|_| !incomplete_before);
         let r = match ev.op {
             Op::Create | Op::Read => after
                 .map(|a| test(self, a, None))
@@ -778,7 +780,18 @@ impl Rules {
                 (_, Some(false)) => {
                     // Moves out: the filtered side drops it.
                     ev.op = Op::Delete;
-                    ev.after = None;
+                    let after = ev.after.take();
+                    if ev.before.is_none() {
+                        // PostgreSQL sends no before image when the key
+                        // didn't change: the delete carries the key.
+                        let key = ev.table.as_ref().map(|t| t.key.clone()).unwrap_or_default();
+                        ev.before = after.map(|a| {
+                            a.into_iter()
+                                .enumerate()
+                                .map(|(i, v)| if key.contains(&i) { v } else { Value::Null })
+                                .collect()
+                        });
+                    }
                     Verdict::Keep
                 }
                 _ => Verdict::Keep,

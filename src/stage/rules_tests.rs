@@ -517,3 +517,31 @@ fn a_shard_copied_after_anothers_change_still_counts() {
     assert_eq!(g.schema_changes, 1);
     assert!(g.shards.values().all(|&n| n == 1), "{g:?}");
 }
+
+#[test]
+fn a_before_image_of_the_key_only_is_not_judged() {
+    let mut r = rules("[[rules]]\ntables = [\"shop.orders\"]\nfilter = 'row.region == \"EU\"'\n");
+    let mut t = (*table("shop", "orders")).clone();
+    t.before_complete = false;
+    let t = Arc::new(t);
+    // PostgreSQL's default identity: the key, then NULLs.
+    let key_only = || vec![Value::Int(1), Value::Null, Value::Null, Value::Null];
+    let mut del = event(&t, Op::Delete, Some(key_only()), None);
+    assert!(r.apply(&mut del).unwrap(), "a delete is passed on");
+    let mut out = event(
+        &t,
+        Op::Update,
+        Some(key_only()),
+        Some(row(1, "US", "1", "a")),
+    );
+    assert!(r.apply(&mut out).unwrap());
+    assert_eq!(out.op, Op::Delete, "moving out (or never in): deleted");
+    let mut stay = event(
+        &t,
+        Op::Update,
+        Some(key_only()),
+        Some(row(1, "EU", "1", "a")),
+    );
+    assert!(r.apply(&mut stay).unwrap());
+    assert_eq!(stay.op, Op::Update);
+}

@@ -1426,3 +1426,91 @@ fn webhook_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     });
     (port, bodies)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn processing_rules_show_on_the_task_and_change_while_it_is_paused() {
+    let m = mariadb();
+    let db = "api_rules";
+    m.fresh_db(db).await;
+    m.exec(&format!(
+        "CREATE TABLE {db}.t (id INT PRIMARY KEY, region VARCHAR(4) NOT NULL, email VARCHAR(40) NOT NULL)"
+    ))
+    .await;
+    let (mut d, port) = daemon("api_rules", db);
+    d.env.push(("API_TEST_SOURCE_URL".into(), m.url()));
+    d.start();
+    wait_api(&d, port);
+    let out = d.dir.join("data").join("r1.jsonl");
+    let rules = |region: &str| {
+        json!([{
+            "tables": [format!("{db}.t")],
+            "filter": format!("row.region == \"{region}\""),
+            "mask": {"email": "hash"},
+            "mask_secret": "api-test-mask-secret-0123",
+        }])
+    };
+    let def = json!({
+        "id": "r1",
+        "source": {"type": "mysql", "url": "${API_TEST_SOURCE_URL}", "server_id": 4711},
+        "filter": {"include": [format!("{db}.*")]},
+        "sink": {"type": "jsonl", "path": out},
+        "rules": rules("EU"),
+    });
+    let r = call(port, "POST", "/api/v1/tasks?start=true", &def.to_string());
+    assert_eq!(r.status, 201, "{}", r.text);
+    wait_state(&d, port, "r1", "running");
+    d.wait_log("reading binlog", Duration::from_secs(30));
+    // The view shows the rules, the secret redacted.
+    let v = call(port, "GET", "/api/v1/tasks/r1", "").json();
+    let shown = &v["definition"]["rules"][0];
+    assert_eq!(shown["filter"], "row.region == \"EU\"", "{v}");
+    assert_eq!(shown["mask_secret"], "***", "{v}");
+    m.exec(&format!(
+        "INSERT INTO {db}.t VALUES (1, 'EU', 'one@clear.example'), (2, 'US', 'two@clear.example')"
+    ))
+    .await;
+    let ids = |n: usize| -> Vec<i64> {
+        let mut got = Vec::new();
+        crate::support::wait_until(Duration::from_secs(30), "the task's output", || {
+            got = crate::support::read_lines(&out)
+                .iter()
+                .map(|l| l["after"]["id"].as_i64().unwrap_or(0))
+                .collect();
+            got.len() >= n
+        });
+        got
+    };
+    assert_eq!(ids(1), [1]);
+    // Rules don't change under a running task.
+    let patch = json!({ "rules": rules("US") }).to_string();
+    let r = call(port, "PATCH", "/api/v1/tasks/r1", &patch);
+    assert_eq!(r.status, 409, "{}", r.text);
+    let r = call(port, "POST", "/api/v1/tasks/r1/pause", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    wait_state(&d, port, "r1", "paused");
+    // A broken rule is refused, naming the field.
+    let bad = json!({ "rules": [{"tables": ["a.b"], "filter": "row.region =="}] }).to_string();
+    let r = call(port, "PATCH", "/api/v1/tasks/r1", &bad);
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json()["error"]["field"], "rules[0].filter", "{}", r.text);
+    let r = call(port, "PATCH", "/api/v1/tasks/r1", &patch);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(
+        r.json()["definition"]["rules"][0]["filter"],
+        "row.region == \"US\""
+    );
+    m.exec(&format!(
+        "INSERT INTO {db}.t VALUES (3, 'EU', 'three@clear.example'), (4, 'US', 'four@clear.example')"
+    ))
+    .await;
+    let r = call(port, "POST", "/api/v1/tasks/r1/resume", "");
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Rows already written stay; the new rows follow the new rule.
+    assert_eq!(ids(2), [1, 4]);
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(!text.contains("@clear.example"), "{text}");
+    // The change survives a restart of the daemon.
+    let stored = std::fs::read_to_string(d.dir.join("data/api-tasks/r1.json")).unwrap();
+    assert!(stored.contains("row.region == \\\"US\\\""), "{stored}");
+    assert!(d.stop().success(), "{}", d.log());
+}
