@@ -4,7 +4,7 @@
 # transactions of 1,000, private MariaDB on 127.0.0.1:13320), drained from
 # the same binlog range without rules and with a filter, a table rename and
 # a hash mask applied to every row (and each of them alone), alternating,
-# 3 runs each.
+# 5 runs each.
 #
 #   scripts/bench-rules.sh [ROWS]
 #
@@ -104,7 +104,7 @@ TOML
 }
 
 results=()
-for i in 1 2 3; do
+for i in 1 2 3 4 5; do
   for v in "${order[@]}"; do
     results+=("$(run "$v" "${variant[$v]}")")
   done
@@ -120,7 +120,7 @@ printf '%s\n' "${results[@]}" | awk -v rows="$rows" '
     printf "| %s | %.2f | %.0f | %.1f %% | %.2f | %.1f |\n", label, m, rows / m, (1 - median(t["plain"]) / m) * 100, median(c[k]), median(r[k]) / 1024
   }
   END {
-    printf "| MySQL → JSONL backlog drain, %d events (median of 3) | wall s | events/s | cost | CPU s | peak RSS MB |\n|---|---|---|---|---|---|\n", rows
+    printf "| MySQL → JSONL backlog drain, %d events (median of 5) | wall s | events/s | cost | CPU s | peak RSS MB |\n|---|---|---|---|---|---|\n", rows
     line("plain", "no rules")
     line("rename", "table rename")
     line("rename_mask", "rename + hash mask (HMAC-SHA256 of a 60-char column)")

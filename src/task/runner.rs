@@ -260,7 +260,7 @@ async fn staged_group(rx: &mut Option<tokio::sync::mpsc::Receiver<Staged>>) -> O
 type Staged = (Vec<Batch>, Result<(), String>, u64);
 
 /// Groups the rules' thread may hold ahead of the sink.
-const STAGE_AHEAD: usize = 4;
+const STAGE_AHEAD: usize = 2;
 
 /// A group with the events read for it, as the stage thread takes it.
 type Group = (Vec<Batch>, u64);
