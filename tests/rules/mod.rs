@@ -68,6 +68,8 @@ rename_table = {{ match = '{db}\.(.*)', to = "{db}.eu_$1" }}
     );
     d.start();
     crate::mysql::stream::wait_streaming(&d);
+    // The copy first (rows 1 and 4 pass the filter), then the changes.
+    d.wait_lines(2, Duration::from_secs(30));
     // Moves in, moves out, stays in, stays out, deletes, and a row the
     // filter can't judge (NULL amount): a dead letter.
     m.exec(&format!(
@@ -533,6 +535,8 @@ rename_table = { to = "public.eu_acct" }
     );
     d.start();
     d.wait_log("reading WAL", Duration::from_secs(60));
+    // The copy first (its one chunk holds row 1), then the changes.
+    d.wait_lines(1, Duration::from_secs(30));
     pg.exec(
         db,
         "INSERT INTO acct VALUES (3, 'EU', 'p3@clear.example');
