@@ -170,6 +170,15 @@ pub async fn run<S: Source, K: Sink>(
             next = source.next(), if waiting.is_none() && held.is_none() && in_stage < STAGE_AHEAD => {
                 let first = match next {
                     Ok(Some(b)) => b,
+                    // Groups still with the rules' thread go first.
+                    Ok(None) if in_stage > 0 => {
+                        held = Some(Ok(RunEnd::Finished));
+                        continue;
+                    }
+                    Err(e) if in_stage > 0 => {
+                        held = Some(Err(e));
+                        continue;
+                    }
                     Ok(None) => break Ok(RunEnd::Finished),
                     Err(e) => break Err(source_err(e)),
                 };

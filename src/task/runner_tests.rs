@@ -439,3 +439,132 @@ async fn stop_drains_everything_submitted() {
     assert!(source.closed);
     assert!(source.taken < 100_000);
 }
+
+fn stage_with_rules(rules: &str) -> Stage {
+    #[derive(serde::Deserialize)]
+    struct R {
+        rules: Vec<crate::config::rules::RuleConfig>,
+    }
+    let r: R = toml::from_str(rules).unwrap();
+    Stage::new(TableFilter::default(), DdlConfig::default())
+        .with_rules(
+            "t",
+            &r.rules,
+            std::env::temp_dir().join("tidemark-dead-letter-unused.jsonl"),
+        )
+        .unwrap()
+}
+
+async fn run_staged(
+    source: &mut MemSource,
+    sink: &mut MemSink,
+    store: &MemStore,
+    mut stage: Stage,
+) -> Result<RunEnd, TaskError> {
+    let progress = Progress::default();
+    runner::run(
+        source,
+        sink,
+        RunContext {
+            task: "t",
+            store,
+            progress: &progress,
+            stage: &mut stage,
+            stop: CancellationToken::new(),
+        },
+    )
+    .await
+}
+
+/// A row of `shop.orders (id, amount)`.
+fn order_event(amount: crate::event::Value, at: Position) -> crate::event::ChangeEvent {
+    use crate::event::{ChangeEvent, ColumnDef, Connector, Op, TableSchema, TxMeta, Value};
+    let columns = vec![
+        ColumnDef {
+            name: "id".into(),
+            type_name: "int".into(),
+            nullable: false,
+        },
+        ColumnDef {
+            name: "amount".into(),
+            type_name: "int".into(),
+            nullable: true,
+        },
+    ];
+    ChangeEvent {
+        op: Op::Create,
+        position: at,
+        tx: Arc::new(TxMeta::default()),
+        table: Some(Arc::new(TableSchema {
+            merged: None,
+            db: "shop".into(),
+            schema: None,
+            name: "orders".into(),
+            version: TableSchema::fingerprint(&columns, &[0]),
+            columns,
+            key: vec![0],
+            uniques: Vec::new(),
+            before_complete: true,
+            defaults: Vec::new(),
+        })),
+        before: None,
+        after: Some(vec![Value::Int(1), amount]),
+        ddl: None,
+        source_offset: 0,
+        tx_order: 1,
+        table_order: 1,
+        connector: Connector::Mariadb,
+        copying: false,
+    }
+}
+
+#[tokio::test]
+async fn the_rules_thread_keeps_the_order_contract() {
+    let (log, mut source, mut sink, store) = parts(300);
+    for (i, b) in source.batches.iter_mut().enumerate() {
+        b.events.push(order_event(
+            crate::event::Value::Int(i as i64),
+            b.end.clone(),
+        ));
+    }
+    let stage = stage_with_rules(
+        "[[rules]]\ntables = [\"shop.*\"]\nfilter = 'row.amount % 2 == 0'\nrename_table = { to = \"dw.orders\" }\n",
+    );
+    let end = run_staged(&mut source, &mut sink, &store, stage)
+        .await
+        .unwrap();
+    assert_eq!(end, RunEnd::Finished);
+    let log = log.lock().unwrap().clone();
+    check_order(&log);
+    assert_eq!(last_commit(&log), Some(pos(300)), "{log:?}");
+    assert!(source.closed);
+}
+
+#[tokio::test]
+async fn a_failing_rule_stops_the_run_and_commits_only_what_came_before() {
+    let (log, mut source, mut sink, store) = parts(50);
+    for (i, b) in source.batches.iter_mut().enumerate() {
+        // The 20th row has no amount: the filter can't judge it.
+        let amount = if i == 19 {
+            crate::event::Value::Null
+        } else {
+            crate::event::Value::Int(5)
+        };
+        b.events.push(order_event(amount, b.end.clone()));
+    }
+    let stage = stage_with_rules("[[rules]]\ntables = [\"shop.*\"]\nfilter = 'row.amount > 1'\n");
+    let e = run_staged(&mut source, &mut sink, &store, stage)
+        .await
+        .unwrap_err();
+    let TaskError::Rules(message) = &e else {
+        panic!("{e:?}");
+    };
+    assert!(
+        message.contains("rule 1") && message.contains("shop.orders"),
+        "{message}"
+    );
+    let log = log.lock().unwrap().clone();
+    check_order(&log);
+    assert!(last_commit(&log).is_none_or(|p| p <= pos(19)), "{log:?}");
+    assert!(source.closed);
+}
