@@ -129,6 +129,11 @@ impl Stage {
         Ok(())
     }
 
+    /// Rows whose filter failed under `skip` or `dead_letter` so far.
+    pub fn rule_errors(&self) -> u64 {
+        self.rules.errors
+    }
+
     /// Whether processing rules are set.
     pub fn has_rules(&self) -> bool {
         !self.rules.is_empty()

@@ -245,7 +245,7 @@ struct Group {
 }
 
 /// A merge group as the task view shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MergeGroup {
     /// The output table.
     pub table: String,

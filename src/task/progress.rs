@@ -93,7 +93,17 @@ pub struct Progress {
     pub snapshot: Arc<crate::source::snapshot::SnapshotStats>,
     /// Flow control, changeable while the task runs.
     pub throttle: Throttle,
+    /// What the processing rules report (their thread writes it).
+    pub rules: Arc<RulesStats>,
     positions: Mutex<Positions>,
+}
+
+/// The processing rules' own figures, as their thread last published them.
+#[derive(Debug, Default)]
+pub struct RulesStats {
+    pub merge_groups: Mutex<Vec<crate::stage::rules::MergeGroup>>,
+    /// Rows a filter failed on under `skip` or `dead_letter`.
+    pub filter_errors: AtomicU64,
 }
 
 /// A task's flow control: most change events (snapshot rows included)
@@ -223,6 +233,17 @@ pub struct ProgressSnapshot {
     /// started.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub conflicts: BTreeMap<String, ConflictCounts>,
+    /// Shard merges of the processing rules: each shard seen, with the
+    /// schema changes it has run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merge_groups: Vec<crate::stage::rules::MergeGroup>,
+    /// Rows a rule's filter failed on (`skip`, `dead_letter`) in this run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rule_filter_errors: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Flow control as shown.
@@ -392,6 +413,13 @@ impl Progress {
             lag_bytes: u64::try_from(lag_bytes).ok(),
             tables: p.tables.clone(),
             conflicts: p.conflicts.clone(),
+            merge_groups: self
+                .rules
+                .merge_groups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            rule_filter_errors: self.rules.filter_errors.load(Relaxed),
             last_error: p.last_error.clone(),
             snapshot: self.snapshot.view(),
             throttle: {

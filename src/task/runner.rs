@@ -88,7 +88,7 @@ pub async fn run<S: Source, K: Sink>(
     // sink's encoding (the selection alone stays inline: it is cheap).
     let (stage_tx, mut stage_rx) = match stage.has_rules() {
         true => {
-            let w = StageWorker::start(stage);
+            let w = StageWorker::start(stage, r.progress.rules.clone());
             (Some(w.tx), Some(w.rx))
         }
         false => (None, None),
@@ -281,7 +281,7 @@ struct StageWorker {
 }
 
 impl StageWorker {
-    fn start(stage: &mut Stage) -> StageWorker {
+    fn start(stage: &mut Stage, stats: std::sync::Arc<super::progress::RulesStats>) -> StageWorker {
         // The run owns its stage: the worker takes it for the run's length.
         let mut stage = std::mem::replace(
             stage,
@@ -303,6 +303,13 @@ impl StageWorker {
                     if r.is_err() {
                         group.clear();
                     }
+                    let groups = stage.merge_groups();
+                    if !groups.is_empty() {
+                        *stats.merge_groups.lock().unwrap_or_else(|p| p.into_inner()) = groups;
+                    }
+                    stats
+                        .filter_errors
+                        .store(stage.rule_errors(), std::sync::atomic::Ordering::Relaxed);
                     let failed = r.is_err();
                     if out_tx.blocking_send((group, r, events)).is_err() || failed {
                         break;

@@ -158,6 +158,11 @@ rename_table = {{ match = '{db}\.(.*)', to = "{db}.eu_$1" }}
         "{dl}"
     );
     assert_eq!(dl["after"]["phone"], "555****");
+    wait_until(
+        Duration::from_secs(15),
+        "the filter error in the progress",
+        || d.progress().is_some_and(|p| p["rule_filter_errors"] == 1),
+    );
     assert!(d.stop().success(), "{}", d.log());
     // No clear value anywhere: events, dead letters, logs.
     let everything = format!(
@@ -393,6 +398,17 @@ merge = { shard_column = "shard" }
             got == want
         },
     );
+    // The task's progress shows the merge: four shards, one change each.
+    wait_until(Duration::from_secs(15), "the merge in the progress", || {
+        d.progress().is_some_and(|p| {
+            let g = &p["merge_groups"][0];
+            g["table"] == "rules_merged.orders"
+                && g["schema_changes"] == 1
+                && g["shards"]
+                    .as_object()
+                    .is_some_and(|s| s.len() == 4 && s.values().all(|n| n == 1))
+        })
+    });
     let log = d.log();
     assert_eq!(
         log.matches("every shard of the merge ran the schema change")
