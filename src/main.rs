@@ -344,6 +344,7 @@ fn offsets(command: OffsetsCommand) -> Result<ExitCode> {
             }
             let store = open_store(&config)?;
             small_runtime()?.block_on(store.reset(&task))?;
+            tidemark::task::supervisor::forget_rules_state(&config.daemon.data_dir, &task);
             println!("{task}: position reset");
             Ok(ExitCode::SUCCESS)
         }

@@ -614,6 +614,13 @@ impl TaskConfig {
         self.data_dir = data_dir.to_path_buf();
     }
 
+    /// Where the processing rules keep their shard merges' schema changes.
+    pub fn rules_state_path(&self) -> PathBuf {
+        self.data_dir
+            .join("rules")
+            .join(format!("{}.json", self.id))
+    }
+
     /// Where rows a rule's filter failed on go (`on_error = "dead_letter"`).
     pub fn dead_letter_path(&self) -> PathBuf {
         self.data_dir

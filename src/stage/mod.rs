@@ -34,15 +34,21 @@ impl Stage {
     }
 
     /// Adds the task's processing rules; rows their filters fail on go to
-    /// `dead_letter` where a rule says so.
+    /// `dead_letter` where a rule says so; shard merges' schema changes are
+    /// kept in `state` across restarts.
     pub fn with_rules(
         mut self,
         task: &str,
         rules: &[crate::config::rules::RuleConfig],
         dead_letter: PathBuf,
+        state: Option<PathBuf>,
     ) -> Result<Stage, String> {
         let truncate_skipped = self.ddl.action(DdlKind::TruncateTable) == DdlAction::Skip;
         self.rules = rules::Rules::new(task, rules, truncate_skipped)?;
+        if let Some(state) = state {
+            self.rules =
+                std::mem::replace(&mut self.rules, rules::Rules::empty()).keep_state(state)?;
+        }
         self.dead_letter = Some(dead_letter);
         Ok(self)
     }

@@ -233,15 +233,39 @@ enum Verdict {
     Drop,
 }
 
-/// A merge group: the shards seen, and the DDL each has run.
-#[derive(Debug, Default)]
+/// A merge group: the shards seen, and the DDL each has run. Kept in
+/// `<data_dir>/rules/<task>.json` across restarts: a restart in the middle
+/// of a change that reached only some shards still counts the shards that
+/// ran it before.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Group {
-    /// Shard (source `db.table`) → how many of the group's statements it ran.
-    members: BTreeMap<String, usize>,
+    /// Shard (source `db.table`) → what it has run.
+    members: BTreeMap<String, Member>,
     /// The statements (normalized), with the shard that ran each first.
     statements: Vec<(String, String)>,
     /// How many of the statements have gone on.
     emitted: usize,
+    /// Positions of the statements that went on: one read again after a
+    /// restart (not yet committed downstream) goes on again.
+    emitted_at: std::collections::BTreeSet<String>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+struct Member {
+    /// How many of the group's statements the shard has run.
+    ran: usize,
+    /// The position of the last statement counted for it: a statement at
+    /// or before it is one read again after a restart.
+    last: Option<String>,
+}
+
+impl Member {
+    fn counted(&self, at: &crate::event::Position) -> bool {
+        self.last
+            .as_deref()
+            .and_then(|l| l.parse::<crate::event::Position>().ok())
+            .is_some_and(|l| *at <= l)
+    }
 }
 
 /// A merge group as the task view shows it.
@@ -263,6 +287,8 @@ pub struct Rules {
     /// Renamed (not merged) outputs → the source table that has the name.
     outputs: HashMap<String, String>,
     truncate_skipped: bool,
+    /// Where the merge groups are kept (`None`: in memory only).
+    state_path: Option<std::path::PathBuf>,
     /// Rows whose filter failed under `on_error = "dead_letter"`.
     pub dead: Vec<DeadLetter>,
     /// Rows whose filter failed under `skip` or `dead_letter`.
@@ -315,11 +341,19 @@ impl Rules {
             plans: HashMap::new(),
             groups: HashMap::new(),
             outputs: HashMap::new(),
+            state_path: None,
             truncate_skipped,
             dead: Vec::new(),
             errors: 0,
             task: task.to_string(),
         })
+    }
+
+    /// Keeps the merge groups in `path` across restarts (loaded now).
+    pub fn keep_state(mut self, path: std::path::PathBuf) -> Result<Rules, String> {
+        self.state_path = Some(path);
+        self.load_groups()?;
+        Ok(self)
     }
 
     /// No rules.
@@ -329,6 +363,7 @@ impl Rules {
             plans: HashMap::new(),
             groups: HashMap::new(),
             outputs: HashMap::new(),
+            state_path: None,
             truncate_skipped: false,
             dead: Vec::new(),
             errors: 0,
@@ -386,7 +421,7 @@ impl Rules {
             // change) has run none of the group's statements yet: it may
             // be copied after another shard's change was streamed. (One
             // created later joins through its CREATE TABLE, caught up.)
-            g.members.insert(shard.to_string(), 0);
+            g.members.insert(shard.to_string(), Member::default());
             if g.members.len() > 1 {
                 info!(task = %self.task, group, shard, shards = g.members.len(), "a shard joined the merge");
             }
@@ -952,14 +987,27 @@ impl Rules {
         let group_name = format!("{ns}.{name}");
         let kind = ddl.kind;
         let statement = normalize(&ddl.statement, &db, &table);
+        let at = ev.position.to_string();
         let g = self.groups.entry(group_name.clone()).or_default();
+        if g.members
+            .get(&source)
+            .is_some_and(|m| m.counted(&ev.position))
+        {
+            // Read again after a restart: counted already; it goes on
+            // again only if it went on before (it wasn't committed).
+            return Ok(g.emitted_at.contains(&at));
+        }
         use crate::event::DdlKind;
-        match kind {
+        let r = match kind {
             DdlKind::CreateTable => {
                 // A new shard: it starts with the group's schema.
                 let first = g.members.is_empty();
                 let n = g.statements.len();
-                g.members.entry(source.clone()).or_insert(n);
+                let m = g
+                    .members
+                    .entry(source.clone())
+                    .or_insert(Member { ran: n, last: None });
+                m.last = Some(at.clone());
                 if !first {
                     info!(task = %self.task, group = %group_name, shard = %source, "a new shard of the merge was created; the merged table is left as is");
                 }
@@ -968,10 +1016,11 @@ impl Rules {
             DdlKind::DropTable => {
                 g.members.remove(&source);
                 if g.members.is_empty() {
-                    return Ok(true);
+                    Ok(true)
+                } else {
+                    info!(task = %self.task, group = %group_name, shard = %source, shards = g.members.len(), "a shard of the merge was dropped; the merged table stays for the others");
+                    Ok(false)
                 }
-                info!(task = %self.task, group = %group_name, shard = %source, shards = g.members.len(), "a shard of the merge was dropped; the merged table stays for the others");
-                Ok(false)
             }
             DdlKind::RenameTable | DdlKind::TruncateTable => Err(format!(
                 "{} of {source} at {}: it is a shard merged into {group_name}, and the statement can't be carried over to the merged table. Apply what it means on the target by hand and set [tasks.ddl] kinds.{} = \"skip\"",
@@ -980,10 +1029,7 @@ impl Rules {
                 kind.name()
             )),
             _ => {
-                let ran = *g
-                    .members
-                    .entry(source.clone())
-                    .or_insert(g.statements.len());
+                let ran = g.members.entry(source.clone()).or_default().ran;
                 match g.statements.get(ran) {
                     Some((expected, first)) if *expected != statement => {
                         return Err(format!(
@@ -996,11 +1042,17 @@ impl Rules {
                     Some(_) => {}
                     None => g.statements.push((statement.clone(), source.clone())),
                 }
-                g.members.insert(source.clone(), ran + 1);
+                g.members.insert(
+                    source.clone(),
+                    Member {
+                        ran: ran + 1,
+                        last: Some(at.clone()),
+                    },
+                );
                 let waiting: Vec<&String> = g
                     .members
                     .iter()
-                    .filter(|(_, n)| **n <= ran)
+                    .filter(|(_, m)| m.ran <= ran)
                     .map(|(s, _)| s)
                     .collect();
                 if waiting.is_empty() && ran < g.emitted {
@@ -1015,7 +1067,58 @@ impl Rules {
                     Ok(false)
                 }
             }
+        };
+        if let Ok(true) = r {
+            g.emitted_at.insert(at);
         }
+        self.save_groups()?;
+        r
+    }
+
+    /// Loads the merge groups a previous run kept.
+    fn load_groups(&mut self) -> Result<(), String> {
+        let Some(path) = &self.state_path else {
+            return Ok(());
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                self.groups = serde_json::from_slice(&bytes).map_err(|e| {
+                    format!(
+                        "{} (the shard merges' schema changes) is not readable: {e}; remove it if the shards' schemas are all alike again",
+                        path.display()
+                    )
+                })?;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("reading {}: {e}", path.display())),
+        }
+    }
+
+    /// Keeps the merge groups on disk (written whole, synced, renamed).
+    fn save_groups(&self) -> Result<(), String> {
+        let Some(path) = &self.state_path else {
+            return Ok(());
+        };
+        let fail = |e: std::io::Error| {
+            format!(
+                "keeping the shard merges' schema changes in {}: {e}; free space or fix the directory's permissions, then resume",
+                path.display()
+            )
+        };
+        let text = serde_json::to_vec(&self.groups).map_err(|e| e.to_string())?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(fail)?;
+            f.write_all(&text).map_err(fail)?;
+            f.sync_all().map_err(fail)?;
+        }
+        std::fs::rename(&tmp, path).map_err(fail)?;
+        Ok(())
     }
 
     /// Checks the rules against a table as the source's catalog tells it
@@ -1071,7 +1174,7 @@ impl Rules {
             .iter()
             .map(|(g, s)| MergeGroup {
                 table: g.clone(),
-                shards: s.members.iter().map(|(m, n)| (m.clone(), *n)).collect(),
+                shards: s.members.iter().map(|(m, n)| (m.clone(), n.ran)).collect(),
                 schema_changes: s.statements.len(),
             })
             .collect();

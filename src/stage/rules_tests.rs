@@ -302,7 +302,13 @@ fn key_columns_stay_unless_replaced() {
 }
 
 fn ddl(db: &str, table: &str, stmt: &str, kind: DdlKind) -> ChangeEvent {
+    // Each statement later in the log than the one before.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1_000_000);
     let mut ev = event(&self::table(db, table), Op::Ddl, None, None);
+    ev.position = Position::Binlog(BinlogPosition::start_of(
+        "b.000001",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+    ));
     ev.table = None;
     ev.ddl = Some(Box::new(Ddl {
         db: Some(db.into()),
@@ -544,4 +550,76 @@ fn a_before_image_of_the_key_only_is_not_judged() {
     );
     assert!(r.apply(&mut stay).unwrap());
     assert_eq!(stay.op, Op::Update);
+}
+
+#[test]
+fn a_restart_in_the_middle_of_a_shard_change_keeps_the_count() {
+    let path =
+        std::env::temp_dir().join(format!("tidemark-rules-state-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let open = || {
+        #[derive(serde::Deserialize)]
+        struct R {
+            rules: Vec<RuleConfig>,
+        }
+        let r: R = toml::from_str(MERGE).unwrap();
+        Rules::new("t", &r.rules, false)
+            .unwrap()
+            .keep_state(path.clone())
+            .unwrap()
+    };
+    let shards = [
+        "shop_1.orders_1",
+        "shop_1.orders_2",
+        "shop_2.orders_1",
+        "shop_2.orders_2",
+    ];
+    let at = |n: u64| Position::Binlog(BinlogPosition::start_of("b.000001", 1000 + n));
+    let alter = |r: &mut Rules, s: &str, col: &str, n: u64| {
+        let (db, name) = s.split_once('.').unwrap();
+        let mut ev = ddl(
+            db,
+            name,
+            &format!("ALTER TABLE {name} ADD COLUMN {col} TEXT"),
+            DdlKind::AlterTable,
+        );
+        ev.position = at(n);
+        r.apply(&mut ev)
+    };
+    let mut r = open();
+    for s in shards {
+        let (db, name) = s.split_once('.').unwrap();
+        r.apply(&mut event(
+            &table(db, name),
+            Op::Read,
+            None,
+            Some(row(1, "EU", "1", "a")),
+        ))
+        .unwrap();
+    }
+    assert!(!alter(&mut r, shards[0], "a", 1).unwrap());
+    assert!(!alter(&mut r, shards[1], "a", 2).unwrap());
+    // Restart: the position committed was before the second shard's change.
+    let mut r = open();
+    assert!(
+        !alter(&mut r, shards[1], "a", 2).unwrap(),
+        "read again: counted once"
+    );
+    assert!(!alter(&mut r, shards[2], "a", 3).unwrap());
+    assert!(
+        alter(&mut r, shards[3], "a", 4).unwrap(),
+        "goes on with the last shard"
+    );
+    // Restart before that was committed: it goes on again.
+    let mut r = open();
+    assert!(alter(&mut r, shards[3], "a", 4).unwrap());
+    // The next change compares with the right statement: no false divergence.
+    for (i, s) in shards.iter().enumerate() {
+        let last = i == 3;
+        assert_eq!(alter(&mut r, s, "b", 10 + i as u64).unwrap(), last, "{s}");
+    }
+    let g = &r.groups()[0];
+    assert_eq!(g.schema_changes, 2);
+    assert!(g.shards.values().all(|&n| n == 2), "{g:?}");
+    let _ = std::fs::remove_file(&path);
 }

@@ -39,7 +39,12 @@ pub fn stage(cfg: &TaskConfig) -> Result<Stage, TaskError> {
         return Ok(stage);
     }
     stage
-        .with_rules(&cfg.id, &cfg.rules, cfg.dead_letter_path())
+        .with_rules(
+            &cfg.id,
+            &cfg.rules,
+            cfg.dead_letter_path(),
+            Some(cfg.rules_state_path()),
+        )
         .map_err(TaskError::Config)
 }
 

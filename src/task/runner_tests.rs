@@ -451,6 +451,7 @@ fn stage_with_rules(rules: &str) -> Stage {
             "t",
             &r.rules,
             std::env::temp_dir().join("tidemark-dead-letter-unused.jsonl"),
+            None,
         )
         .unwrap()
 }

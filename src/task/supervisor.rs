@@ -187,6 +187,7 @@ impl Supervisor {
     /// (a task created later with the same id starts afresh).
     pub async fn forget(&self, id: &str) -> Result<(), crate::store::StoreError> {
         self.store.reset(id).await?;
+        forget_rules_state(&self.settings.data_dir, id);
         self.store.clear_snapshot(id).await
     }
 
@@ -235,5 +236,17 @@ impl Supervisor {
             let mut rx = t.subscribe();
             let _ = rx.wait_for(|s| s.state.is_idle()).await;
         }
+    }
+}
+
+/// Removes what a task's processing rules kept of its shard merges: it
+/// counts the schema changes read since the committed position, which a
+/// task starting over reads again.
+pub fn forget_rules_state(data_dir: &std::path::Path, id: &str) {
+    let path = data_dir.join("rules").join(format!("{id}.json"));
+    if let Err(e) = std::fs::remove_file(&path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(task = id, path = %path.display(), error = %e, "removing the processing rules' merge state failed: remove it by hand before the task starts again");
     }
 }

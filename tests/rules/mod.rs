@@ -600,3 +600,67 @@ rename_table = { to = "public.eu_acct" }
         clear_emails(&everything)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_9_in_the_middle_of_a_shard_change_keeps_the_merge_exact() {
+    let m = mariadb();
+    m.fresh_db("rules_r1").await;
+    m.fresh_db("rules_r2").await;
+    let shards = [
+        ("rules_r1", "t_1"),
+        ("rules_r1", "t_2"),
+        ("rules_r2", "t_3"),
+        ("rules_r2", "t_4"),
+    ];
+    for (db, t) in shards {
+        m.exec(&format!("CREATE TABLE {db}.{t} (id INT PRIMARY KEY)"))
+            .await;
+    }
+    let rules = r#"[[tasks.rules]]
+tables = ["rules_r*.t_*"]
+rename_table = { match = 'rules_r\d\.t_\d', to = "rules_all.t" }
+merge = { shard_column = "shard" }
+"#;
+    let mut d = Daemon::mysql(
+        "rules_restart",
+        &m.url(),
+        &["rules_r1.*", "rules_r2.*"],
+        rules,
+    );
+    d.start();
+    crate::mysql::stream::wait_streaming(&d);
+    for (db, t) in shards {
+        m.exec(&format!("INSERT INTO {db}.{t} VALUES (1)")).await;
+    }
+    d.wait_lines(4, Duration::from_secs(30));
+    for (db, t) in &shards[..2] {
+        m.exec(&format!("ALTER TABLE {db}.{t} ADD COLUMN a INT NULL"))
+            .await;
+    }
+    wait_until(Duration::from_secs(30), "two shards' changes", || {
+        d.log().matches("a shard ran a schema change").count() == 2
+    });
+    d.kill9();
+    d.start();
+    crate::mysql::stream::wait_streaming(&d);
+    for (db, t) in &shards[2..] {
+        m.exec(&format!("ALTER TABLE {db}.{t} ADD COLUMN a INT NULL"))
+            .await;
+    }
+    for (db, t) in shards {
+        m.exec(&format!(
+            "ALTER TABLE {db}.{t} ADD COLUMN b INT NULL; INSERT INTO {db}.{t} VALUES (2, 2, 2)"
+        ))
+        .await;
+    }
+    // Four inserts before, four after; one schema change record per change.
+    let lines = d.wait_lines(10, Duration::from_secs(30));
+    let ddl: Vec<&Value> = lines.iter().filter(|l| l["ddl"].is_string()).collect();
+    assert_eq!(ddl.len(), 2, "{lines:#?}\n{}", d.log());
+    assert!(ddl[0]["ddl"].as_str().unwrap().contains("ADD COLUMN a"));
+    assert!(ddl[1]["ddl"].as_str().unwrap().contains("ADD COLUMN b"));
+    let rows: Vec<&Value> = lines.iter().filter(|l| l["op"] == "c").collect();
+    assert_eq!(rows.len(), 8);
+    assert!(!d.log().contains("diverges"), "{}", d.log());
+    assert!(d.stop().success(), "{}", d.log());
+}
