@@ -50,6 +50,7 @@ fn render(api: &Api) -> Result<String, std::fmt::Error> {
     let snapshot_rows = Family::<Labels, Counter>::default();
     let snapshot_estimated = Family::<Labels, Gauge>::default();
     let conflicts = Family::<Labels, Counter>::default();
+    let rule_filter_errors = Family::<Labels, Counter>::default();
     reg.register(
         "task_state",
         "1 for the state the task is in, 0 for the others",
@@ -110,6 +111,11 @@ fn render(api: &Api) -> Result<String, std::fmt::Error> {
         "Changes a database target disagreed with, per table and operation",
         conflicts.clone(),
     );
+    reg.register(
+        "rule_filter_errors",
+        "Rows left out because a processing rule's filter failed on them (on_error = skip or dead_letter)",
+        rule_filter_errors.clone(),
+    );
     for t in api.supervisor.tasks() {
         let task = || vec![("task".to_string(), t.id().to_string())];
         let current = t.state();
@@ -126,6 +132,11 @@ fn render(api: &Api) -> Result<String, std::fmt::Error> {
         bytes_written.get_or_create(&task()).inc_by(p.bytes_written);
         transactions.get_or_create(&task()).inc_by(p.transactions);
         restarts.get_or_create(&task()).inc_by(p.restarts);
+        if p.rule_filter_errors > 0 {
+            rule_filter_errors
+                .get_or_create(&task())
+                .inc_by(p.rule_filter_errors);
+        }
         if let Some(l) = p.lag_seconds {
             lag_seconds.get_or_create(&task()).set(l);
         }

@@ -237,7 +237,8 @@ pub struct ProgressSnapshot {
     /// schema changes it has run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merge_groups: Vec<crate::stage::rules::MergeGroup>,
-    /// Rows a rule's filter failed on (`skip`, `dead_letter`) in this run.
+    /// Rows a rule's filter failed on (`skip`, `dead_letter`) since the
+    /// daemon started.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rule_filter_errors: u64,
 }

@@ -295,6 +295,8 @@ impl StageWorker {
         let spawned = std::thread::Builder::new()
             .name("stage".into())
             .spawn(move || {
+                // Filter errors of this run already added to the task's count.
+                let mut counted = 0;
                 while let Ok((mut group, events)) = in_rx.recv() {
                     let r = group
                         .iter_mut()
@@ -307,9 +309,11 @@ impl StageWorker {
                     if !groups.is_empty() {
                         *stats.merge_groups.lock().unwrap_or_else(|p| p.into_inner()) = groups;
                     }
+                    let errors = stage.rule_errors();
                     stats
                         .filter_errors
-                        .store(stage.rule_errors(), std::sync::atomic::Ordering::Relaxed);
+                        .fetch_add(errors - counted, std::sync::atomic::Ordering::Relaxed);
+                    counted = errors;
                     let failed = r.is_err();
                     if out_tx.blocking_send((group, r, events)).is_err() || failed {
                         break;

@@ -1433,7 +1433,7 @@ async fn processing_rules_show_on_the_task_and_change_while_it_is_paused() {
     let db = "api_rules";
     m.fresh_db(db).await;
     m.exec(&format!(
-        "CREATE TABLE {db}.t (id INT PRIMARY KEY, region VARCHAR(4) NOT NULL, email VARCHAR(40) NOT NULL)"
+        "CREATE TABLE {db}.t (id INT PRIMARY KEY, region VARCHAR(4) NULL, email VARCHAR(40) NOT NULL)"
     ))
     .await;
     let (mut d, port) = daemon("api_rules", db);
@@ -1444,7 +1444,8 @@ async fn processing_rules_show_on_the_task_and_change_while_it_is_paused() {
     let rules = |region: &str| {
         json!([{
             "tables": [format!("{db}.t")],
-            "filter": format!("row.region == \"{region}\""),
+            "filter": format!("row.region.startsWith(\"{region}\")"),
+            "on_error": "skip",
             "mask": {"email": "hash"},
             "mask_secret": "api-test-mask-secret-0123",
         }])
@@ -1463,7 +1464,7 @@ async fn processing_rules_show_on_the_task_and_change_while_it_is_paused() {
     // The view shows the rules, the secret redacted.
     let v = call(port, "GET", "/api/v1/tasks/r1", "").json();
     let shown = &v["definition"]["rules"][0];
-    assert_eq!(shown["filter"], "row.region == \"EU\"", "{v}");
+    assert_eq!(shown["filter"], "row.region.startsWith(\"EU\")", "{v}");
     assert_eq!(shown["mask_secret"], "***", "{v}");
     m.exec(&format!(
         "INSERT INTO {db}.t VALUES (1, 'EU', 'one@clear.example'), (2, 'US', 'two@clear.example')"
@@ -1497,10 +1498,11 @@ async fn processing_rules_show_on_the_task_and_change_while_it_is_paused() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(
         r.json()["definition"]["rules"][0]["filter"],
-        "row.region == \"US\""
+        "row.region.startsWith(\"US\")"
     );
+    // Row 5 has no region: the filter fails on it, and it is skipped.
     m.exec(&format!(
-        "INSERT INTO {db}.t VALUES (3, 'EU', 'three@clear.example'), (4, 'US', 'four@clear.example')"
+        "INSERT INTO {db}.t VALUES (3, 'EU', 'three@clear.example'), (4, 'US', 'four@clear.example'), (5, NULL, 'five@clear.example')"
     ))
     .await;
     let r = call(port, "POST", "/api/v1/tasks/r1/resume", "");
@@ -1511,6 +1513,18 @@ async fn processing_rules_show_on_the_task_and_change_while_it_is_paused() {
     assert!(!text.contains("@clear.example"), "{text}");
     // The change survives a restart of the daemon.
     let stored = std::fs::read_to_string(d.dir.join("data/api-tasks/r1.json")).unwrap();
-    assert!(stored.contains("row.region == \\\"US\\\""), "{stored}");
+    assert!(
+        stored.contains("row.region.startsWith(\\\"US\\\")"),
+        "{stored}"
+    );
+    crate::support::wait_until(
+        Duration::from_secs(15),
+        "the filter error in the metrics",
+        || {
+            call(port, "GET", "/metrics", "")
+                .text
+                .contains("tidemark_rule_filter_errors_total{task=\"r1\"} 1")
+        },
+    );
     assert!(d.stop().success(), "{}", d.log());
 }

@@ -104,6 +104,8 @@ async fn sighup_applies_added_changed_and_removed_tasks_only() {
     std::fs::write(&d.config, format!("{base}{second}")).unwrap();
     hup(&d);
     d.wait_log("SIGHUP: task added", Duration::from_secs(30));
+    // t2 starts at the binlog's end: the row goes in after it is there.
+    d.wait_log("reading binlog task=t2", Duration::from_secs(30));
     m.exec(&format!("INSERT INTO {b}.t VALUES (1)")).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&out2)
