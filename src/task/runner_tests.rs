@@ -290,20 +290,8 @@ async fn run_with(
     store: &MemStore,
     stop: CancellationToken,
 ) -> Result<RunEnd, TaskError> {
-    let progress = Progress::default();
-    let mut stage = Stage::new(TableFilter::default(), DdlConfig::default());
-    runner::run(
-        source,
-        sink,
-        RunContext {
-            task: "t",
-            store,
-            progress: &progress,
-            stage: &mut stage,
-            stop,
-        },
-    )
-    .await
+    let stage = Stage::new(TableFilter::default(), DdlConfig::default());
+    run_staged(source, sink, store, stage, stop).await
 }
 
 fn parts(n: u64) -> (Log, MemSource, MemSink, MemStore) {
@@ -461,6 +449,7 @@ async fn run_staged(
     sink: &mut MemSink,
     store: &MemStore,
     mut stage: Stage,
+    stop: CancellationToken,
 ) -> Result<RunEnd, TaskError> {
     let progress = Progress::default();
     runner::run(
@@ -471,7 +460,7 @@ async fn run_staged(
             store,
             progress: &progress,
             stage: &mut stage,
-            stop: CancellationToken::new(),
+            stop,
         },
     )
     .await
@@ -531,9 +520,15 @@ async fn the_rules_thread_keeps_the_order_contract() {
     let stage = stage_with_rules(
         "[[rules]]\ntables = [\"shop.*\"]\nfilter = 'row.amount % 2 == 0'\nrename_table = { to = \"dw.orders\" }\n",
     );
-    let end = run_staged(&mut source, &mut sink, &store, stage)
-        .await
-        .unwrap();
+    let end = run_staged(
+        &mut source,
+        &mut sink,
+        &store,
+        stage,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!(end, RunEnd::Finished);
     let log = log.lock().unwrap().clone();
     check_order(&log);
@@ -554,9 +549,15 @@ async fn a_failing_rule_stops_the_run_and_commits_only_what_came_before() {
         b.events.push(order_event(amount, b.end.clone()));
     }
     let stage = stage_with_rules("[[rules]]\ntables = [\"shop.*\"]\nfilter = 'row.amount > 1'\n");
-    let e = run_staged(&mut source, &mut sink, &store, stage)
-        .await
-        .unwrap_err();
+    let e = run_staged(
+        &mut source,
+        &mut sink,
+        &store,
+        stage,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_err();
     let TaskError::Rules(message) = &e else {
         panic!("{e:?}");
     };

@@ -164,9 +164,6 @@ impl<T: Target> Applier<T> {
                 ev.position.clone(),
             )));
         }
-        if ddl.reshaped_from.is_some() {
-            return self.reshaped_ddl(ev, durable).await;
-        }
         let same_engine = matches!(
             (self.s.source, self.target.engine()),
             (Connector::Mysql | Connector::Mariadb, super::Engine::Mysql)
@@ -180,7 +177,9 @@ impl<T: Target> Applier<T> {
                 self.commit_at(p, durable).await.map_err(Stop::from)?;
             }
         }
-        let r = if same_engine {
+        let r = if ddl.reshaped_from.is_some() {
+            self.reshaped_ddl(ev).await
+        } else if same_engine {
             if let (Some(db), Some(table)) = (&ddl.db, &ddl.table)
                 && self.s.cfg.map.contains_key(&format!("{db}.{table}"))
             {
@@ -263,11 +262,7 @@ impl<T: Target> Applier<T> {
     /// target table follows the rows (created with the first, given new
     /// columns as rows bring them); dropping and emptying the table are
     /// carried out on the output table.
-    async fn reshaped_ddl(
-        &mut self,
-        ev: &ChangeEvent,
-        durable: &watch::Sender<Durable>,
-    ) -> Result<(), Stop> {
+    async fn reshaped_ddl(&mut self, ev: &ChangeEvent) -> Result<(), DbSinkError> {
         let Some(ddl) = ev.ddl.as_deref() else {
             return Ok(());
         };
@@ -276,12 +271,7 @@ impl<T: Target> Applier<T> {
         };
         let from = ddl.reshaped_from.as_deref().unwrap_or_default();
         let (schema, name) = self.s.cfg.target_of(db, table);
-        if !self.target.transactional_ddl()
-            && let Some(p) = self.applied.clone()
-        {
-            self.commit_at(p, durable).await.map_err(Stop::from)?;
-        }
-        let r = match ddl.kind {
+        match ddl.kind {
             DdlKind::DropTable => self.target.drop_table(&schema, &name).await,
             DdlKind::TruncateTable => {
                 self.target
@@ -289,30 +279,14 @@ impl<T: Target> Applier<T> {
                     .await
             }
             DdlKind::RenameTable => Err(DbSinkError::definite(format!(
-                "RENAME of {from} at {}, whose rows processing rules write to {schema}.{name}: the rules decide the target's name, so the rename isn't carried over. Adjust the rules (rename_table) for the new name and set [tasks.ddl] kinds.rename_table = \"skip\"",
+                "RENAME of {from} at {}, whose rows processing rules write to {schema}.{name}: the rules decide the target's name, so the rename isn't carried over. Adjust the rules (rename_table) for the new name",
                 ev.position
             ))),
             kind => {
                 info!(task = %self.s.task, position = %ev.position, source_table = from, target_table = %format!("{schema}.{name}"), kind = kind.name(), "DDL of a table processing rules reshape: not replayed; the target table follows the rows");
                 Ok(())
             }
-        };
-        r.map_err(|e| {
-            Stop::Fail(e.context(&format!(
-                "applying DDL at {} (`{}`); set [tasks.ddl] kinds.{} = \"skip\" to go past it",
-                ev.position,
-                one_line(&ddl.statement),
-                ddl.kind.name()
-            )))
-        })?;
-        self.target.forget_tables();
-        if !self.target.transactional_ddl() {
-            self.applied = Some(ev.position.clone());
-            self.commit_at(ev.position.clone(), durable)
-                .await
-                .map_err(Stop::from)?;
         }
-        Ok(())
     }
 
     /// DDL from the other engine: what can be done without parsing the
