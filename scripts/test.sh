@@ -4,6 +4,12 @@
 # tests use, then runs every test.
 #
 #   scripts/test.sh [cargo test args...]
+#
+# The whole suite (no arguments) starts from what a fresh machine has: the
+# last run's test servers and scratch directories are stopped and removed
+# first, so their binlogs, WAL and databases don't grow from run to run
+# (the benchmarks' servers, target/servers/*-bench*, stay). With arguments
+# (a filter), the running servers are reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -13,8 +19,21 @@ command -v cargo >/dev/null || {
   exit 1
 }
 scripts/deps.sh test
-# The build, the servers' data and the test output.
-require_disk . 6144 "the test build and servers"
+if [ $# -eq 0 ]; then
+  for d in target/servers/*/; do
+    d=${d%/}
+    case ${d##*/} in
+      *-bench*) continue ;;
+      mariadb*) tests/servers/mariadb.sh wipe "$d" ;;
+      postgres*) tests/servers/postgres.sh wipe "$d" ;;
+      tansu*) tests/servers/tansu.sh wipe "$d" ;;
+    esac
+  done
+  rm -rf target/tmp/it
+fi
+# The servers' data and the test output of one whole run (about 5 GiB of
+# servers and 3 GiB of scratch), beside the build (about 7 GiB).
+require_disk . 8192 "the test build, servers and scratch directories"
 
 # TIDEMARK_TEST_PORT_OFFSET moves every test server's port (two checkouts
 # side by side); the tests read it too.
@@ -23,4 +42,10 @@ tests/servers/mariadb.sh start target/servers/mariadb $((13306 + offset))
 tests/servers/postgres.sh start target/servers/postgres $((15432 + offset))
 # The Kafka-protocol broker; installs tansu with cargo (~9 min on 2 cores, once) when missing.
 tests/servers/tansu.sh start target/servers/tansu $((19092 + offset))
-cargo test --locked "$@"
+status=0
+cargo test --locked "$@" || status=$?
+if [ "$status" -ne 0 ]; then
+  # What a failure on a full disk looks like from outside.
+  echo "scripts/test.sh: cargo test failed (exit $status); disk free under $PWD at the end: $(df -Ph . | awk 'NR==2 {print $4}')" >&2
+fi
+exit "$status"

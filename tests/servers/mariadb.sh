@@ -4,6 +4,7 @@
 #
 #   tests/servers/mariadb.sh start [DIR] [PORT] [FLAVOUR]
 #   tests/servers/mariadb.sh stop  [DIR]
+#   tests/servers/mariadb.sh wipe  [DIR]   (stop, then remove DIR: data, binlogs, certificates)
 #
 # DIR defaults to target/servers/mariadb, PORT to 13306. FLAVOUR is `row`
 # (default: binlog in ROW format, full metadata), `statement` (binlog in
@@ -112,8 +113,12 @@ SQL
       done
     fi
     ;;
+  wipe)
+    "$0" stop "$dir"
+    rm -rf "${dir:?}"
+    ;;
   *)
-    echo "usage: $0 start|stop [DIR] [PORT]" >&2
+    echo "usage: $0 start|stop|wipe [DIR] [PORT]" >&2
     exit 2
     ;;
 esac

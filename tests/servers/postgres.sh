@@ -5,6 +5,7 @@
 #   tests/servers/postgres.sh start   [DIR] [PORT] [FLAVOUR]
 #   tests/servers/postgres.sh stop    [DIR]
 #   tests/servers/postgres.sh restart [DIR] [PORT] [FLAVOUR]
+#   tests/servers/postgres.sh wipe    [DIR]   (stop, then remove its data)
 #
 # DIR defaults to target/servers/postgres, PORT to 15432. FLAVOUR is `logical`
 # (default: wal_level=logical, 50 replication slots and WAL senders) or
@@ -169,12 +170,17 @@ stop() {
 case "$cmd" in
   start) start ;;
   stop) stop ;;
+  wipe)
+    # Stop, then remove the server's files (and their /var/tmp home, if any).
+    stop
+    rm -rf "${srv:?}" "${dir:?}"
+    ;;
   restart)
     stop
     start
     ;;
   *)
-    echo "usage: $0 start|stop|restart [DIR] [PORT] [FLAVOUR]" >&2
+    echo "usage: $0 start|stop|restart|wipe [DIR] [PORT] [FLAVOUR]" >&2
     exit 2
     ;;
 esac

@@ -6,6 +6,7 @@
 #   tests/servers/tansu.sh start [DIR] [PORT]
 #   tests/servers/tansu.sh stop  [DIR]
 #   tests/servers/tansu.sh pause|resume [DIR]   (SIGSTOP/SIGCONT: a hung broker)
+#   tests/servers/tansu.sh wipe  [DIR]
 #
 # DIR defaults to target/servers/tansu, PORT to 19092. When `tansu` is not on
 # PATH (nor in ~/.cargo/bin), installs it once with
@@ -87,10 +88,14 @@ case "$cmd" in
     fi
     rm -f "$dir/tansu.pid"
     ;;
+  wipe)
+    "$0" stop "$dir"
+    rm -rf "${dir:?}"
+    ;;
   pause) kill -STOP "$(pid)" ;;
   resume) kill -CONT "$(pid)" ;;
   *)
-    echo "usage: $0 start|stop|pause|resume [DIR] [PORT]" >&2
+    echo "usage: $0 start|stop|pause|resume|wipe [DIR] [PORT]" >&2
     exit 2
     ;;
 esac

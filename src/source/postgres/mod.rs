@@ -43,6 +43,7 @@ use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
+use super::ledger::Cut;
 use super::{ReaderContext, SourceError};
 use crate::config::PostgresSourceConfig;
 use crate::event::position::format_lsn;
@@ -302,7 +303,7 @@ impl Session<'_> {
                     }
                 }
                 None => {
-                    self.flush().await?;
+                    self.flush(Cut::All).await?;
                     self.confirm();
                     if self.seen_to > 0
                         && self.decoder.is_drained()
@@ -349,7 +350,7 @@ impl Session<'_> {
             self.last_heard = tokio::time::Instant::now();
             self.on_event(event).await?;
             if self.decoder.pending_events() >= self.max_batch {
-                self.flush().await?;
+                self.flush(Cut::Full).await?;
             } else if self.batch_started.is_none() && !self.decoder.is_drained() {
                 self.batch_started = Some(tokio::time::Instant::now());
             }
@@ -507,7 +508,7 @@ impl Session<'_> {
                 let msg = pgoutput::decode(&rec.data, true).map_err(|e| malformed(rec.lsn, e))?;
                 self.apply(&msg, rec.lsn).await?;
                 if self.decoder.pending_events() >= self.max_batch {
-                    self.flush().await?;
+                    self.flush(Cut::Full).await?;
                 }
             }
         }
@@ -558,9 +559,18 @@ impl Session<'_> {
             .is_some_and(|t| t.elapsed() < LINGER && self.decoder.pending_events() > 0)
     }
 
-    async fn flush(&mut self) -> Result<(), SourceError> {
+    async fn flush(&mut self, cut: Cut) -> Result<(), SourceError> {
         self.batch_started = None;
-        if let Some(batch) = self.decoder.take_batch() {
+        let batch = match cut {
+            Cut::All => self.decoder.take_batch(),
+            Cut::Full => self.decoder.take_full_batch(),
+        };
+        if self.decoder.pending_events() > 0 {
+            // An open transaction left for the next batch: it lingers as
+            // a part batch does.
+            self.batch_started = Some(tokio::time::Instant::now());
+        }
+        if let Some(batch) = batch {
             let end = match &batch.end {
                 Position::Lsn(l) => *l,
                 Position::Binlog(_) | Position::Snapshot(_) => {
