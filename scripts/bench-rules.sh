@@ -4,9 +4,14 @@
 # transactions of 1,000, private MariaDB on 127.0.0.1:13320), drained from
 # the same binlog range without rules and with a filter, a table rename and
 # a hash mask applied to every row (and each of them alone), alternating,
-# 5 runs each.
+# $RUNS runs each (default 9).
 #
 #   scripts/bench-rules.sh [ROWS]
+#
+# The JSONL files go to $TIDEMARK_BENCH_DIR (default target/bench/rules);
+# a tmpfs there (e.g. /dev/shm/tidemark-bench) takes the disk's writeback,
+# which varies from run to run by more than the rules cost, out of the
+# figures.
 #
 # The filter keeps every row (so both runs write the same number of events)
 # but is evaluated on each; the mask is HMAC-SHA256 of a 60-character
@@ -17,14 +22,14 @@ cd "$(dirname "$0")/.."
 rows=${1:-1000000}
 tx=1000
 port=13320
-dir=target/bench/rules
+dir=${TIDEMARK_BENCH_DIR:-target/bench/rules}
 srv=target/servers/mariadb-bench
 mysql=(mariadb -h127.0.0.1 -P$port -utidemark -ptidemark)
 
 cargo build --release --quiet
 bin=$PWD/target/release/tidemark
 tests/servers/mariadb.sh start "$srv" $port
-rm -rf "$dir" && mkdir -p "$dir"
+rm -rf "$dir" && mkdir -p "$dir" && dir=$(cd "$dir" && pwd)
 
 now() { date +%s.%N; }
 cpu_secs() { awk -v t="$(getconf CLK_TCK)" '{print ($14+$15)/t}' "/proc/$1/stat"; }
@@ -65,11 +70,11 @@ order=(plain rename rename_mask rename_filter rules)
 
 # $1 run name, $2 rules (or empty).
 run() {
-  local name=$1 extra=$2 out="$PWD/$dir/$1.jsonl"
+  local name=$1 extra=$2 out="$dir/$1.jsonl"
   rm -rf "$dir/data-$name" "$out"
   cat > "$dir/$name.toml" <<TOML
 [daemon]
-data_dir = "$PWD/$dir/data-$name"
+data_dir = "$dir/data-$name"
 [[tasks]]
 id = "bench"
 [tasks.source]
@@ -104,7 +109,8 @@ TOML
 }
 
 results=()
-for i in 1 2 3 4 5; do
+runs=${RUNS:-9}
+for ((i = 1; i <= runs; i++)); do
   for v in "${order[@]}"; do
     results+=("$(run "$v" "${variant[$v]}")")
   done
@@ -112,15 +118,15 @@ done
 grep -q '"pad":"[0-9a-f]\{64\}"' "$dir/rules.jsonl" || { echo "the mask did not apply" >&2; exit 1; }
 grep -q '"db":"dw"' "$dir/rules.jsonl" || { echo "the rename did not apply" >&2; exit 1; }
 
-printf '%s\n' "${results[@]}" | awk -v rows="$rows" '
+printf '%s\n' "${results[@]}" | awk -v rows="$rows" -v runs="$runs" '
   { t[$1] = t[$1] " " $2; c[$1] = c[$1] " " $3; r[$1] = r[$1] " " $4 }
   function median(s,   a, n) { n = split(s, a, " "); asort(a); return a[int((n + 1) / 2)] }
   function line(k, label,   m) {
     m = median(t[k])
-    printf "| %s | %.2f | %.0f | %.1f %% | %.2f | %.1f |\n", label, m, rows / m, (1 - median(t["plain"]) / m) * 100, median(c[k]), median(r[k]) / 1024
+    printf "| %s | %.2f | %.0f | %.1f %% | %.2f | %.1f %% | %.1f |\n", label, m, rows / m, (1 - median(t["plain"]) / m) * 100, median(c[k]), (median(c[k]) / median(c["plain"]) - 1) * 100, median(r[k]) / 1024
   }
   END {
-    printf "| MySQL → JSONL backlog drain, %d events (median of 5) | wall s | events/s | cost | CPU s | peak RSS MB |\n|---|---|---|---|---|---|\n", rows
+    printf "| MySQL → JSONL backlog drain, %d events (median of %d) | wall s | events/s | cost | CPU s | CPU cost | peak RSS MB |\n|---|---:|---:|---:|---:|---:|---:|\n", rows, runs
     line("plain", "no rules")
     line("rename", "table rename")
     line("rename_mask", "rename + hash mask (HMAC-SHA256 of a 60-char column)")
