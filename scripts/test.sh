@@ -42,10 +42,18 @@ tests/servers/mariadb.sh start target/servers/mariadb $((13306 + offset))
 tests/servers/postgres.sh start target/servers/postgres $((15432 + offset))
 # The Kafka-protocol broker; installs tansu with cargo (~9 min on 2 cores, once) when missing.
 tests/servers/tansu.sh start target/servers/tansu $((19092 + offset))
+# The output is kept in target/test-output.log; a failing run ends with
+# one line per failed test (its panic message), since the full output of
+# a failure (the daemon's log) can run to thousands of lines.
+mkdir -p target
 status=0
-cargo test --locked "$@" || status=$?
+cargo test --locked "$@" 2>&1 | tee target/test-output.log || status=${PIPESTATUS[0]}
 if [ "$status" -ne 0 ]; then
-  # What a failure on a full disk looks like from outside.
-  echo "scripts/test.sh: cargo test failed (exit $status); disk free under $PWD at the end: $(df -Ph . | awk 'NR==2 {print $4}')" >&2
+  echo "scripts/test.sh: cargo test failed (exit $status); disk free under $PWD at the end: $(df -Ph . | awk 'NR==2 {print $4}'). Why each test failed:" >&2
+  awk '
+    /^---- .* stdout ----$/ { name = $2; want = 0; next }
+    name != "" && / panicked at / { want = 1; next }
+    want { print "  " name ": " substr($0, 1, 300); name = ""; want = 0 }
+  ' target/test-output.log >&2
 fi
 exit "$status"
