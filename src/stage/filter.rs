@@ -141,6 +141,8 @@ enum Fast {
     Or(Box<Fast>, Box<Fast>),
     Not(Box<Fast>),
     Cmp(Cmp, Operand, Operand),
+    /// `<operand> in [<literal>, ...]`.
+    In(Operand, Vec<LiteralValue>),
     /// A column or literal standing alone, which must be a boolean.
     Is(Operand),
 }
@@ -185,6 +187,23 @@ impl Fast {
             (operators::LESS_EQUALS, 2) => cmp(Cmp::Le),
             (operators::GREATER, 2) => cmp(Cmp::Gt),
             (operators::GREATER_EQUALS, 2) => cmp(Cmp::Ge),
+            (operators::IN, 2) => {
+                let Expr::List(list) = &call.args.get(1)?.expr else {
+                    return None;
+                };
+                if !list.optional_indices.is_empty() {
+                    return None;
+                }
+                let items = list
+                    .elements
+                    .iter()
+                    .map(|e| match &e.expr {
+                        Expr::Literal(l) => Some(l.clone()),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                Some(Fast::In(operand(0)?, items))
+            }
             _ => None,
         }
     }
@@ -196,6 +215,10 @@ impl Fast {
             Fast::And(a, b) => Ok(a.eval(names, values)? && b.eval(names, values)?),
             Fast::Or(a, b) => Ok(a.eval(names, values)? || b.eval(names, values)?),
             Fast::Not(a) => Ok(!a.eval(names, values)?),
+            // As cel's list: an element equal to the value.
+            Fast::In(o, items) => o.with(names, values, |v| {
+                items.iter().any(|l| l.to_val().as_ref().equals(v))
+            }),
             Fast::Is(o) => o.with(names, values, |v| {
                 v.downcast_ref::<CelBool>().map(|b| *b.inner()).ok_or(())
             })?,
@@ -545,6 +568,9 @@ mod tests {
             "false && row.a > 1",
             "true || row.a > 1",
             "row.a == b'x'",
+            r#"row.a in [1, 2.5, "x", null, true]"#,
+            r#"row.b in ["EU", "UK"] && row.a >= 1"#,
+            "!(row.a in [])",
         ];
         let values = [
             Value::Null,
@@ -597,7 +623,7 @@ mod tests {
         for e in [
             r#"row.b.startsWith("E")"#,
             "row.a + 1 > 2",
-            "row.a in [1, 2]",
+            "row.a in [1, row.b]",
             "row['a'] == 1",
         ] {
             assert!(!Filter::compile(e).unwrap().is_fast(), "{e}");

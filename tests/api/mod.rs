@@ -497,6 +497,9 @@ async fn flow_control_paces_a_task_and_changes_while_it_runs() {
     assert_eq!(r.status, 201, "{}", r.text);
     let v = wait_state(&d, port, "thr", "running");
     assert_eq!(v["progress"]["throttle"]["rows_per_second"], 100);
+    // A new task starts at the binlog's end: the rows go in once it is
+    // reading, or they are before its start.
+    d.wait_log("reading binlog task=thr", Duration::from_secs(30));
     let count = || {
         std::fs::read_to_string(&out)
             .unwrap_or_default()
