@@ -337,7 +337,7 @@ impl MysqlSource {
             let item = match ready.take() {
                 Some(item) => item,
                 None => {
-                    flush(&mut decoder, resume, out, Cut::All).await?;
+                    flush(&mut decoder, resume, out).await?;
                     if let Some(p) = decoder.read_to() {
                         ctx.read_to.send_replace(Some(p));
                     }
@@ -409,7 +409,7 @@ impl MysqlSource {
                 }
             }
             if decoder.pending_events() >= self.cfg.max_batch_events {
-                flush(&mut decoder, resume, out, Cut::Full).await?;
+                flush(&mut decoder, resume, out).await?;
             }
             // Take the next event only if it is already here; otherwise the
             // loop flushes what is pending before waiting.
@@ -422,19 +422,12 @@ impl MysqlSource {
 /// the servers') limit for max_allowed_packet.
 const MAX_EVENT_BYTES: usize = 1 << 30;
 
-use crate::source::ledger::Cut;
-
 async fn flush(
     decoder: &mut BinlogDecoder,
     resume: &mut Option<Position>,
     ctx: &ReaderContext,
-    cut: Cut,
 ) -> Result<(), SourceError> {
-    let batch = match cut {
-        Cut::All => decoder.take_batch(),
-        Cut::Full => decoder.take_full_batch(),
-    };
-    if let Some(batch) = batch {
+    if let Some(batch) = decoder.take_batch() {
         let end = batch.end.clone();
         tracing::trace!(events = batch.events.len(), end = %end, "batch");
         ctx.send(batch).await?;

@@ -192,12 +192,6 @@ impl BinlogDecoder {
         self.ledger.take_batch()
     }
 
-    /// A batch at the size limit, up to the last whole transaction in it
-    /// (see [`crate::source::ledger::BatchLedger::take_full_batch`]).
-    pub fn take_full_batch(&mut self) -> Option<Batch> {
-        self.ledger.take_full_batch()
-    }
-
     fn decode_err(&self, what: &'static str, pos: u64) -> impl Fn(DecodeError) -> StreamError + '_ {
         move |source| StreamError::Decode {
             what,

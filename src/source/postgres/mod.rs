@@ -43,7 +43,6 @@ use pgwire_replication::{Lsn, ReplicationClient, ReplicationEvent};
 use tokio::sync::watch;
 use tracing::{debug, info};
 
-use super::ledger::Cut;
 use super::{ReaderContext, SourceError};
 use crate::config::PostgresSourceConfig;
 use crate::event::position::format_lsn;
@@ -303,7 +302,7 @@ impl Session<'_> {
                     }
                 }
                 None => {
-                    self.flush(Cut::All).await?;
+                    self.flush().await?;
                     self.confirm();
                     if self.seen_to > 0
                         && self.decoder.is_drained()
@@ -350,7 +349,7 @@ impl Session<'_> {
             self.last_heard = tokio::time::Instant::now();
             self.on_event(event).await?;
             if self.decoder.pending_events() >= self.max_batch {
-                self.flush(Cut::Full).await?;
+                self.flush().await?;
             } else if self.batch_started.is_none() && !self.decoder.is_drained() {
                 self.batch_started = Some(tokio::time::Instant::now());
             }
@@ -508,7 +507,7 @@ impl Session<'_> {
                 let msg = pgoutput::decode(&rec.data, true).map_err(|e| malformed(rec.lsn, e))?;
                 self.apply(&msg, rec.lsn).await?;
                 if self.decoder.pending_events() >= self.max_batch {
-                    self.flush(Cut::Full).await?;
+                    self.flush().await?;
                 }
             }
         }
@@ -559,18 +558,9 @@ impl Session<'_> {
             .is_some_and(|t| t.elapsed() < LINGER && self.decoder.pending_events() > 0)
     }
 
-    async fn flush(&mut self, cut: Cut) -> Result<(), SourceError> {
+    async fn flush(&mut self) -> Result<(), SourceError> {
         self.batch_started = None;
-        let batch = match cut {
-            Cut::All => self.decoder.take_batch(),
-            Cut::Full => self.decoder.take_full_batch(),
-        };
-        if self.decoder.pending_events() > 0 {
-            // An open transaction left for the next batch: it lingers as
-            // a part batch does.
-            self.batch_started = Some(tokio::time::Instant::now());
-        }
-        if let Some(batch) = batch {
+        if let Some(batch) = self.decoder.take_batch() {
             let end = match &batch.end {
                 Position::Lsn(l) => *l,
                 Position::Binlog(_) | Position::Snapshot(_) => {

@@ -162,12 +162,6 @@ impl WalDecoder {
         self.ledger.take_batch()
     }
 
-    /// A batch at the size limit, up to the last whole transaction in it
-    /// (see [`crate::source::ledger::BatchLedger::take_full_batch`]).
-    pub fn take_full_batch(&mut self) -> Option<Batch> {
-        self.ledger.take_full_batch()
-    }
-
     fn covered(&self, p: LsnPosition) -> bool {
         self.ledger.covered(&Position::Lsn(p))
     }
