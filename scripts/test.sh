@@ -51,9 +51,18 @@ cargo test --locked "$@" 2>&1 | tee target/test-output.log || status=${PIPESTATU
 if [ "$status" -ne 0 ]; then
   echo "scripts/test.sh: cargo test failed (exit $status); disk free under $PWD at the end: $(df -Ph . | awk 'NR==2 {print $4}'). Why each test failed:" >&2
   awk '
-    /^---- .* stdout ----$/ { name = $2; want = 0; next }
+    function report() {
+      if (name == "" || n == 0) return
+      print "  " name ": " substr(msg[1], 1, 300)
+      # A message over many lines (a daemon log) ends with what matters.
+      for (i = (n > 9 ? n - 7 : 2); i <= n; i++) print "      " substr(msg[i], 1, 300)
+      name = ""; n = 0
+    }
+    /^---- .* stdout ----$/ { report(); name = $2; n = 0; want = 0; next }
     name != "" && / panicked at / { want = 1; next }
-    want { print "  " name ": " substr($0, 1, 300); name = ""; want = 0 }
+    want && (/^stack backtrace:/ || /^note: / || /^failures:$/ || /^---- /) { want = 0; report() }
+    want { msg[++n] = $0 }
+    END { report() }
   ' target/test-output.log >&2
 fi
 exit "$status"

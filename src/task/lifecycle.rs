@@ -663,6 +663,9 @@ async fn run_task(
         skip_positions,
         progress.source.clone(),
     )?;
+    // A new task is running once its start is fixed (the reader's first
+    // read position): a change committed after the state says so is in it.
+    let mut started = (resume.is_none()).then(|| stream.read_to());
     let mut source = builder::snapshot_source(
         &cfg,
         stream,
@@ -672,6 +675,13 @@ async fn run_task(
         requests,
     )
     .await?;
+    if let Some(started) = started.as_mut() {
+        tokio::select! {
+            // An error: the reader ended; the runner reports how.
+            _ = started.wait_for(Option::is_some) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
     if status.borrow().state != TaskState::Running {
         status.send_modify(|s| s.enter(TaskState::Running, None));
         info!(task = %id, state = "running", "task state");

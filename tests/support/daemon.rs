@@ -141,6 +141,10 @@ path = "{out}"
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(s) = c.try_wait().unwrap() {
+                if !s.success() {
+                    // The log a failing test prints then ends with how.
+                    self.note(&format!("(test) tidemark exited with {s} after SIGTERM"));
+                }
                 return s;
             }
             if Instant::now() > deadline {
@@ -151,6 +155,15 @@ path = "{out}"
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Appends a line to the latest start's log.
+    fn note(&self, line: &str) {
+        use std::io::Write;
+        let path = self.dir.join(format!("daemon-{}.log", self.log_index));
+        if let Ok(mut f) = std::fs::OpenOptions::new().append(true).open(path) {
+            let _ = writeln!(f, "{line}");
         }
     }
 
