@@ -118,10 +118,13 @@ async fn a_million_rows_under_writes_equal_the_table() {
     })
     .await;
     assert!(reads >= 990_000, "{reads} snapshot reads");
+    let view = d.progress().unwrap()["snapshot"][&table].clone();
     assert!(d.stop().success(), "{}", d.log());
     eprintln!(
-        "1,000,000-row table copied in {copy_secs:.1} s under {txs} concurrent transactions; {} rows replayed equal the table ({reads} reads)",
-        rows.len()
+        "1,000,000-row table copied in {copy_secs:.1} s under {txs} concurrent transactions; {} rows replayed equal the table ({reads} reads; chunks read again: {}, rows left to the stream: {})",
+        rows.len(),
+        view["chunks_reread"],
+        view["rows_from_stream"]
     );
 }
 

@@ -203,6 +203,10 @@ impl SnapshotSource {
             }
             _ => 0,
         };
+        if chunk.superseded > 0 {
+            self.stats
+                .superseded(&chunk.job.table.name, chunk.superseded);
+        }
         let job = &chunk.job;
         // The table is copied once its last planned chunk is out, in
         // whatever order the chunks came.
@@ -442,10 +446,12 @@ impl Source for SnapshotSource {
                     }
                     Err(job) => {
                         warn!(task = %self.task, table = %job.table.name, "a chunk's point lies before what was sent; reading it again");
+                        self.stats.reread(&job.table.name);
                         let _ = self.requeue.send(job);
                     }
                 },
                 Step::Reread(chunk) => {
+                    self.stats.reread(&chunk.job.table.name);
                     let _ = self.requeue.send(chunk.job);
                 }
                 Step::Wait => {
@@ -507,8 +513,9 @@ impl SnapshotSource {
     fn on_msg(&mut self, msg: workers::Msg) -> Result<(), SourceError> {
         match msg {
             workers::Msg::Chunk(c) => {
-                if let Err(job) = self.rec.add(c) {
-                    debug!(task = %self.task, table = %job.table.name, "a transaction sent before the chunk is not in its snapshot; reading it again");
+                if let Err(job) = self.rec.add(*c) {
+                    debug!(task = %self.task, table = %job.table.name, "a transaction sent before the chunk may not be in its snapshot; reading it again");
+                    self.stats.reread(&job.table.name);
                     let _ = self.requeue.send(job);
                 }
             }

@@ -1,9 +1,9 @@
 //! Reading MySQL/MariaDB chunks consistently.
 //!
 //! MariaDB: `START TRANSACTION WITH CONSISTENT SNAPSHOT` makes the read
-//! view and records the binlog position it matches, atomically with the
-//! commit order (`binlog_snapshot_file` / `binlog_snapshot_position`): the
-//! exact stream point of the chunk, without any lock. MySQL has no such
+//! view without any lock; the binlog point it matches is bounded (see
+//! [`mariadb_snapshot`]) and the reconciler settles the transactions in
+//! between. MySQL has no such
 //! status; there a chunk takes `FLUSH TABLES WITH READ LOCK` just long
 //! enough to open its snapshot and read the binlog position (RELOAD
 //! privilege), which stalls writers for that moment.
@@ -124,6 +124,75 @@ fn denied(what: &str, table: &str, e: mysql_async::Error) -> SourceError {
         .caused_by(e);
     }
     classify(what, e)
+}
+
+/// Opens a MariaDB snapshot and bounds the binlog point it reflects:
+/// every transaction before `from` is in it, none at or after `at`.
+///
+/// MariaDB records the exact point with the read view and reports it as
+/// `binlog_snapshot_file/position`, but `SHOW STATUS` hands it over
+/// through one server-wide variable that every session's `SHOW STATUS`
+/// writes before reading (MariaDB 10.11 at least): under concurrent
+/// sessions one may read another's value, later than its own snapshot,
+/// and rows would go out behind changes they lack. So the point is not
+/// asked for; it is bounded instead, in one round trip:
+///
+/// - `from`: the same status read *before* the snapshot is taken. Whoever
+///   wrote it (this session: the last commit in the binlog; another: its
+///   snapshot or last commit) wrote a point whose transactions had all
+///   become visible before this snapshot was opened.
+/// - `at`: the binlog end (`SHOW MASTER STATUS`) read after: a transaction
+///   the snapshot sees was written to the binlog before it committed.
+///
+/// Rows of keys that transactions between the two touch are dropped from
+/// the chunk when those go out before it (see [`super::reconcile`]).
+async fn mariadb_snapshot(
+    conn: &mut Conn,
+) -> Result<(BinlogPosition, BinlogPosition), SourceError> {
+    let what = "opening a snapshot";
+    let mut result = conn
+        .query_iter(
+            "ROLLBACK; SHOW STATUS LIKE 'binlog_snapshot_%'; START TRANSACTION WITH CONSISTENT SNAPSHOT; SHOW MASTER STATUS",
+        )
+        .await
+        .map_err(|e| classify(what, e))?;
+    let mut sets: Vec<Vec<mysql_async::Row>> = Vec::new();
+    while sets.len() < 4 {
+        sets.push(result.collect().await.map_err(|e| classify(what, e))?);
+        if result.is_empty() {
+            break;
+        }
+    }
+    drop(result);
+    let text = |row: &mysql_async::Row, i: usize| -> Option<String> {
+        row.get_opt::<String, _>(i).and_then(Result::ok)
+    };
+    let (mut file, mut pos) = (None, None);
+    for row in sets.get(1).into_iter().flatten() {
+        match text(row, 0).map(|n| n.to_ascii_lowercase()).as_deref() {
+            Some("binlog_snapshot_file") => file = text(row, 1),
+            Some("binlog_snapshot_position") => {
+                pos = text(row, 1).and_then(|p| p.parse::<u64>().ok())
+            }
+            _ => {}
+        }
+    }
+    let end = sets
+        .get(3)
+        .and_then(|rows| rows.first())
+        .and_then(|row| Some((text(row, 0)?, text(row, 1)?.parse::<u64>().ok()?)));
+    let Some((end_file, end_pos)) = end.filter(|(f, _)| !f.is_empty()) else {
+        return Err(SourceError::definite(
+            "the server reports no binlog position (SHOW MASTER STATUS is empty): the snapshot needs log_bin on (it streams the binlog anyway)",
+        ));
+    };
+    // No commit since the server started: nothing in its current binlog
+    // file is known to be in the snapshot.
+    let from = match (file, pos) {
+        (Some(f), Some(p)) if !f.is_empty() => BinlogPosition::start_of(&f, p),
+        _ => BinlogPosition::start_of(&end_file, 0),
+    };
+    Ok((from, BinlogPosition::start_of(&end_file, end_pos)))
 }
 
 /// `binlog_expire_logs_seconds` (or `expire_logs_days`), when set.
@@ -423,38 +492,24 @@ impl MysqlEngine {
         let EngineTable::Mysql(m) = &t.engine else {
             return Err(super::mismatch());
         };
-        let (file, pos) = master_status(conn, m.connector).await?;
-        if let Ok(mut f) = in_flight.lock() {
-            f.insert(id, Position::Binlog(BinlogPosition::start_of(&file, pos)));
-        }
-        let at = match m.connector {
+        let (at, visibility) = match m.connector {
             Connector::Mariadb => {
-                conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                    .await
-                    .map_err(|e| classify("starting a snapshot transaction", e))?;
-                let status: Vec<(String, String)> = conn
-                    .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-                    .await
-                    .map_err(|e| classify("reading the snapshot's binlog position", e))?;
-                let get = |k: &str| {
-                    status
-                        .iter()
-                        .find(|(n, _)| n.eq_ignore_ascii_case(k))
-                        .map(|(_, v)| v.clone())
-                };
-                match (
-                    get("binlog_snapshot_file"),
-                    get("binlog_snapshot_position").and_then(|p| p.parse::<u64>().ok()),
-                ) {
-                    (Some(f), Some(p)) if !f.is_empty() => BinlogPosition::start_of(&f, p),
-                    _ => {
-                        return Err(SourceError::definite(
-                            "the server reports no binlog_snapshot_file/position: the snapshot needs log_bin on (it streams the binlog anyway)",
-                        ));
-                    }
+                // The stream waits while the snapshot's lower bound is not
+                // known yet (one round trip).
+                if let Ok(mut f) = in_flight.lock() {
+                    f.insert(id, Position::Binlog(BinlogPosition::start_of("", 0)));
                 }
+                let (from, at) = mariadb_snapshot(conn).await?;
+                if let Ok(mut f) = in_flight.lock() {
+                    f.insert(id, Position::Binlog(from.clone()));
+                }
+                (at, Visibility::From(Position::Binlog(from)))
             }
             _ => {
+                let (file, pos) = master_status(conn, m.connector).await?;
+                if let Ok(mut f) = in_flight.lock() {
+                    f.insert(id, Position::Binlog(BinlogPosition::start_of(&file, pos)));
+                }
                 conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| {
                     if let mysql_async::Error::Server(s) = &e
                         && matches!(s.code, 1227 | 1044)
@@ -474,7 +529,7 @@ impl MysqlEngine {
                 let unlocked = conn.query_drop("UNLOCK TABLES").await;
                 let (f, p) = status?;
                 unlocked.map_err(|e| classify("unlocking tables", e))?;
-                BinlogPosition::start_of(&f, p)
+                (BinlogPosition::start_of(&f, p), Visibility::Exact)
             }
         };
         let read_at_ms = crate::store::now_ms();
@@ -528,11 +583,12 @@ impl MysqlEngine {
             job: job.clone(),
             schema: t.schema.clone(),
             at: Position::Binlog(at),
-            visibility: Visibility::Exact,
+            visibility,
             rows,
             read_at_ms,
             connector: m.connector,
             spoiled: false,
+            superseded: 0,
             permit: None,
         })
     }

@@ -538,6 +538,7 @@ impl PgEngine {
             read_at_ms,
             connector: Connector::Postgres,
             spoiled: false,
+            superseded: 0,
             permit: None,
         })
     }

@@ -23,6 +23,10 @@
 //!   carries their newer state). A transaction that went out before the
 //!   chunk was read and that the snapshot doesn't see makes the chunk be
 //!   read again.
+//! - MariaDB's point is bounded, not known: every transaction from the
+//!   lower bound up to `at` goes out before the chunk and drops the rows it
+//!   touched, seen or not; one that went out before the chunk was read
+//!   makes it be read again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -32,9 +36,13 @@ use crate::event::{Batch, ChangeEvent, Op, Position, TableSchema, Value};
 /// Which transactions a chunk's snapshot sees.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Visibility {
-    /// Every transaction before `at` and none after (MariaDB's
-    /// `binlog_snapshot_file/position`, taken atomically with the read view).
+    /// Every transaction before `at` and none after (MySQL: the snapshot is
+    /// opened while `FLUSH TABLES WITH READ LOCK` holds commits).
     Exact,
+    /// Every transaction before this point and none at or after `at`;
+    /// those in between may or may not be seen (MariaDB: the point is
+    /// bounded, see `mysql::mariadb_snapshot`).
+    From(Position),
     /// A PostgreSQL snapshot (`pg_current_snapshot()`), 64-bit xids.
     Pg(PgSnapshot),
 }
@@ -82,6 +90,8 @@ pub struct Chunk {
     /// When the snapshot was read (ms since the epoch).
     pub read_at_ms: i64,
     pub connector: crate::event::Connector,
+    /// Rows dropped because the stream carries their state.
+    pub superseded: u64,
     /// Set when a transaction the snapshot doesn't see touched the table
     /// and its rows can't be matched by key (a table without a key): the
     /// chunk must be read again.
@@ -119,6 +129,8 @@ pub struct Reconciler {
     pub in_flight: InFlight,
     ready: Vec<Chunk>,
     recent_xids: VecDeque<u64>,
+    /// The end of the last stream batch passed.
+    passed_to: Option<Position>,
 }
 
 fn lt(a: &Position, b: &Position) -> bool {
@@ -148,9 +160,13 @@ impl Reconciler {
         if let Ok(mut f) = self.in_flight.lock() {
             f.remove(&chunk.id);
         }
-        if let Visibility::Pg(s) = &chunk.visibility
-            && self.recent_xids.iter().any(|&x| !s.sees(x))
-        {
+        let unplaceable = match &chunk.visibility {
+            Visibility::Exact => false,
+            Visibility::Pg(s) => self.recent_xids.iter().any(|&x| !s.sees(x)),
+            // A transaction from `from` on went out unchecked.
+            Visibility::From(from) => self.passed_to.as_ref().is_some_and(|p| lt(from, p)),
+        };
+        if unplaceable {
             return Err(chunk.job);
         }
         self.ready.push(chunk);
@@ -219,24 +235,30 @@ impl Reconciler {
             }
         };
         self.passing(&part);
+        self.passed_to = Some(part.end.clone());
         Step::Pass(part)
     }
 
     /// A batch goes out before every ready chunk: changes their snapshots
-    /// don't see drop the chunk rows they touched.
+    /// don't see, or may not see, drop the chunk rows they touched.
     fn passing(&mut self, b: &Batch) {
         for ev in &b.events {
-            let Some(xid) = ev.tx.xid else { continue };
-            if self.recent_xids.back() != Some(&xid) {
+            let xid = ev.tx.xid;
+            if let Some(xid) = xid
+                && self.recent_xids.back() != Some(&xid)
+            {
                 if self.recent_xids.len() == RECENT_XIDS {
                     self.recent_xids.pop_front();
                 }
                 self.recent_xids.push_back(xid);
             }
             for c in &mut self.ready {
-                if let Visibility::Pg(s) = &c.visibility
-                    && !s.sees(xid)
-                {
+                let unseen = match &c.visibility {
+                    Visibility::Exact => false,
+                    Visibility::Pg(s) => xid.is_some_and(|x| !s.sees(x)),
+                    Visibility::From(from) => !lt(&ev.position, from),
+                };
+                if unseen {
                     drop_touched(c, ev);
                 }
             }
@@ -251,6 +273,7 @@ fn drop_touched(c: &mut Chunk, ev: &ChangeEvent) {
         return;
     }
     if ev.op == Op::Truncate {
+        c.superseded += c.rows.len() as u64;
         c.rows.clear();
         return;
     }
@@ -278,8 +301,10 @@ fn drop_touched(c: &mut Chunk, ev: &ChangeEvent) {
     if touched.is_empty() {
         return;
     }
+    let before = c.rows.len();
     c.rows
         .retain(|r| key_of(r).is_none_or(|k| !touched.contains(&k)));
+    c.superseded += (before - c.rows.len()) as u64;
 }
 
 /// Splits a batch into the events before `at` (with an end that covers

@@ -70,6 +70,7 @@ fn chunk(id: u64, at: Position, visibility: Visibility, ids: &[i64], key: Vec<us
         read_at_ms: 0,
         connector: Connector::Mariadb,
         spoiled: false,
+        superseded: 0,
         permit: None,
     }
 }
@@ -325,4 +326,94 @@ fn an_unseen_change_with_an_unchanged_toast_value_makes_the_chunk_be_read_again(
         r.step(&mut None, Some(&lsn(1000, 0))),
         Step::Reread(_)
     ));
+}
+
+#[test]
+fn a_bounded_snapshot_drops_the_rows_changes_between_its_bounds_touched() {
+    let mut r = Reconciler::default();
+    // Seen: everything before 200; unseen: everything from 300; between:
+    // either.
+    r.add(chunk(
+        1,
+        bin(300),
+        Visibility::From(bin(200)),
+        &[1, 2, 3, 4],
+        vec![0],
+    ))
+    .unwrap();
+    let mut held = Some(Batch {
+        events: vec![
+            change(binlog_event(150, 0), Op::Update, 1, None, vec![0]),
+            change(binlog_event(200, 0), Op::Delete, 2, None, vec![0]),
+            change(binlog_event(250, 0), Op::Update, 3, None, vec![0]),
+            change(binlog_event(300, 0), Op::Update, 4, None, vec![0]),
+        ],
+        end: binlog_event(300, 0).tx_end(),
+    });
+    let Step::Pass(b) = r.step(&mut held, None) else {
+        panic!("the changes before the chunk's point pass")
+    };
+    assert_eq!(b.events.len(), 3);
+    let Step::Emit(c) = r.step(&mut held, None) else {
+        panic!("then the chunk")
+    };
+    let ids: Vec<&Value> = c.rows.iter().map(|r| &r[0]).collect();
+    assert_eq!(
+        ids,
+        [&Value::Int(1), &Value::Int(4)],
+        "rows 2 and 3 come from the stream; 1 changed before the snapshot, 4 after"
+    );
+}
+
+#[test]
+fn a_change_past_the_lower_bound_that_went_out_before_the_chunk_was_read_makes_it_be_read_again() {
+    let mut r = Reconciler::default();
+    let mut held = Some(batch(vec![change(
+        binlog_event(250, 0),
+        Op::Update,
+        1,
+        None,
+        vec![0],
+    )]));
+    assert!(matches!(r.step(&mut held, None), Step::Pass(_)));
+    for from in [200, 250] {
+        assert!(
+            r.add(chunk(
+                1,
+                bin(400),
+                Visibility::From(bin(from)),
+                &[1],
+                vec![0]
+            ))
+            .is_err(),
+            "the change at 250 went out unchecked (bound {from})"
+        );
+    }
+    assert!(
+        r.add(chunk(
+            2,
+            bin(400),
+            Visibility::From(bin(260)),
+            &[1],
+            vec![0]
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn a_chunk_whose_lower_bound_is_not_known_yet_holds_the_whole_stream() {
+    let mut r = Reconciler::default();
+    let unknown = Position::Binlog(BinlogPosition::start_of("", 0));
+    r.in_flight.lock().unwrap().insert(3, unknown);
+    let mut held = Some(batch(vec![change(
+        binlog_event(4, 0),
+        Op::Create,
+        1,
+        None,
+        vec![0],
+    )]));
+    assert!(matches!(r.step(&mut held, None), Step::Wait));
+    r.in_flight.lock().unwrap().insert(3, bin(100));
+    assert!(matches!(r.step(&mut held, None), Step::Pass(_)));
 }

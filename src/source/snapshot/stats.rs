@@ -20,6 +20,8 @@ struct TableStat {
     started: Instant,
     finished: Option<Instant>,
     incremental: bool,
+    reread: u64,
+    superseded: u64,
 }
 
 /// What the task's status shows of one table's snapshot.
@@ -41,6 +43,12 @@ pub struct TableView {
     pub eta_seconds: Option<f64>,
     /// A snapshot taken while streaming (re-snapshot, added table).
     pub incremental: bool,
+    /// Chunks read again: a change went out before the chunk that its
+    /// snapshot may lack (see docs/snapshot.md).
+    pub chunks_reread: u64,
+    /// Rows left out of chunks because a change around the snapshot's point
+    /// went out just before them: the stream carries their state.
+    pub rows_from_stream: u64,
 }
 
 /// Shared between the snapshot's workers, its source and the task's
@@ -81,6 +89,8 @@ impl SnapshotStats {
                     started: Instant::now(),
                     finished: None,
                     incremental,
+                    reread: 0,
+                    superseded: 0,
                 },
             );
         });
@@ -108,6 +118,24 @@ impl SnapshotStats {
         });
     }
 
+    /// A chunk of the table is read again.
+    pub fn reread(&self, table: &str) {
+        self.with(|t| {
+            if let Some(s) = t.get_mut(table) {
+                s.reread += 1;
+            }
+        });
+    }
+
+    /// `rows` rows of a chunk were left to the stream.
+    pub fn superseded(&self, table: &str, rows: u64) {
+        self.with(|t| {
+            if let Some(s) = t.get_mut(table) {
+                s.superseded += rows;
+            }
+        });
+    }
+
     /// A table an earlier run copied completely.
     pub fn copied_before(&self, table: &str, rows: u64, chunks: u64) {
         self.with(|t| {
@@ -123,6 +151,8 @@ impl SnapshotStats {
                 started: now,
                 finished: Some(now),
                 incremental: false,
+                reread: 0,
+                superseded: 0,
             });
         });
     }
@@ -177,6 +207,8 @@ impl SnapshotStats {
                             rows_per_second: (rate * 10.0).round() / 10.0,
                             eta_seconds: eta.map(|e| (e * 10.0).round() / 10.0),
                             incremental: s.incremental,
+                            chunks_reread: s.reread,
+                            rows_from_stream: s.superseded,
                         },
                     )
                 })

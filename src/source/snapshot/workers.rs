@@ -41,7 +41,7 @@ pub struct Order {
 }
 
 pub enum Msg {
-    Chunk(Chunk),
+    Chunk(Box<Chunk>),
     /// The tables of an order, listed before any of their chunks.
     Planned {
         tables: Vec<String>,
@@ -301,7 +301,7 @@ async fn worker(
             Some(Ok(mut chunk)) => {
                 chunk.permit = Some(permit);
                 debug!(worker = n, table = %job.table.name, index = job.index, rows = chunk.rows.len(), at = %chunk.at, "chunk read");
-                if !send(&out, Msg::Chunk(chunk), &cancel).await {
+                if !send(&out, Msg::Chunk(Box::new(chunk)), &cancel).await {
                     forget(&in_flight, id);
                     return;
                 }
