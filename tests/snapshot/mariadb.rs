@@ -101,6 +101,26 @@ async fn a_million_rows_under_writes_equal_the_table() {
             async move { writer(mariadb(), db.to_string(), "big", 1_000_000, stop, 1).await },
         )
     };
+    // A monitoring agent polling the server's status: MariaDB's
+    // binlog_snapshot_position, read by a snapshot meanwhile, may then
+    // be this session's value (docs/snapshot.md); the copy must not
+    // depend on it.
+    let poller = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut c = mariadb().conn().await;
+            let mut polls = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _: Vec<(String, String)> = c
+                    .query("SHOW GLOBAL STATUS LIKE 'binlog_snapshot_%'")
+                    .await
+                    .unwrap();
+                polls += 1;
+            }
+            c.disconnect().await.unwrap();
+            polls
+        })
+    };
     let started = std::time::Instant::now();
     d.start();
     let table = format!("{db}.big");
@@ -113,6 +133,8 @@ async fn a_million_rows_under_writes_equal_the_table() {
     stop.store(true, Ordering::Relaxed);
     let txs = w.await.unwrap();
     assert!(txs > 50, "the writer ran {txs} transactions only");
+    let polls = poller.await.unwrap();
+    assert!(polls > 50, "the status was polled {polls} times only");
     let (rows, reads) = wait_equal(&d, "big", &["id"], Duration::from_secs(120), || {
         source_rows(m, db, "big")
     })
@@ -121,7 +143,7 @@ async fn a_million_rows_under_writes_equal_the_table() {
     let view = d.progress().unwrap()["snapshot"][&table].clone();
     assert!(d.stop().success(), "{}", d.log());
     eprintln!(
-        "1,000,000-row table copied in {copy_secs:.1} s under {txs} concurrent transactions; {} rows replayed equal the table ({reads} reads; chunks read again: {}, rows left to the stream: {})",
+        "1,000,000-row table copied in {copy_secs:.1} s under {txs} concurrent transactions and {polls} status polls; {} rows replayed equal the table ({reads} reads; chunks read again: {}, rows left to the stream: {})",
         rows.len(),
         view["chunks_reread"],
         view["rows_from_stream"]

@@ -468,6 +468,8 @@ impl Source for SnapshotSource {
                             Ok(None) => self.stream_ended = true,
                             Err(e) => return Err(e),
                         },
+                        // A chunk's head moved on: the stream may go on.
+                        _ = self.rec.in_flight.changed() => {}
                         r = self.read_to.changed(), if self.read_to_open => {
                             // The reader ended: the stream arm tells how.
                             self.read_to_open = r.is_ok();

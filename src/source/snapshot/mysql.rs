@@ -496,20 +496,14 @@ impl MysqlEngine {
             Connector::Mariadb => {
                 // The stream waits while the snapshot's lower bound is not
                 // known yet (one round trip).
-                if let Ok(mut f) = in_flight.lock() {
-                    f.insert(id, Position::Binlog(BinlogPosition::start_of("", 0)));
-                }
+                in_flight.set(id, Position::Binlog(BinlogPosition::start_of("", 0)));
                 let (from, at) = mariadb_snapshot(conn).await?;
-                if let Ok(mut f) = in_flight.lock() {
-                    f.insert(id, Position::Binlog(from.clone()));
-                }
+                in_flight.set(id, Position::Binlog(from.clone()));
                 (at, Visibility::From(Position::Binlog(from)))
             }
             _ => {
                 let (file, pos) = master_status(conn, m.connector).await?;
-                if let Ok(mut f) = in_flight.lock() {
-                    f.insert(id, Position::Binlog(BinlogPosition::start_of(&file, pos)));
-                }
+                in_flight.set(id, Position::Binlog(BinlogPosition::start_of(&file, pos)));
                 conn.query_drop("FLUSH TABLES WITH READ LOCK").await.map_err(|e| {
                     if let mysql_async::Error::Server(s) = &e
                         && matches!(s.code, 1227 | 1044)

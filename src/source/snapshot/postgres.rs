@@ -448,15 +448,13 @@ impl PgEngine {
             .get(0);
         let head = parse_lsn(&head)
             .ok_or_else(|| SourceError::definite(format!("unreadable WAL position {head:?}")))?;
-        if let Ok(mut f) = in_flight.lock() {
-            f.insert(
-                id,
-                Position::Lsn(LsnPosition {
-                    commit_lsn: head,
-                    index: 0,
-                }),
-            );
-        }
+        in_flight.set(
+            id,
+            Position::Lsn(LsnPosition {
+                commit_lsn: head,
+                index: 0,
+            }),
+        );
         let tx = client
             .transaction()
             .await

@@ -101,9 +101,44 @@ pub struct Chunk {
     pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
-/// Chunks whose read started, by id: the log end read before each one's
-/// snapshot was taken. Workers add to it before taking the snapshot.
-pub type InFlight = Arc<Mutex<HashMap<u64, Position>>>;
+/// Chunks whose read started, by id: a point at or before each one's
+/// snapshot (its head). Workers add to it before taking the snapshot.
+pub type InFlight = Arc<Heads>;
+
+/// The heads of the chunks in flight (see [`InFlight`]).
+#[derive(Debug, Default)]
+pub struct Heads {
+    map: Mutex<HashMap<u64, Position>>,
+    changed: tokio::sync::Notify,
+}
+
+impl Heads {
+    pub fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, HashMap<u64, Position>>> {
+        self.map.lock()
+    }
+
+    /// Sets (or moves) chunk `id`'s head, waking the reconciler: a head
+    /// moved on may let the stream on.
+    pub fn set(&self, id: u64, head: Position) {
+        if let Ok(mut f) = self.map.lock() {
+            f.insert(id, head);
+        }
+        self.changed.notify_one();
+    }
+
+    /// Forgets chunk `id` (its read failed or was cancelled).
+    pub fn forget(&self, id: u64) {
+        if let Ok(mut f) = self.map.lock() {
+            f.remove(&id);
+        }
+        self.changed.notify_one();
+    }
+
+    /// Waits for a head to be set or forgotten since the last wait.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
 
 /// What to do next (see the module docs).
 #[derive(Debug)]

@@ -326,9 +326,7 @@ async fn send(out: &mpsc::Sender<Msg>, msg: Msg, cancel: &CancellationToken) -> 
 }
 
 fn forget(in_flight: &InFlight, id: u64) {
-    if let Ok(mut f) = in_flight.lock() {
-        f.remove(&id);
-    }
+    in_flight.forget(id);
 }
 
 /// Writes the latest snapshot progress to the store, one write at a time,
