@@ -3,10 +3,10 @@
 //! MariaDB: `START TRANSACTION WITH CONSISTENT SNAPSHOT` makes the read
 //! view without any lock; the binlog point it matches is bounded (see
 //! [`mariadb_snapshot`]) and the reconciler settles the transactions in
-//! between. MySQL has no such
-//! status; there a chunk takes `FLUSH TABLES WITH READ LOCK` just long
-//! enough to open its snapshot and read the binlog position (RELOAD
-//! privilege), which stalls writers for that moment.
+//! between. MySQL reports no snapshot position at all; there a chunk
+//! takes `FLUSH TABLES WITH READ LOCK` just long enough to open its
+//! snapshot and read the binlog position (RELOAD privilege), which stalls
+//! writers for that moment.
 //!
 //! Rows are read with the binary protocol (exact floats, typed temporal
 //! values) in UTC, and converted to the values the binlog gives for the
@@ -186,11 +186,14 @@ async fn mariadb_snapshot(
             "the server reports no binlog position (SHOW MASTER STATUS is empty): the snapshot needs log_bin on (it streams the binlog anyway)",
         ));
     };
-    // No commit since the server started: nothing in its current binlog
-    // file is known to be in the snapshot.
+    // MariaDB sets it when it opens a binlog file, commits or not.
     let from = match (file, pos) {
         (Some(f), Some(p)) if !f.is_empty() => BinlogPosition::start_of(&f, p),
-        _ => BinlogPosition::start_of(&end_file, 0),
+        _ => {
+            return Err(SourceError::definite(
+                "the server reports no binlog_snapshot_file/position (SHOW STATUS LIKE 'binlog_snapshot_%'): the snapshot needs log_bin on and a MariaDB server",
+            ));
+        }
     };
     Ok((from, BinlogPosition::start_of(&end_file, end_pos)))
 }
