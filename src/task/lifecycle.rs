@@ -626,6 +626,47 @@ impl TaskLoop {
     }
 }
 
+/// True when a new task starts at the source's log end as it is when the
+/// reader connects (a MySQL/MariaDB `start = "current"`, a new PostgreSQL
+/// slot), not at a configured point.
+fn starts_at_log_end(cfg: &TaskConfig) -> bool {
+    use crate::config::{NamedStart, SourceConfig, StartPosition};
+    match &cfg.source {
+        SourceConfig::Mysql(m) => matches!(
+            m.start,
+            StartPosition::Current | StartPosition::Named(NamedStart::Current)
+        ),
+        SourceConfig::Postgres(_) => true,
+    }
+}
+
+/// Enters `running` (from `starting`) once `started` shows a read
+/// position, at once without it. Nothing when the run stops or its
+/// reader ends first: the runner reports how.
+async fn announce_running(
+    status: watch::Sender<TaskStatus>,
+    id: String,
+    started: Option<watch::Receiver<Option<crate::event::Position>>>,
+    stop: CancellationToken,
+) {
+    if let Some(mut started) = started {
+        tokio::select! {
+            r = started.wait_for(Option::is_some) => if r.is_err() { return },
+            _ = stop.cancelled() => return,
+        }
+    }
+    let entered = status.send_if_modified(|s| {
+        let starting = s.state == TaskState::Starting;
+        if starting {
+            s.enter(TaskState::Running, None);
+        }
+        starting
+    });
+    if entered {
+        info!(task = %id, state = "running", "task state");
+    }
+}
+
 /// One run: opens the sink, works out where to resume, spawns the source,
 /// and runs until stopped, finished or failed.
 async fn run_task(
@@ -663,9 +704,11 @@ async fn run_task(
         skip_positions,
         progress.source.clone(),
     )?;
-    // A new task is running once its start is fixed (the reader's first
-    // read position): a change committed after the state says so is in it.
-    let mut started = (resume.is_none()).then(|| stream.read_to());
+    // A new task starting at the log's current end is running once that
+    // end is fixed (the reader's first read position): a change committed
+    // after the state says so is in it. The runner starts meanwhile (the
+    // reader waits for it once its channel is full).
+    let started = (resume.is_none() && starts_at_log_end(&cfg)).then(|| stream.read_to());
     let mut source = builder::snapshot_source(
         &cfg,
         stream,
@@ -675,17 +718,12 @@ async fn run_task(
         requests,
     )
     .await?;
-    if let Some(started) = started.as_mut() {
-        tokio::select! {
-            // An error: the reader ended; the runner reports how.
-            _ = started.wait_for(Option::is_some) => {}
-            _ = stop.cancelled() => {}
-        }
-    }
-    if status.borrow().state != TaskState::Running {
-        status.send_modify(|s| s.enter(TaskState::Running, None));
-        info!(task = %id, state = "running", "task state");
-    }
+    let _announce = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(announce_running(
+        status.clone(),
+        id.clone(),
+        started,
+        stop.clone(),
+    )));
     let end = runner::run(
         &mut source,
         &mut sink,

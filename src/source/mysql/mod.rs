@@ -269,6 +269,9 @@ impl MysqlSource {
                 end: marker.clone(),
             })
             .await?;
+            // The start is fixed: the first read position (nothing before
+            // it belongs to the stream).
+            ctx.read_to.send_replace(Some(marker.clone()));
             *resume = Some(marker);
         }
 
