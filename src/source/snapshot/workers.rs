@@ -295,19 +295,19 @@ async fn worker(
         };
         match read {
             None => {
-                forget(&in_flight, id);
+                in_flight.forget(id);
                 return;
             }
             Some(Ok(mut chunk)) => {
                 chunk.permit = Some(permit);
                 debug!(worker = n, table = %job.table.name, index = job.index, rows = chunk.rows.len(), at = %chunk.at, "chunk read");
                 if !send(&out, Msg::Chunk(Box::new(chunk)), &cancel).await {
-                    forget(&in_flight, id);
+                    in_flight.forget(id);
                     return;
                 }
             }
             Some(Err(e)) => {
-                forget(&in_flight, id);
+                in_flight.forget(id);
                 send(&out, Msg::Failed(e), &cancel).await;
                 return;
             }
@@ -323,10 +323,6 @@ async fn send(out: &mpsc::Sender<Msg>, msg: Msg, cancel: &CancellationToken) -> 
         _ = cancel.cancelled() => false,
         r = out.send(msg) => r.is_ok(),
     }
-}
-
-fn forget(in_flight: &InFlight, id: u64) {
-    in_flight.forget(id);
 }
 
 /// Writes the latest snapshot progress to the store, one write at a time,
