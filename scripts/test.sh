@@ -31,9 +31,14 @@ if [ $# -eq 0 ]; then
   done
   rm -rf target/tmp/it
 fi
+# The test build first (about 9 GiB from nothing): the disk check after it
+# then counts what the run itself needs.
+require_disk . 2048 "the test build"
+cargo test --locked --no-run "$@"
 # The servers' data and the test output of one whole run (about 5 GiB of
-# servers and 3 GiB of scratch), beside the build (about 7 GiB).
-require_disk . 8192 "the test build, servers and scratch directories"
+# servers and 3 GiB of scratch). A disk filling up during the run stops it
+# (scripts/test-watchdog.sh): MariaDB would wait for space, not fail.
+require_disk . 8192 "the test servers and scratch directories"
 
 # TIDEMARK_TEST_PORT_OFFSET moves every test server's port (two checkouts
 # side by side); the tests read it too.
@@ -45,9 +50,20 @@ tests/servers/tansu.sh start target/servers/tansu $((19092 + offset))
 # The output is kept in target/test-output.log; a failing run ends with
 # one line per failed test (its panic message), since the full output of
 # a failure (the daemon's log) can run to thousands of lines.
+#
+# A test still running TIDEMARK_TEST_LIMIT_SECS (default 900) after it
+# started is taken as hung: scripts/test-watchdog.sh records where it waits
+# (target/test-hang.log) and kills the test binary, so the run fails with
+# that account rather than stalling.
 mkdir -p target
+: >target/test-output.log
+scripts/test-watchdog.sh target/test-output.log "${TIDEMARK_TEST_LIMIT_SECS:-900}" &
+watchdog=$!
+trap 'kill $watchdog 2>/dev/null' EXIT
 status=0
 cargo test --locked "$@" 2>&1 | tee target/test-output.log || status=${PIPESTATUS[0]}
+kill $watchdog 2>/dev/null || true
+wait $watchdog 2>/dev/null || true
 if [ "$status" -ne 0 ]; then
   echo "scripts/test.sh: cargo test failed (exit $status); disk free under $PWD at the end: $(df -Ph . | awk 'NR==2 {print $4}'). Why each test failed:" >&2
   awk '
@@ -64,5 +80,6 @@ if [ "$status" -ne 0 ]; then
     want { msg[++n] = $0 }
     END { report() }
   ' target/test-output.log >&2
+  if [ -s target/test-hang.txt ]; then cat target/test-hang.txt >&2; fi
 fi
 exit "$status"

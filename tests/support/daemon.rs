@@ -93,6 +93,7 @@ path = "{out}"
     pub fn with_config(dir: PathBuf, config: &str, out: PathBuf) -> Daemon {
         let path = dir.join("tidemark.toml");
         std::fs::write(&path, config).unwrap();
+        *users().lock().unwrap().entry(dir.clone()).or_default() += 1;
         Daemon {
             dir,
             config: path,
@@ -279,9 +280,29 @@ path = "{out}"
 }
 
 impl Drop for Daemon {
+    /// Kills the daemon. After a test that passed, its scratch directory
+    /// goes too, once no other daemon uses it (the outputs of a whole run
+    /// take gigabytes); after a failure, or with TIDEMARK_TEST_KEEP set, it
+    /// stays for a look.
     fn drop(&mut self) {
         self.kill9();
+        let last = {
+            let mut users = users().lock().unwrap_or_else(|e| e.into_inner());
+            let n = users.entry(self.dir.clone()).or_default();
+            *n = n.saturating_sub(1);
+            *n == 0
+        };
+        if last && !std::thread::panicking() && std::env::var_os("TIDEMARK_TEST_KEEP").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
+}
+
+/// How many daemons use each scratch directory.
+fn users() -> &'static std::sync::Mutex<std::collections::HashMap<PathBuf, usize>> {
+    static USERS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<PathBuf, usize>>> =
+        std::sync::OnceLock::new();
+    USERS.get_or_init(Default::default)
 }
 
 impl Daemon {
