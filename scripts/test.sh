@@ -59,7 +59,7 @@ mkdir -p target
 : >target/test-output.log
 scripts/test-watchdog.sh target/test-output.log "${TIDEMARK_TEST_LIMIT_SECS:-900}" &
 watchdog=$!
-trap 'kill $watchdog 2>/dev/null' EXIT
+trap 'kill $watchdog 2>/dev/null || true' EXIT
 status=0
 cargo test --locked "$@" 2>&1 | tee target/test-output.log || status=${PIPESTATUS[0]}
 kill $watchdog 2>/dev/null || true
