@@ -61,6 +61,14 @@ pub struct DbSinkConfig {
     /// table `apply_position` on the target. Default `tidemark`.
     #[serde(default = "default_meta_schema")]
     pub meta_schema: String,
+    /// Hold a lock on the target, named after the task and `meta_schema`,
+    /// while the task applies: a second tidemark running the same task id
+    /// into the same target waits (and takes over once the first stops)
+    /// instead of both writing rows and the one position row. Turn it off
+    /// only where sessions can't hold a lock (PgBouncer in transaction
+    /// mode). Default true.
+    #[serde(default = "default_true")]
+    pub exclusive: bool,
 }
 
 fn default_true() -> bool {
@@ -96,6 +104,7 @@ impl fmt::Debug for DbSinkConfig {
             .field("origin", &self.origin)
             .field("workers", &self.workers)
             .field("lock_timeout_secs", &self.lock_timeout_secs)
+            .field("exclusive", &self.exclusive)
             .finish()
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{Side, pg_sink, wait_same, writer};
-use crate::support::{mariadb, postgres, private_postgres};
+use crate::support::{Daemon, mariadb, postgres, private_postgres, scratch, server_id};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_target_restarted_mid_load_loses_and_repeats_nothing() {
@@ -399,4 +399,83 @@ async fn a_read_only_target_is_refused_with_the_fix() {
         log.contains("is read-only") && log.contains("point sink.url at a writable primary"),
         "{log}"
     );
+}
+
+/// Two tidemarks running one task into one target: the second waits,
+/// naming the first's session and how to end it, while the first applies
+/// alone; it takes over from the target's position once the first is gone.
+async fn a_second_tidemark_waits_then_takes_over(
+    name: &'static str,
+    target: Side,
+    sink: &str,
+    end_it: &str,
+) {
+    let source = Side::Maria(mariadb(), name);
+    source.fresh().await;
+    target.fresh().await;
+    target.forget_positions(name).await;
+    source.load("t", 200).await;
+    let mut a = source
+        .daemon(name, sink, "")
+        .with_mode("snapshot+stream", 100, 1);
+    a.start();
+    wait_same(&a, source, target, "t", "", Duration::from_secs(120)).await;
+
+    // The same task, target and meta schema; its own data dir and replica id.
+    let b_name = format!("{name}_b");
+    let b_dir = scratch(&b_name);
+    let text = std::fs::read_to_string(&a.config)
+        .unwrap()
+        .replace(&a.dir.display().to_string(), &b_dir.display().to_string())
+        .replace(
+            &format!("server_id = {}", server_id(name)),
+            &format!("server_id = {}", server_id(&b_name)),
+        );
+    let mut b = Daemon::with_config(b_dir.clone(), &text, b_dir.join("out.jsonl"));
+    b.start();
+    b.wait_log(
+        "is already applying into this target",
+        Duration::from_secs(60),
+    );
+    let waiting = b.current_log();
+    assert!(waiting.contains(end_it), "{waiting}");
+    // The first goes on applying alone.
+    source
+        .exec("INSERT INTO t SELECT seq, seq, 'second' FROM seq_201_to_400")
+        .await;
+    wait_same(&a, source, target, "t", "", Duration::from_secs(60)).await;
+    assert!(b.is_running(), "{}", b.log());
+
+    a.kill9();
+    source
+        .exec(
+            "INSERT INTO t SELECT seq, seq, 'after' FROM seq_401_to_600;
+             UPDATE t SET k = k + 1000 WHERE id <= 100;
+             DELETE FROM t WHERE id > 550;",
+        )
+        .await;
+    wait_same(&b, source, target, "t", "", Duration::from_secs(180)).await;
+    let log = b.current_log();
+    assert!(
+        log.contains("resuming after the target's position"),
+        "{log}"
+    );
+    assert!(b.stop().success(), "{}", b.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_tidemark_on_one_mariadb_target_waits_then_takes_over() {
+    let m = mariadb();
+    let target = Side::Maria(m, "tg_twice_dr");
+    let sink = super::maria_sink(m, "map = { tg_twice = \"tg_twice_dr\" }");
+    a_second_tidemark_waits_then_takes_over("tg_twice", target, &sink, "KILL ").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_tidemark_on_one_postgres_target_waits_then_takes_over() {
+    let p = postgres();
+    let target = Side::Pg(p, "tg_twice_pg_dr");
+    let sink = pg_sink(p, "tg_twice_pg_dr", "map = { tg_twice_pg = \"public\" }");
+    a_second_tidemark_waits_then_takes_over("tg_twice_pg", target, &sink, "pg_terminate_backend(")
+        .await;
 }

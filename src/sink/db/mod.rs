@@ -223,6 +223,49 @@ impl Opened {
     }
 }
 
+/// The name of the lock a task holds on its target while it applies
+/// (`exclusive`): the task and the place of its position row. At most 64
+/// characters (MySQL's `GET_LOCK` limit); a longer one ends in a digest.
+pub(crate) fn lock_name(meta: &str, task: &str) -> String {
+    let name = format!("tidemark:{meta}:{task}");
+    if name.len() <= 64 {
+        return name;
+    }
+    let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let hex: String = d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut head: String = String::new();
+    for c in name.chars() {
+        if head.len() + c.len_utf8() > 64 - 33 {
+            break;
+        }
+        head.push(c);
+    }
+    format!("{head}#{hex}")
+}
+
+/// The same lock as one PostgreSQL advisory-lock key: the first 8 bytes of
+/// the name's SHA-256 (stable across versions and machines).
+pub(crate) fn lock_key(meta: &str, task: &str) -> i64 {
+    let name = format!("tidemark:{meta}:{task}");
+    let d = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d.as_ref()[..8]);
+    i64::from_be_bytes(b)
+}
+
+/// The task's lock on the target is held by another session: a second
+/// tidemark running the task, or a session of a stopped one the server
+/// hasn't ended yet. Transient: the task waits, and takes over once the
+/// holder is gone.
+fn lock_held(task: &str, position_table: &str, holder: &str, end_it: &str) -> DbSinkError {
+    DbSinkError::transient(format!(
+        "task {task} is already applying into this target from another session ({holder}): a second tidemark runs the same task, or a stopped one's session is still open. Both writing would mix their rows and overwrite one position in {position_table}. This task waits and takes over when that session ends: stop the other tidemark, or give one of the two tasks another id (or another meta_schema); a session left by a stopped tidemark ends when the server notices it (wait_timeout, TCP keepalive), or now with {end_it}"
+    ))
+}
+
 /// Which engine the target is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -257,7 +300,11 @@ impl DbSink {
             Engine::Postgres => {
                 let mut t = postgres::PgTarget::connect(&settings, None).await?;
                 let opened = t
-                    .open(&settings.task, settings.cfg.conflict.journal)
+                    .open(
+                        &settings.task,
+                        settings.cfg.conflict.journal,
+                        settings.cfg.exclusive,
+                    )
                     .await?;
                 let mut extra = Vec::new();
                 // Parallel apply: `workers` connections, besides this one
@@ -280,7 +327,11 @@ impl DbSink {
             Engine::Mysql => {
                 let mut t = mysql::MysqlTarget::connect(&settings, None).await?;
                 let opened = t
-                    .open(&settings.task, settings.cfg.conflict.journal)
+                    .open(
+                        &settings.task,
+                        settings.cfg.conflict.journal,
+                        settings.cfg.exclusive,
+                    )
                     .await?;
                 let mut extra = Vec::new();
                 // Parallel apply: `workers` connections, besides this one
@@ -481,7 +532,24 @@ pub async fn forget_task(engine: Engine, cfg: &DbSinkConfig, task: &str) -> Resu
 
 #[cfg(test)]
 mod tests {
-    use super::Opened;
+    use super::{Opened, lock_key, lock_name};
+
+    #[test]
+    fn lock_names_fit_mysql_and_stay_the_same_everywhere() {
+        assert_eq!(lock_name("tidemark", "orders"), "tidemark:tidemark:orders");
+        let long = "x".repeat(100);
+        let name = lock_name("tidemark", &long);
+        assert!(name.len() <= 64, "{name}");
+        // The digest is SHA-256's: every version and machine names it alike.
+        assert!(
+            name.ends_with("#3e305c62e4f80f433d9c20061feaf3ef"),
+            "{name}"
+        );
+        assert_ne!(name, lock_name("tidemark", &format!("{long}y")));
+        assert!(lock_name("tidemark", &"é".repeat(40)).len() <= 64);
+        assert_eq!(lock_key("tidemark", "t"), -5837170820198768125);
+        assert_ne!(lock_key("tidemark", "t"), lock_key("other", "t"));
+    }
 
     #[test]
     fn transactions_applied_past_the_position_are_remembered() {

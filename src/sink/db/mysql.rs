@@ -111,7 +111,12 @@ impl MysqlTarget {
     }
 
     /// Creates the position table if missing; returns the task's position.
-    pub async fn open(&mut self, task: &str, journal: bool) -> Result<super::Opened, DbSinkError> {
+    pub async fn open(
+        &mut self,
+        task: &str,
+        journal: bool,
+        exclusive: bool,
+    ) -> Result<super::Opened, DbSinkError> {
         let m = self.meta.clone();
         if journal {
             for sql in [
@@ -163,6 +168,9 @@ impl MysqlTarget {
                 )
             })?;
         }
+        if exclusive {
+            self.lock(task, &m).await?;
+        }
         let text: Option<String> = self
             .conn
             .exec_first(
@@ -186,6 +194,55 @@ impl MysqlTarget {
             &done,
             &self.describe,
         )
+    }
+
+    /// Takes the task's lock on the target for this session's lifetime
+    /// (`exclusive`). It waits a few seconds: a session of this task's
+    /// previous run may still be closing.
+    async fn lock(&mut self, task: &str, m: &str) -> Result<(), DbSinkError> {
+        let name = super::lock_name(m, task);
+        let got: Option<Option<i64>> = self
+            .conn
+            .exec_first("SELECT GET_LOCK(?, 5)", (&name,))
+            .await
+            .map_err(|e| classify("taking the task's lock on the target (GET_LOCK)", e))?;
+        if got == Some(Some(1)) {
+            return Ok(());
+        }
+        let id: Option<Option<u64>> = self
+            .conn
+            .exec_first("SELECT IS_USED_LOCK(?)", (&name,))
+            .await
+            .map_err(|e| classify("looking up the holder of the task's lock (IS_USED_LOCK)", e))?;
+        let Some(Some(id)) = id else {
+            return Err(DbSinkError::transient(format!(
+                "task {task}'s lock on the target ({name}) was held by another session and is free now: taking it again"
+            )));
+        };
+        // Visible with the PROCESS privilege, or when the holder is the same
+        // user.
+        let who: Option<(String, String, Option<String>, i64)> = self
+            .conn
+            .exec_first(
+                "SELECT USER, HOST, DB, TIME FROM information_schema.PROCESSLIST WHERE ID = ?",
+                (id,),
+            )
+            .await
+            .ok()
+            .flatten();
+        let holder = match who {
+            Some((user, host, db, secs)) => format!(
+                "connection {id}, {user}@{host}{}, in its current state for {secs} s",
+                db.map(|d| format!(" on {d}")).unwrap_or_default()
+            ),
+            None => format!("connection {id}"),
+        };
+        Err(super::lock_held(
+            task,
+            &format!("{m}.apply_position"),
+            &holder,
+            &format!("KILL {id}"),
+        ))
     }
 
     async fn begin(&mut self) -> Result<(), DbSinkError> {

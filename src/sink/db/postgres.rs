@@ -133,7 +133,12 @@ impl PgTarget {
     }
 
     /// Creates the position table if missing; returns the task's position.
-    pub async fn open(&mut self, task: &str, journal: bool) -> Result<super::Opened, DbSinkError> {
+    pub async fn open(
+        &mut self,
+        task: &str,
+        journal: bool,
+        exclusive: bool,
+    ) -> Result<super::Opened, DbSinkError> {
         let m = &self.meta;
         if journal {
             self.client
@@ -178,6 +183,11 @@ impl PgTarget {
                     e,
                 )
             })?;
+        if exclusive {
+            let m = m.clone();
+            self.lock(task, &m).await?;
+        }
+        let m = &self.meta;
         let row = self
             .client
             .query_opt(
@@ -203,6 +213,71 @@ impl PgTarget {
             &texts,
             &self.describe,
         )
+    }
+
+    /// Takes the task's advisory lock on the target database for this
+    /// session's lifetime (`exclusive`). It tries for a few seconds: a
+    /// session of this task's previous run may still be closing.
+    async fn lock(&mut self, task: &str, m: &str) -> Result<(), DbSinkError> {
+        let key = super::lock_key(m, task);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let got: bool = self
+                .client
+                .query_one("SELECT pg_catalog.pg_try_advisory_lock($1)", &[&key])
+                .await
+                .map_err(|e| classify("taking the task's advisory lock on the target", e))?
+                .get(0);
+            if got {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        // A bigint key shows in pg_locks as classid (high half), objid (low
+        // half), objsubid 1.
+        let who = self
+            .client
+            .query_opt(
+                "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), coalesce(a.usename::text, ''), a.backend_start::text
+                   FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+                  WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                    AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+                    AND l.classid::bigint = (($1::bigint >> 32) & 4294967295)
+                    AND l.objid::bigint = ($1::bigint & 4294967295)",
+                &[&key],
+            )
+            .await
+            .ok()
+            .flatten();
+        let (holder, end_it) = match who {
+            Some(r) => {
+                let pid: i32 = r.get(0);
+                let app: String = r.get(1);
+                let addr: String = r.get(2);
+                let user: String = r.get(3);
+                let since: Option<String> = r.get(4);
+                (
+                    format!(
+                        "PID {pid}, application {app:?}, {user} from {addr}, connected since {}",
+                        since.unwrap_or_default()
+                    ),
+                    format!("SELECT pg_terminate_backend({pid})"),
+                )
+            }
+            None => (
+                format!("advisory lock {key}"),
+                "pg_terminate_backend(<its pid>)".to_string(),
+            ),
+        };
+        Err(super::lock_held(
+            task,
+            &format!("{m}.apply_position"),
+            &holder,
+            &end_it,
+        ))
     }
 
     async fn begin(&mut self) -> Result<(), DbSinkError> {
