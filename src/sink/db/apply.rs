@@ -124,6 +124,22 @@ pub fn checked_columns(t: &TargetTable, before: &[Value]) -> Vec<usize> {
 /// One engine's statements. Every method runs inside the open target
 /// transaction (begun on first use).
 pub trait Target: Send {
+    /// Connects to the target and checks it (writable); `worker` names a
+    /// parallel worker's connection.
+    fn connect(
+        s: &Settings,
+        worker: Option<usize>,
+    ) -> impl Future<Output = Result<Self, DbSinkError>> + Send
+    where
+        Self: Sized;
+    /// Creates tidemark's tables on the target if missing, takes the task's
+    /// lock there (`exclusive`) and reads the task's position.
+    fn open(
+        &mut self,
+        task: &str,
+        journal: bool,
+        exclusive: bool,
+    ) -> impl Future<Output = Result<super::Opened, DbSinkError>> + Send;
     /// The target table for a source table, created or given new columns
     /// when the settings allow.
     fn table(

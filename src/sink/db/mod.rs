@@ -273,6 +273,34 @@ pub enum Engine {
     Postgres,
 }
 
+/// Connects the applier's connection (it applies what must go serially and
+/// moves the position) and, for parallel apply, `workers` more; opens the
+/// task's position and starts the applier.
+async fn start_applier<T: apply::Target + 'static>(
+    settings: apply::Settings,
+    bytes: Arc<AtomicU64>,
+    rx: mpsc::Receiver<Msg>,
+    durable: watch::Sender<Durable>,
+) -> Result<(Option<Position>, tokio::task::JoinHandle<()>, apply::Tally), DbSinkError> {
+    let mut t = T::connect(&settings, None).await?;
+    let opened = t
+        .open(
+            &settings.task,
+            settings.cfg.conflict.journal,
+            settings.cfg.exclusive,
+        )
+        .await?;
+    let mut extra = Vec::new();
+    if settings.cfg.workers > 1 {
+        for w in 1..=settings.cfg.workers {
+            extra.push(T::connect(&settings, Some(w)).await?);
+        }
+    }
+    let a = apply::Applier::with_workers(t, settings, bytes, opened.done, extra);
+    let tally = a.tally.clone();
+    Ok((opened.position, tokio::spawn(a.run(rx, durable)), tally))
+}
+
 impl DbSink {
     /// Connects, makes sure the position table exists and reads the task's
     /// position from it.
@@ -294,63 +322,17 @@ impl DbSink {
             cfg,
             approved_ddl,
         };
-        let workers = settings.cfg.workers;
-        let tally;
-        let (label, open_position, applier) = match engine {
-            Engine::Postgres => {
-                let mut t = postgres::PgTarget::connect(&settings, None).await?;
-                let opened = t
-                    .open(
-                        &settings.task,
-                        settings.cfg.conflict.journal,
-                        settings.cfg.exclusive,
-                    )
-                    .await?;
-                let mut extra = Vec::new();
-                // Parallel apply: `workers` connections, besides this one
-                // (which applies what must go serially and moves the
-                // position).
-                if workers > 1 {
-                    for w in 1..=workers {
-                        extra.push(postgres::PgTarget::connect(&settings, Some(w)).await?);
-                    }
-                }
-                let a =
-                    apply::Applier::with_workers(t, settings, bytes.clone(), opened.done, extra);
-                tally = a.tally.clone();
-                (
-                    "PostgreSQL target",
-                    opened.position,
-                    tokio::spawn(a.run(rx, durable_tx)),
-                )
-            }
-            Engine::Mysql => {
-                let mut t = mysql::MysqlTarget::connect(&settings, None).await?;
-                let opened = t
-                    .open(
-                        &settings.task,
-                        settings.cfg.conflict.journal,
-                        settings.cfg.exclusive,
-                    )
-                    .await?;
-                let mut extra = Vec::new();
-                // Parallel apply: `workers` connections, besides this one
-                // (which applies what must go serially and moves the
-                // position).
-                if workers > 1 {
-                    for w in 1..=workers {
-                        extra.push(mysql::MysqlTarget::connect(&settings, Some(w)).await?);
-                    }
-                }
-                let a =
-                    apply::Applier::with_workers(t, settings, bytes.clone(), opened.done, extra);
-                tally = a.tally.clone();
-                (
-                    "MySQL target",
-                    opened.position,
-                    tokio::spawn(a.run(rx, durable_tx)),
-                )
-            }
+        let (label, (open_position, applier, tally)) = match engine {
+            Engine::Postgres => (
+                "PostgreSQL target",
+                start_applier::<postgres::PgTarget>(settings, bytes.clone(), rx, durable_tx)
+                    .await?,
+            ),
+            Engine::Mysql => (
+                "MySQL target",
+                start_applier::<mysql::MysqlTarget>(settings, bytes.clone(), rx, durable_tx)
+                    .await?,
+            ),
         };
         Ok(DbSink {
             tx,

@@ -45,7 +45,10 @@ pub struct MysqlTarget {
 }
 
 impl MysqlTarget {
-    pub async fn connect(s: &Settings, _worker: Option<usize>) -> Result<MysqlTarget, DbSinkError> {
+    async fn connect_target(
+        s: &Settings,
+        _worker: Option<usize>,
+    ) -> Result<MysqlTarget, DbSinkError> {
         let describe = redact_url(&s.cfg.url);
         let base = Opts::from_url(&s.cfg.url)
             .map_err(|e| DbSinkError::definite(format!("sink.url {describe}: {e}")))?;
@@ -111,7 +114,7 @@ impl MysqlTarget {
     }
 
     /// Creates the position table if missing; returns the task's position.
-    pub async fn open(
+    async fn open_task(
         &mut self,
         task: &str,
         journal: bool,
@@ -486,6 +489,19 @@ impl MysqlTarget {
 }
 
 impl Target for MysqlTarget {
+    async fn connect(s: &Settings, worker: Option<usize>) -> Result<Self, DbSinkError> {
+        MysqlTarget::connect_target(s, worker).await
+    }
+
+    async fn open(
+        &mut self,
+        task: &str,
+        journal: bool,
+        exclusive: bool,
+    ) -> Result<super::Opened, DbSinkError> {
+        self.open_task(task, journal, exclusive).await
+    }
+
     async fn table(
         &mut self,
         src: &Arc<TableSchema>,

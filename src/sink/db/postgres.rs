@@ -33,7 +33,7 @@ pub struct PgTarget {
 impl PgTarget {
     /// Connects; `worker` numbers a parallel worker's connection (each
     /// needs its own replication origin).
-    pub async fn connect(s: &Settings, worker: Option<usize>) -> Result<PgTarget, DbSinkError> {
+    async fn connect_target(s: &Settings, worker: Option<usize>) -> Result<PgTarget, DbSinkError> {
         let target = connect::Target::parse(&s.cfg.url).map_err(DbSinkError::from_source)?;
         let client = connect::sql(
             &target,
@@ -133,7 +133,7 @@ impl PgTarget {
     }
 
     /// Creates the position table if missing; returns the task's position.
-    pub async fn open(
+    async fn open_task(
         &mut self,
         task: &str,
         journal: bool,
@@ -586,6 +586,19 @@ impl PgTarget {
 }
 
 impl Target for PgTarget {
+    async fn connect(s: &Settings, worker: Option<usize>) -> Result<Self, DbSinkError> {
+        PgTarget::connect_target(s, worker).await
+    }
+
+    async fn open(
+        &mut self,
+        task: &str,
+        journal: bool,
+        exclusive: bool,
+    ) -> Result<super::Opened, DbSinkError> {
+        self.open_task(task, journal, exclusive).await
+    }
+
     async fn table(
         &mut self,
         src: &Arc<TableSchema>,
