@@ -1,7 +1,7 @@
 //! Target column types for tables (and columns) the target lacks, from the
 //! source's type names: the mapping docs/type-mapping.md lays out.
 
-use crate::event::{ColumnDef, ColumnDefault, Connector};
+use crate::event::{ColumnDef, ColumnDefault, Connector, TableSchema};
 
 /// PostgreSQL type for a source column.
 pub fn postgres_type(source: Connector, c: &ColumnDef, key: bool) -> Result<String, String> {
@@ -316,4 +316,87 @@ mod tests {
             " DEFAULT 0"
         );
     }
+}
+
+/// A target table made from a source table: its column definitions with
+/// the source's defaults, the same without them (for a target that refuses
+/// a default), and its key clauses.
+#[derive(Debug)]
+pub struct TableDef {
+    pub with_defaults: Vec<String>,
+    pub plain: Vec<String>,
+    pub keys: Vec<String>,
+}
+
+impl TableDef {
+    /// The body of `CREATE TABLE … (<body>)`.
+    pub fn body(&self, with_defaults: bool) -> String {
+        let cols = if with_defaults {
+            &self.with_defaults
+        } else {
+            &self.plain
+        };
+        cols.iter()
+            .chain(&self.keys)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The definition of a target table for `src` on `engine`.
+pub fn table_def(
+    src: &TableSchema,
+    engine: super::Engine,
+    source: Connector,
+) -> Result<TableDef, String> {
+    use super::Engine;
+    let ident = match engine {
+        Engine::Mysql => super::apply::my_ident,
+        Engine::Postgres => super::apply::pg_ident,
+    };
+    let (mut with_defaults, mut plain) = (Vec::new(), Vec::new());
+    for (i, c) in src.columns.iter().enumerate() {
+        let indexed = src.key.contains(&i) || src.uniques.iter().any(|u| u.contains(&i));
+        let d = src.defaults.get(i).and_then(Option::as_ref);
+        let (ty, nn, default) = match engine {
+            Engine::Mysql => {
+                let ty = mysql_type(source, c, indexed)?;
+                let default = mysql_default(d, &ty, c);
+                (ty, if c.nullable { " NULL" } else { " NOT NULL" }, default)
+            }
+            Engine::Postgres => {
+                let ty = postgres_type(source, c, indexed)?;
+                let default = postgres_default(d, &ty);
+                (ty, if c.nullable { "" } else { " NOT NULL" }, default)
+            }
+        };
+        with_defaults.push(format!("{} {ty}{nn}{default}", ident(&c.name)));
+        plain.push(format!("{} {ty}{nn}", ident(&c.name)));
+    }
+    let names = |idx: &[usize]| -> Vec<String> {
+        idx.iter()
+            .filter_map(|&i| src.columns.get(i))
+            .map(|c| ident(&c.name))
+            .collect()
+    };
+    let mut keys = Vec::new();
+    if !src.key.is_empty() {
+        keys.push(format!("PRIMARY KEY ({})", names(&src.key).join(", ")));
+    }
+    let unique = match engine {
+        Engine::Mysql => "UNIQUE KEY",
+        Engine::Postgres => "UNIQUE",
+    };
+    for u in &src.uniques {
+        let cols = names(u);
+        if cols.len() == u.len() && !cols.is_empty() {
+            keys.push(format!("{unique} ({})", cols.join(", ")));
+        }
+    }
+    Ok(TableDef {
+        with_defaults,
+        plain,
+        keys,
+    })
 }

@@ -292,62 +292,26 @@ impl MysqlTarget {
             }
             // Columns with the source's defaults, and without them if the
             // target refuses one.
-            let (mut defs, mut plain) = (Vec::new(), Vec::new());
-            for (i, c) in src.columns.iter().enumerate() {
-                let indexed = src.key.contains(&i) || src.uniques.iter().any(|u| u.contains(&i));
-                let ty = super::create::mysql_type(s.source, c, indexed)
-                    .map_err(DbSinkError::definite)?;
-                let nn = if c.nullable { " NULL" } else { " NOT NULL" };
-                let default = super::create::mysql_default(
-                    src.defaults.get(i).and_then(Option::as_ref),
-                    &ty,
-                    c,
-                );
-                defs.push(format!("{} {ty}{nn}{default}", my_ident(&c.name)));
-                plain.push(format!("{} {ty}{nn}", my_ident(&c.name)));
-            }
-            let mut keys = Vec::new();
-            if !src.key.is_empty() {
-                let cols: Vec<String> = src
-                    .key
-                    .iter()
-                    .filter_map(|&i| src.columns.get(i))
-                    .map(|c| my_ident(&c.name))
-                    .collect();
-                keys.push(format!("PRIMARY KEY ({})", cols.join(", ")));
-            }
-            for u in &src.uniques {
-                let cols: Vec<String> = u
-                    .iter()
-                    .filter_map(|&i| src.columns.get(i))
-                    .map(|c| my_ident(&c.name))
-                    .collect();
-                if cols.len() == u.len() && !cols.is_empty() {
-                    keys.push(format!("UNIQUE KEY ({})", cols.join(", ")));
-                }
-            }
-            let create = |cols: &[String]| {
+            let def = super::create::table_def(src, super::Engine::Mysql, s.source)
+                .map_err(DbSinkError::definite)?;
+            let create = |with_defaults: bool| {
                 format!(
                     "CREATE TABLE IF NOT EXISTS {sql_name} ({}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
-                    cols.iter()
-                        .chain(&keys)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    def.body(with_defaults)
                 )
             };
             self.conn
                 .query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", my_ident(&db)))
                 .await
                 .map_err(|e| classify(&format!("creating target database {db}"), e))?;
-            if let Err(e) = self.conn.query_drop(create(&defs)).await {
+            if let Err(e) = self.conn.query_drop(create(true)).await {
                 let e = classify(&format!("creating target table {label}"), e);
-                if defs == plain || e.class != crate::error::ErrorClass::Definite {
+                if def.with_defaults == def.plain || e.class != crate::error::ErrorClass::Definite {
                     return Err(e);
                 }
                 warn!(table = %label, error = %e, "the target refused a default of the source's columns: the table is created without defaults");
                 self.conn
-                    .query_drop(create(&plain))
+                    .query_drop(create(false))
                     .await
                     .map_err(|e| classify(&format!("creating target table {label}"), e))?;
             }

@@ -331,62 +331,27 @@ impl PgTarget {
             }
             // Columns with the source's defaults, and without them if the
             // target refuses one.
-            let (mut defs, mut plain) = (Vec::new(), Vec::new());
-            for (i, c) in src.columns.iter().enumerate() {
-                let indexed = src.key.contains(&i) || src.uniques.iter().any(|u| u.contains(&i));
-                let ty = super::create::postgres_type(s.source, c, indexed)
-                    .map_err(DbSinkError::definite)?;
-                let nn = if c.nullable { "" } else { " NOT NULL" };
-                let default = super::create::postgres_default(
-                    src.defaults.get(i).and_then(Option::as_ref),
-                    &ty,
-                );
-                defs.push(format!("{} {ty}{nn}{default}", pg_ident(&c.name)));
-                plain.push(format!("{} {ty}{nn}", pg_ident(&c.name)));
-            }
-            let mut keys = Vec::new();
-            if !src.key.is_empty() {
-                let cols: Vec<String> = src
-                    .key
-                    .iter()
-                    .filter_map(|&i| src.columns.get(i))
-                    .map(|c| pg_ident(&c.name))
-                    .collect();
-                keys.push(format!("PRIMARY KEY ({})", cols.join(", ")));
-            }
-            for u in &src.uniques {
-                let cols: Vec<String> = u
-                    .iter()
-                    .filter_map(|&i| src.columns.get(i))
-                    .map(|c| pg_ident(&c.name))
-                    .collect();
-                if cols.len() == u.len() && !cols.is_empty() {
-                    keys.push(format!("UNIQUE ({})", cols.join(", ")));
-                }
-            }
-            let create = |cols: &[String]| {
+            let def = super::create::table_def(src, super::Engine::Postgres, s.source)
+                .map_err(DbSinkError::definite)?;
+            let create = |with_defaults: bool| {
                 format!(
                     "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {sql_name} ({})",
                     pg_ident(&schema),
-                    cols.iter()
-                        .chain(&keys)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    def.body(with_defaults)
                 )
             };
             self.begin().await?;
-            let fenced = format!("SAVEPOINT tidemark_create; {}", create(&defs));
+            let fenced = format!("SAVEPOINT tidemark_create; {}", create(true));
             if let Err(e) = self.client.batch_execute(&fenced).await {
                 let e = classify(&format!("creating target table {label}"), e);
-                if defs == plain || e.class != crate::error::ErrorClass::Definite {
+                if def.with_defaults == def.plain || e.class != crate::error::ErrorClass::Definite {
                     return Err(e);
                 }
                 warn!(table = %label, error = %e, "the target refused a default of the source's columns: the table is created without defaults");
                 self.client
                     .batch_execute(&format!(
                         "ROLLBACK TO SAVEPOINT tidemark_create; {}",
-                        create(&plain)
+                        create(false)
                     ))
                     .await
                     .map_err(|e| classify(&format!("creating target table {label}"), e))?;
