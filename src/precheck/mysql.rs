@@ -335,6 +335,27 @@ pub(super) async fn target(cfg: &TaskConfig, d: &DbSinkConfig, full: bool) -> Ve
     } else {
         items.push(Item::pass("target.writable", "read_only = OFF"));
     }
+    if d.exclusive {
+        let name = crate::sink::db::lock_name(&d.meta_schema, &cfg.id);
+        items.push(
+            match crate::sink::db::mysql_lock_holder(&mut conn, &name).await {
+                Ok(None) => Item::pass(
+                    "target.single_writer",
+                    format!("no session applies task {} into this target", cfg.id),
+                ),
+                Ok(Some((holder, end_it))) => Item::warn(
+                    "target.single_writer",
+                    format!("task {} is applying into this target now ({holder})", cfg.id),
+                    format!("if that is this task running on another tidemark, this one would wait until that session ends: stop the other, or give this task another id or meta_schema; {end_it} ends that session"),
+                ),
+                Err(e) => Item::warn(
+                    "target.single_writer",
+                    format!("the task's lock on the target could not be looked up: {e}"),
+                    "nothing to do before starting: the task takes the lock when it starts",
+                ),
+            },
+        );
+    }
     if full {
         let mapped: Vec<String> = cfg
             .filter

@@ -310,6 +310,20 @@ pub(super) async fn target(cfg: &TaskConfig, d: &DbSinkConfig, full: bool) -> Ve
             "point sink.url at a writable primary",
         )),
     }
+    if d.exclusive {
+        let key = crate::sink::db::lock_key(&d.meta_schema, &cfg.id);
+        items.push(match crate::sink::db::pg_lock_holder(&client, key).await {
+            None => Item::pass(
+                "target.single_writer",
+                format!("no session applies task {} into this target", cfg.id),
+            ),
+            Some((holder, end_it)) => Item::warn(
+                "target.single_writer",
+                format!("task {} is applying into this target now ({holder})", cfg.id),
+                format!("if that is this task running on another tidemark, this one would wait until that session ends: stop the other, or give this task another id or meta_schema; {end_it} ends that session"),
+            ),
+        });
+    }
     let can_create: bool = one(
         &client,
         "SELECT has_database_privilege(current_user, current_database(), 'CREATE')",

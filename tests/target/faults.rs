@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{Side, pg_sink, wait_same, writer};
+use crate::support::http::{free_port, request};
 use crate::support::{Daemon, mariadb, postgres, private_postgres, scratch, server_id};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -431,7 +432,18 @@ async fn a_second_tidemark_waits_then_takes_over(
             &format!("server_id = {}", server_id(name)),
             &format!("server_id = {}", server_id(&b_name)),
         );
+    // With the API, for its pre-check.
+    let port = free_port();
+    let token = "test-token-0123456789";
+    let text = text.replacen(
+        "shutdown_timeout_secs = 20\n",
+        &format!(
+            "shutdown_timeout_secs = 20\n[daemon.api]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"${{TIDEMARK_API_TOKEN}}\"\n"
+        ),
+        1,
+    );
     let mut b = Daemon::with_config(b_dir.clone(), &text, b_dir.join("out.jsonl"));
+    b.env.push(("TIDEMARK_API_TOKEN".into(), token.into()));
     b.start();
     b.wait_log(
         "is already applying into this target",
@@ -439,6 +451,26 @@ async fn a_second_tidemark_waits_then_takes_over(
     );
     let waiting = b.current_log();
     assert!(waiting.contains(end_it), "{waiting}");
+    // The pre-check says so too, before anything is started.
+    let r = request(port, "POST", "/api/v1/tasks/t/precheck", Some(token), "");
+    let v = r.json();
+    let item = v["precheck"]["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|i| i["name"] == "target.single_writer"))
+        .unwrap_or_else(|| panic!("{v}"))
+        .clone();
+    assert_eq!(item["status"], "warn", "{item}");
+    assert!(
+        item["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is applying into this target now"),
+        "{item}"
+    );
+    assert!(
+        item["fix"].as_str().unwrap_or_default().contains(end_it),
+        "{item}"
+    );
     // The first goes on applying alone.
     source
         .exec("INSERT INTO t SELECT seq, seq, 'second' FROM seq_201_to_400")

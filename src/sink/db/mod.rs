@@ -25,6 +25,9 @@ mod postgres;
 pub mod render;
 mod translate;
 
+pub(crate) use mysql::lock_holder as mysql_lock_holder;
+pub(crate) use postgres::lock_holder as pg_lock_holder;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 

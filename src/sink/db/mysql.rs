@@ -38,6 +38,8 @@ const SESSION: [&str; 2] = [
 pub struct MysqlTarget {
     conn: Conn,
     meta: String,
+    /// The name of the task's lock on the target (`exclusive`).
+    lock: String,
     in_tx: bool,
     tables: HashMap<usize, Arc<TargetTable>>,
     sent: u64,
@@ -81,6 +83,7 @@ impl MysqlTarget {
         let mut t = MysqlTarget {
             conn,
             meta: my_ident(&s.cfg.meta_schema),
+            lock: super::lock_name(&s.cfg.meta_schema, &s.task),
             in_tx: false,
             tables: HashMap::new(),
             sent: 0,
@@ -203,7 +206,7 @@ impl MysqlTarget {
     /// (`exclusive`). It waits a few seconds: a session of this task's
     /// previous run may still be closing.
     async fn lock(&mut self, task: &str, m: &str) -> Result<(), DbSinkError> {
-        let name = super::lock_name(m, task);
+        let name = self.lock.clone();
         let got: Option<Option<i64>> = self
             .conn
             .exec_first("SELECT GET_LOCK(?, 5)", (&name,))
@@ -212,39 +215,19 @@ impl MysqlTarget {
         if got == Some(Some(1)) {
             return Ok(());
         }
-        let id: Option<Option<u64>> = self
-            .conn
-            .exec_first("SELECT IS_USED_LOCK(?)", (&name,))
+        let Some((holder, end_it)) = lock_holder(&mut self.conn, &name)
             .await
-            .map_err(|e| classify("looking up the holder of the task's lock (IS_USED_LOCK)", e))?;
-        let Some(Some(id)) = id else {
+            .map_err(|e| classify("looking up the holder of the task's lock (IS_USED_LOCK)", e))?
+        else {
             return Err(DbSinkError::transient(format!(
                 "task {task}'s lock on the target ({name}) was held by another session and is free now: taking it again"
             )));
-        };
-        // Visible with the PROCESS privilege, or when the holder is the same
-        // user.
-        let who: Option<(String, String, Option<String>, i64)> = self
-            .conn
-            .exec_first(
-                "SELECT USER, HOST, DB, TIME FROM information_schema.PROCESSLIST WHERE ID = ?",
-                (id,),
-            )
-            .await
-            .ok()
-            .flatten();
-        let holder = match who {
-            Some((user, host, db, secs)) => format!(
-                "connection {id}, {user}@{host}{}, in its current state for {secs} s",
-                db.map(|d| format!(" on {d}")).unwrap_or_default()
-            ),
-            None => format!("connection {id}"),
         };
         Err(super::lock_held(
             task,
             &format!("{m}.apply_position"),
             &holder,
-            &format!("KILL {id}"),
+            &end_it,
         ))
     }
 
@@ -450,6 +433,36 @@ impl MysqlTarget {
             .map_err(|e| classify(what, e))?;
         Ok(self.conn.affected_rows())
     }
+}
+
+/// The session holding lock `name`, if any: how to name it, and the
+/// statement that ends it.
+pub(crate) async fn lock_holder(
+    conn: &mut Conn,
+    name: &str,
+) -> Result<Option<(String, String)>, mysql_async::Error> {
+    let id: Option<Option<u64>> = conn.exec_first("SELECT IS_USED_LOCK(?)", (name,)).await?;
+    let Some(Some(id)) = id else {
+        return Ok(None);
+    };
+    // Visible with the PROCESS privilege, or when the holder is the same
+    // user.
+    let who: Option<(String, String, Option<String>, i64)> = conn
+        .exec_first(
+            "SELECT USER, HOST, DB, TIME FROM information_schema.PROCESSLIST WHERE ID = ?",
+            (id,),
+        )
+        .await
+        .ok()
+        .flatten();
+    let holder = match who {
+        Some((user, host, db, secs)) => format!(
+            "connection {id}, {user}@{host}{}, in its current state for {secs} s",
+            db.map(|d| format!(" on {d}")).unwrap_or_default()
+        ),
+        None => format!("connection {id}"),
+    };
+    Ok(Some((holder, format!("KILL {id}"))))
 }
 
 impl Target for MysqlTarget {

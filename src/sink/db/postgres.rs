@@ -23,6 +23,9 @@ pub struct PgTarget {
     client: Client,
     /// Where the position table lives, quoted.
     meta: String,
+    /// The advisory-lock key of the task's lock on the target
+    /// (`exclusive`).
+    lock: i64,
     in_tx: bool,
     tables: HashMap<usize, Arc<TargetTable>>,
     stmts: HashMap<String, Statement>,
@@ -124,6 +127,7 @@ impl PgTarget {
         Ok(PgTarget {
             client,
             meta: pg_ident(&s.cfg.meta_schema),
+            lock: super::lock_key(&s.cfg.meta_schema, &s.task),
             in_tx: false,
             tables: HashMap::new(),
             stmts: HashMap::new(),
@@ -219,7 +223,7 @@ impl PgTarget {
     /// session's lifetime (`exclusive`). It tries for a few seconds: a
     /// session of this task's previous run may still be closing.
     async fn lock(&mut self, task: &str, m: &str) -> Result<(), DbSinkError> {
-        let key = super::lock_key(m, task);
+        let key = self.lock;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
             let got: bool = self
@@ -236,42 +240,12 @@ impl PgTarget {
             }
             tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         }
-        // A bigint key shows in pg_locks as classid (high half), objid (low
-        // half), objsubid 1.
-        let who = self
-            .client
-            .query_opt(
-                "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), coalesce(a.usename::text, ''), a.backend_start::text
-                   FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
-                  WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
-                    AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
-                    AND l.classid::bigint = (($1::bigint >> 32) & 4294967295)
-                    AND l.objid::bigint = ($1::bigint & 4294967295)",
-                &[&key],
-            )
-            .await
-            .ok()
-            .flatten();
-        let (holder, end_it) = match who {
-            Some(r) => {
-                let pid: i32 = r.get(0);
-                let app: String = r.get(1);
-                let addr: String = r.get(2);
-                let user: String = r.get(3);
-                let since: Option<String> = r.get(4);
-                (
-                    format!(
-                        "PID {pid}, application {app:?}, {user} from {addr}, connected since {}",
-                        since.unwrap_or_default()
-                    ),
-                    format!("SELECT pg_terminate_backend({pid})"),
-                )
-            }
-            None => (
+        let (holder, end_it) = lock_holder(&self.client, key).await.unwrap_or_else(|| {
+            (
                 format!("advisory lock {key}"),
                 "pg_terminate_backend(<its pid>)".to_string(),
-            ),
-        };
+            )
+        });
         Err(super::lock_held(
             task,
             &format!("{m}.apply_position"),
@@ -548,6 +522,38 @@ impl PgTarget {
             .map(|(&i, v)| self.render(t, i, v))
             .collect()
     }
+}
+
+/// The session holding the advisory lock `key` in the current database, if
+/// any: how to name it, and the statement that ends it.
+pub(crate) async fn lock_holder(client: &Client, key: i64) -> Option<(String, String)> {
+    // A bigint key shows in pg_locks as classid (high half), objid (low
+    // half), objsubid 1.
+    let r = client
+        .query_opt(
+            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.client_addr::text, 'local'), coalesce(a.usename::text, ''), a.backend_start::text
+               FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())
+                AND l.classid::bigint = (($1::bigint >> 32) & 4294967295)
+                AND l.objid::bigint = ($1::bigint & 4294967295)",
+            &[&key],
+        )
+        .await
+        .ok()
+        .flatten()?;
+    let pid: i32 = r.get(0);
+    let app: String = r.get(1);
+    let addr: String = r.get(2);
+    let user: String = r.get(3);
+    let since: Option<String> = r.get(4);
+    Some((
+        format!(
+            "PID {pid}, application {app:?}, {user} from {addr}, connected since {}",
+            since.unwrap_or_default()
+        ),
+        format!("SELECT pg_terminate_backend({pid})"),
+    ))
 }
 
 impl Target for PgTarget {
