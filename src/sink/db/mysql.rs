@@ -47,165 +47,10 @@ pub struct MysqlTarget {
 }
 
 impl MysqlTarget {
-    async fn connect_target(
-        s: &Settings,
-        _worker: Option<usize>,
-    ) -> Result<MysqlTarget, DbSinkError> {
-        let describe = redact_url(&s.cfg.url);
-        let base = Opts::from_url(&s.cfg.url)
-            .map_err(|e| DbSinkError::definite(format!("sink.url {describe}: {e}")))?;
-        let mut b = OptsBuilder::from_opts(base)
-            .prefer_socket(false)
-            .client_found_rows(true)
-            .stmt_cache_size(Some(256))
-            .tcp_keepalive(Some(Duration::from_secs(10)))
-            .init(
-                SESSION
-                    .iter()
-                    .map(|s| s.to_string())
-                    .chain(std::iter::once(format!(
-                        // A lock held on the target fails the statement
-                        // instead of holding the task silently.
-                        "SET SESSION innodb_lock_wait_timeout = {}, lock_wait_timeout = {}",
-                        s.cfg.lock_timeout_secs, s.cfg.lock_timeout_secs
-                    )))
-                    .collect::<Vec<_>>(),
-            );
-        b = b.ssl_opts(crate::source::mysql::ssl_opts(&s.cfg.tls));
-        let conn = match tokio::time::timeout(Duration::from_secs(15), Conn::new(b)).await {
-            Err(_) => {
-                return Err(DbSinkError::transient(format!(
-                    "connecting to the target {describe}: timed out after 15 s"
-                )));
-            }
-            Ok(r) => r.map_err(|e| classify(&format!("connecting to the target {describe}"), e))?,
-        };
-        let mut t = MysqlTarget {
-            conn,
-            meta: my_ident(&s.cfg.meta_schema),
-            lock: super::lock_name(&s.cfg.meta_schema, &s.task),
-            in_tx: false,
-            tables: HashMap::new(),
-            sent: 0,
-            describe,
-        };
-        // Changes applied here carry the skip-replication flag: the source
-        // of a reverse task (a bidirectional pair) leaves them out
-        // (`exclude_replicated`); native replicas still replicate them
-        // (`replicate_events_marked_for_skip` = REPLICATE, the default).
-        if let Err(e) = t.conn.query_drop("SET SESSION skip_replication = 1").await {
-            warn!(task = %s.task, target = %t.describe, error = %e, "applying without @@skip_replication (MariaDB only; it needs SUPER or BINLOG ADMIN): a reverse task can't tell this task's changes from others (bidirectional pairs need it)");
-        }
-        let ro: Option<(u8, u8)> = t
-            .conn
-            .query_first("SELECT @@read_only, @@global.read_only")
-            .await
-            .map_err(|e| classify("reading the target's settings", e))?;
-        if ro.is_some_and(|(a, b)| a == 1 || b == 1) {
-            let probe = t
-                .conn
-                .query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", t.meta))
-                .await;
-            if probe.is_err() {
-                return Err(DbSinkError::definite(format!(
-                    "the target {} is read-only (read_only = ON): point sink.url at a writable primary, or SET GLOBAL read_only = OFF",
-                    t.describe
-                )));
-            }
-        }
-        Ok(t)
-    }
-
-    /// Creates the position table if missing; returns the task's position.
-    async fn open_task(
-        &mut self,
-        task: &str,
-        journal: bool,
-        exclusive: bool,
-    ) -> Result<super::Opened, DbSinkError> {
-        let m = self.meta.clone();
-        if journal {
-            for sql in [
-                format!("CREATE DATABASE IF NOT EXISTS {m}"),
-                format!(
-                    "CREATE TABLE IF NOT EXISTS {m}.conflicts (
-                         id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
-                         task VARCHAR(255) NOT NULL,
-                         table_name VARCHAR(512) NOT NULL,
-                         op VARCHAR(16) NOT NULL,
-                         what VARCHAR(255) NOT NULL,
-                         `key` TEXT NOT NULL,
-                         source_row LONGTEXT,
-                         target_row LONGTEXT,
-                         position TEXT NOT NULL,
-                         action VARCHAR(16) NOT NULL,
-                         at DATETIME(6) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
-                ),
-            ] {
-                self.conn
-                    .query_drop(&sql)
-                    .await
-                    .map_err(|e| classify(&format!("creating {m}.conflicts"), e))?;
-            }
-        }
-        for sql in [
-            format!("CREATE DATABASE IF NOT EXISTS {m}"),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {m}.apply_position (
-                     task VARCHAR(255) NOT NULL PRIMARY KEY,
-                     position TEXT NOT NULL,
-                     updated_at DATETIME(6) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
-            ),
-            format!(
-                "CREATE TABLE IF NOT EXISTS {m}.apply_done (
-                     task VARCHAR(255) NOT NULL,
-                     worker INT NOT NULL,
-                     txs LONGTEXT NOT NULL,
-                     PRIMARY KEY (task, worker)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
-            ),
-        ] {
-            self.conn.query_drop(&sql).await.map_err(|e| {
-                classify(
-                    &format!(
-                        "creating {m}.apply_position on {} (the target user needs CREATE on {m}.*, or create it beforehand)",
-                        self.describe
-                    ),
-                    e,
-                )
-            })?;
-        }
-        if exclusive {
-            self.lock(task, &m).await?;
-        }
-        let text: Option<String> = self
-            .conn
-            .exec_first(
-                format!("SELECT position FROM {m}.apply_position WHERE task = ?"),
-                (task,),
-            )
-            .await
-            .map_err(|e| classify("reading the task's position on the target", e))?;
-        let done: Vec<String> = self
-            .conn
-            .exec(
-                format!("SELECT txs FROM {m}.apply_done WHERE task = ?"),
-                (task,),
-            )
-            .await
-            .map_err(|e| classify("reading the task's applied transactions on the target", e))?;
-        super::Opened::parse(
-            task,
-            &format!("{m}.apply_position"),
-            text,
-            &done,
-            &self.describe,
-        )
-    }
-
     /// Takes the task's lock on the target for this session's lifetime
     /// (`exclusive`). It waits a few seconds: a session of this task's
     /// previous run may still be closing.
-    async fn lock(&mut self, task: &str, m: &str) -> Result<(), DbSinkError> {
+    async fn lock(&mut self, task: &str) -> Result<(), DbSinkError> {
         let name = self.lock.clone();
         let got: Option<Option<i64>> = self
             .conn
@@ -225,7 +70,7 @@ impl MysqlTarget {
         };
         Err(super::lock_held(
             task,
-            &format!("{m}.apply_position"),
+            &format!("{}.apply_position", self.meta),
             &holder,
             &end_it,
         ))
@@ -466,17 +311,156 @@ pub(crate) async fn lock_holder(
 }
 
 impl Target for MysqlTarget {
-    async fn connect(s: &Settings, worker: Option<usize>) -> Result<Self, DbSinkError> {
-        MysqlTarget::connect_target(s, worker).await
+    async fn connect(s: &Settings, _worker: Option<usize>) -> Result<Self, DbSinkError> {
+        let describe = redact_url(&s.cfg.url);
+        let base = Opts::from_url(&s.cfg.url)
+            .map_err(|e| DbSinkError::definite(format!("sink.url {describe}: {e}")))?;
+        let mut b = OptsBuilder::from_opts(base)
+            .prefer_socket(false)
+            .client_found_rows(true)
+            .stmt_cache_size(Some(256))
+            .tcp_keepalive(Some(Duration::from_secs(10)))
+            .init(
+                SESSION
+                    .iter()
+                    .map(|s| s.to_string())
+                    .chain(std::iter::once(format!(
+                        // A lock held on the target fails the statement
+                        // instead of holding the task silently.
+                        "SET SESSION innodb_lock_wait_timeout = {}, lock_wait_timeout = {}",
+                        s.cfg.lock_timeout_secs, s.cfg.lock_timeout_secs
+                    )))
+                    .collect::<Vec<_>>(),
+            );
+        b = b.ssl_opts(crate::source::mysql::ssl_opts(&s.cfg.tls));
+        let conn = match tokio::time::timeout(Duration::from_secs(15), Conn::new(b)).await {
+            Err(_) => {
+                return Err(DbSinkError::transient(format!(
+                    "connecting to the target {describe}: timed out after 15 s"
+                )));
+            }
+            Ok(r) => r.map_err(|e| classify(&format!("connecting to the target {describe}"), e))?,
+        };
+        let mut t = MysqlTarget {
+            conn,
+            meta: my_ident(&s.cfg.meta_schema),
+            lock: super::lock_name(&s.cfg.meta_schema, &s.task),
+            in_tx: false,
+            tables: HashMap::new(),
+            sent: 0,
+            describe,
+        };
+        // Changes applied here carry the skip-replication flag: the source
+        // of a reverse task (a bidirectional pair) leaves them out
+        // (`exclude_replicated`); native replicas still replicate them
+        // (`replicate_events_marked_for_skip` = REPLICATE, the default).
+        if let Err(e) = t.conn.query_drop("SET SESSION skip_replication = 1").await {
+            warn!(task = %s.task, target = %t.describe, error = %e, "applying without @@skip_replication (MariaDB only; it needs SUPER or BINLOG ADMIN): a reverse task can't tell this task's changes from others (bidirectional pairs need it)");
+        }
+        let ro: Option<(u8, u8)> = t
+            .conn
+            .query_first("SELECT @@read_only, @@global.read_only")
+            .await
+            .map_err(|e| classify("reading the target's settings", e))?;
+        if ro.is_some_and(|(a, b)| a == 1 || b == 1) {
+            let probe = t
+                .conn
+                .query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", t.meta))
+                .await;
+            if probe.is_err() {
+                return Err(DbSinkError::definite(format!(
+                    "the target {} is read-only (read_only = ON): point sink.url at a writable primary, or SET GLOBAL read_only = OFF",
+                    t.describe
+                )));
+            }
+        }
+        Ok(t)
     }
 
+    /// Creates the position table if missing; returns the task's position.
     async fn open(
         &mut self,
         task: &str,
         journal: bool,
         exclusive: bool,
     ) -> Result<super::Opened, DbSinkError> {
-        self.open_task(task, journal, exclusive).await
+        let m = self.meta.clone();
+        if journal {
+            for sql in [
+                format!("CREATE DATABASE IF NOT EXISTS {m}"),
+                format!(
+                    "CREATE TABLE IF NOT EXISTS {m}.conflicts (
+                         id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                         task VARCHAR(255) NOT NULL,
+                         table_name VARCHAR(512) NOT NULL,
+                         op VARCHAR(16) NOT NULL,
+                         what VARCHAR(255) NOT NULL,
+                         `key` TEXT NOT NULL,
+                         source_row LONGTEXT,
+                         target_row LONGTEXT,
+                         position TEXT NOT NULL,
+                         action VARCHAR(16) NOT NULL,
+                         at DATETIME(6) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+                ),
+            ] {
+                self.conn
+                    .query_drop(&sql)
+                    .await
+                    .map_err(|e| classify(&format!("creating {m}.conflicts"), e))?;
+            }
+        }
+        for sql in [
+            format!("CREATE DATABASE IF NOT EXISTS {m}"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {m}.apply_position (
+                     task VARCHAR(255) NOT NULL PRIMARY KEY,
+                     position TEXT NOT NULL,
+                     updated_at DATETIME(6) NOT NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {m}.apply_done (
+                     task VARCHAR(255) NOT NULL,
+                     worker INT NOT NULL,
+                     txs LONGTEXT NOT NULL,
+                     PRIMARY KEY (task, worker)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+            ),
+        ] {
+            self.conn.query_drop(&sql).await.map_err(|e| {
+                classify(
+                    &format!(
+                        "creating {m}.apply_position on {} (the target user needs CREATE on {m}.*, or create it beforehand)",
+                        self.describe
+                    ),
+                    e,
+                )
+            })?;
+        }
+        if exclusive {
+            self.lock(task).await?;
+        }
+        let text: Option<String> = self
+            .conn
+            .exec_first(
+                format!("SELECT position FROM {m}.apply_position WHERE task = ?"),
+                (task,),
+            )
+            .await
+            .map_err(|e| classify("reading the task's position on the target", e))?;
+        let done: Vec<String> = self
+            .conn
+            .exec(
+                format!("SELECT txs FROM {m}.apply_done WHERE task = ?"),
+                (task,),
+            )
+            .await
+            .map_err(|e| classify("reading the task's applied transactions on the target", e))?;
+        super::Opened::parse(
+            task,
+            &format!("{m}.apply_position"),
+            text,
+            &done,
+            &self.describe,
+        )
     }
 
     async fn table(

@@ -34,195 +34,10 @@ pub struct PgTarget {
 }
 
 impl PgTarget {
-    /// Connects; `worker` numbers a parallel worker's connection (each
-    /// needs its own replication origin).
-    async fn connect_target(s: &Settings, worker: Option<usize>) -> Result<PgTarget, DbSinkError> {
-        let target = connect::Target::parse(&s.cfg.url).map_err(DbSinkError::from_source)?;
-        let client = connect::sql(
-            &target,
-            &s.cfg.tls,
-            &format!("tidemark-apply:{}", s.task),
-            "tasks.sink.tls",
-        )
-        .await
-        .map_err(DbSinkError::from_source)?;
-        let describe = target.describe();
-        let ro: String = client
-            .query_one("SELECT current_setting('transaction_read_only')", &[])
-            .await
-            .map_err(|e| classify(&format!("reading settings of {describe}"), e))?
-            .get(0);
-        if ro == "on" {
-            return Err(DbSinkError::definite(format!(
-                "the target {describe} is read-only (a standby, or default_transaction_read_only = on): point sink.url at a writable primary"
-            )));
-        }
-        // A lock held on the target fails the statement instead of holding
-        // the task silently; the transaction is then applied again.
-        client
-            .batch_execute(&format!(
-                "SET lock_timeout = '{}s'",
-                s.cfg.lock_timeout_secs
-            ))
-            .await
-            .map_err(|e| classify("setting lock_timeout", e))?;
-        // Replicated rows: the source ran its triggers and checked its
-        // foreign keys already (and snapshot tables load in any order).
-        if let Err(e) = client
-            .batch_execute("SET session_replication_role = replica")
-            .await
-        {
-            warn!(task = %s.task, target = %describe, error = %e, "session_replication_role = replica was refused (it needs a superuser, or GRANT SET ON PARAMETER session_replication_role on PostgreSQL 15+): foreign keys and triggers of the target stay active while applying");
-        }
-        // With `origin` set (bidirectional pairs), changes applied here
-        // carry a replication origin, which the source of the reverse task
-        // leaves out (`exclude_replicated`). Each connection needs its own
-        // (one session per origin): `_w<n>` for the parallel workers.
-        // Origins are tracked in max_replication_slots' slots: none are
-        // taken unless asked for.
-        if let Some(base) = &s.cfg.origin {
-            let origin = match worker {
-                Some(w) => format!("{base}_w{w}"),
-                None => base.clone(),
-            };
-            let setup = client
-                .execute(
-                    "SELECT pg_catalog.pg_replication_origin_create($1) WHERE pg_catalog.pg_replication_origin_oid($1) IS NULL",
-                    &[&origin],
-                )
-                .await;
-            let setup = match setup {
-                Ok(_) => client
-                    .execute(
-                        "SELECT pg_catalog.pg_replication_origin_session_setup($1)",
-                        &[&origin],
-                    )
-                    .await
-                    .map(|_| ()),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = setup {
-                let why = e
-                    .as_db_error()
-                    .map_or_else(|| e.to_string(), |d| d.message().to_string());
-                let err = match e.code() {
-                    Some(c) if *c == tokio_postgres::error::SqlState::OBJECT_IN_USE => {
-                        DbSinkError::transient(format!(
-                            "replication origin {origin} on {describe} is in use by another session ({why}): a previous run of task {} still connected, or another task with the same sink.origin",
-                            s.task
-                        ))
-                    }
-                    Some(c) if *c == tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE => {
-                        DbSinkError::definite(format!(
-                            "sink.origin needs the replication-origin functions on {describe} ({why}): a superuser, or GRANT EXECUTE ON FUNCTION pg_replication_origin_create, pg_replication_origin_oid, pg_replication_origin_session_setup TO the target user"
-                        ))
-                    }
-                    _ => DbSinkError::definite(format!(
-                        "setting up replication origin {origin} on {describe}: {why} (origins in use count against max_replication_slots: raise it, or drop unused ones with pg_replication_origin_drop)"
-                    )),
-                };
-                return Err(err.caused_by(e));
-            }
-        }
-        Ok(PgTarget {
-            client,
-            meta: pg_ident(&s.cfg.meta_schema),
-            lock: super::lock_key(&s.cfg.meta_schema, &s.task),
-            in_tx: false,
-            tables: HashMap::new(),
-            stmts: HashMap::new(),
-            sent: 0,
-            describe,
-        })
-    }
-
-    /// Creates the position table if missing; returns the task's position.
-    async fn open_task(
-        &mut self,
-        task: &str,
-        journal: bool,
-        exclusive: bool,
-    ) -> Result<super::Opened, DbSinkError> {
-        let m = &self.meta;
-        if journal {
-            self.client
-                .batch_execute(&format!(
-                    "CREATE SCHEMA IF NOT EXISTS {m};
-                     CREATE TABLE IF NOT EXISTS {m}.conflicts (
-                         id bigserial PRIMARY KEY,
-                         task text NOT NULL,
-                         table_name text NOT NULL,
-                         op text NOT NULL,
-                         what text NOT NULL,
-                         key text NOT NULL,
-                         source_row text,
-                         target_row text,
-                         position text NOT NULL,
-                         action text NOT NULL,
-                         at timestamptz NOT NULL DEFAULT now())"
-                ))
-                .await
-                .map_err(|e| classify(&format!("creating {m}.conflicts"), e))?;
-        }
-        self.client
-            .batch_execute(&format!(
-                "CREATE SCHEMA IF NOT EXISTS {m};
-                 CREATE TABLE IF NOT EXISTS {m}.apply_position (
-                     task text PRIMARY KEY,
-                     position text NOT NULL,
-                     updated_at timestamptz NOT NULL DEFAULT now());
-                 CREATE TABLE IF NOT EXISTS {m}.apply_done (
-                     task text NOT NULL,
-                     worker int NOT NULL,
-                     txs text NOT NULL,
-                     PRIMARY KEY (task, worker))"
-            ))
-            .await
-            .map_err(|e| {
-                classify(
-                    &format!(
-                        "creating {m}.apply_position on {} (the target user needs CREATE on the database, or create the schema and table beforehand)",
-                        self.describe
-                    ),
-                    e,
-                )
-            })?;
-        if exclusive {
-            let m = m.clone();
-            self.lock(task, &m).await?;
-        }
-        let m = &self.meta;
-        let row = self
-            .client
-            .query_opt(
-                &format!("SELECT position FROM {m}.apply_position WHERE task = $1"),
-                &[&task],
-            )
-            .await
-            .map_err(|e| classify("reading the task's position on the target", e))?;
-        let done_rows = self
-            .client
-            .query(
-                &format!("SELECT txs FROM {m}.apply_done WHERE task = $1"),
-                &[&task],
-            )
-            .await
-            .map_err(|e| classify("reading the task's applied transactions on the target", e))?;
-        let texts: Vec<String> = done_rows.iter().map(|r| r.get(0)).collect();
-        let position = row.map(|r| r.get::<_, String>(0));
-        super::Opened::parse(
-            task,
-            &format!("{m}.apply_position"),
-            position,
-            &texts,
-            &self.describe,
-        )
-    }
-
     /// Takes the task's advisory lock on the target database for this
     /// session's lifetime (`exclusive`). It tries for a few seconds: a
     /// session of this task's previous run may still be closing.
-    async fn lock(&mut self, task: &str, m: &str) -> Result<(), DbSinkError> {
+    async fn lock(&mut self, task: &str) -> Result<(), DbSinkError> {
         let key = self.lock;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
@@ -248,7 +63,7 @@ impl PgTarget {
         });
         Err(super::lock_held(
             task,
-            &format!("{m}.apply_position"),
+            &format!("{}.apply_position", self.meta),
             &holder,
             &end_it,
         ))
@@ -557,17 +372,188 @@ pub(crate) async fn lock_holder(client: &Client, key: i64) -> Option<(String, St
 }
 
 impl Target for PgTarget {
+    /// Connects; `worker` numbers a parallel worker's connection (each
+    /// needs its own replication origin).
     async fn connect(s: &Settings, worker: Option<usize>) -> Result<Self, DbSinkError> {
-        PgTarget::connect_target(s, worker).await
+        let target = connect::Target::parse(&s.cfg.url).map_err(DbSinkError::from_source)?;
+        let client = connect::sql(
+            &target,
+            &s.cfg.tls,
+            &format!("tidemark-apply:{}", s.task),
+            "tasks.sink.tls",
+        )
+        .await
+        .map_err(DbSinkError::from_source)?;
+        let describe = target.describe();
+        let ro: String = client
+            .query_one("SELECT current_setting('transaction_read_only')", &[])
+            .await
+            .map_err(|e| classify(&format!("reading settings of {describe}"), e))?
+            .get(0);
+        if ro == "on" {
+            return Err(DbSinkError::definite(format!(
+                "the target {describe} is read-only (a standby, or default_transaction_read_only = on): point sink.url at a writable primary"
+            )));
+        }
+        // A lock held on the target fails the statement instead of holding
+        // the task silently; the transaction is then applied again.
+        client
+            .batch_execute(&format!(
+                "SET lock_timeout = '{}s'",
+                s.cfg.lock_timeout_secs
+            ))
+            .await
+            .map_err(|e| classify("setting lock_timeout", e))?;
+        // Replicated rows: the source ran its triggers and checked its
+        // foreign keys already (and snapshot tables load in any order).
+        if let Err(e) = client
+            .batch_execute("SET session_replication_role = replica")
+            .await
+        {
+            warn!(task = %s.task, target = %describe, error = %e, "session_replication_role = replica was refused (it needs a superuser, or GRANT SET ON PARAMETER session_replication_role on PostgreSQL 15+): foreign keys and triggers of the target stay active while applying");
+        }
+        // With `origin` set (bidirectional pairs), changes applied here
+        // carry a replication origin, which the source of the reverse task
+        // leaves out (`exclude_replicated`). Each connection needs its own
+        // (one session per origin): `_w<n>` for the parallel workers.
+        // Origins are tracked in max_replication_slots' slots: none are
+        // taken unless asked for.
+        if let Some(base) = &s.cfg.origin {
+            let origin = match worker {
+                Some(w) => format!("{base}_w{w}"),
+                None => base.clone(),
+            };
+            let setup = client
+                .execute(
+                    "SELECT pg_catalog.pg_replication_origin_create($1) WHERE pg_catalog.pg_replication_origin_oid($1) IS NULL",
+                    &[&origin],
+                )
+                .await;
+            let setup = match setup {
+                Ok(_) => client
+                    .execute(
+                        "SELECT pg_catalog.pg_replication_origin_session_setup($1)",
+                        &[&origin],
+                    )
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = setup {
+                let why = e
+                    .as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_string());
+                let err = match e.code() {
+                    Some(c) if *c == tokio_postgres::error::SqlState::OBJECT_IN_USE => {
+                        DbSinkError::transient(format!(
+                            "replication origin {origin} on {describe} is in use by another session ({why}): a previous run of task {} still connected, or another task with the same sink.origin",
+                            s.task
+                        ))
+                    }
+                    Some(c) if *c == tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE => {
+                        DbSinkError::definite(format!(
+                            "sink.origin needs the replication-origin functions on {describe} ({why}): a superuser, or GRANT EXECUTE ON FUNCTION pg_replication_origin_create, pg_replication_origin_oid, pg_replication_origin_session_setup TO the target user"
+                        ))
+                    }
+                    _ => DbSinkError::definite(format!(
+                        "setting up replication origin {origin} on {describe}: {why} (origins in use count against max_replication_slots: raise it, or drop unused ones with pg_replication_origin_drop)"
+                    )),
+                };
+                return Err(err.caused_by(e));
+            }
+        }
+        Ok(PgTarget {
+            client,
+            meta: pg_ident(&s.cfg.meta_schema),
+            lock: super::lock_key(&s.cfg.meta_schema, &s.task),
+            in_tx: false,
+            tables: HashMap::new(),
+            stmts: HashMap::new(),
+            sent: 0,
+            describe,
+        })
     }
 
+    /// Creates the position table if missing; returns the task's position.
     async fn open(
         &mut self,
         task: &str,
         journal: bool,
         exclusive: bool,
     ) -> Result<super::Opened, DbSinkError> {
-        self.open_task(task, journal, exclusive).await
+        let m = &self.meta;
+        if journal {
+            self.client
+                .batch_execute(&format!(
+                    "CREATE SCHEMA IF NOT EXISTS {m};
+                     CREATE TABLE IF NOT EXISTS {m}.conflicts (
+                         id bigserial PRIMARY KEY,
+                         task text NOT NULL,
+                         table_name text NOT NULL,
+                         op text NOT NULL,
+                         what text NOT NULL,
+                         key text NOT NULL,
+                         source_row text,
+                         target_row text,
+                         position text NOT NULL,
+                         action text NOT NULL,
+                         at timestamptz NOT NULL DEFAULT now())"
+                ))
+                .await
+                .map_err(|e| classify(&format!("creating {m}.conflicts"), e))?;
+        }
+        self.client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {m};
+                 CREATE TABLE IF NOT EXISTS {m}.apply_position (
+                     task text PRIMARY KEY,
+                     position text NOT NULL,
+                     updated_at timestamptz NOT NULL DEFAULT now());
+                 CREATE TABLE IF NOT EXISTS {m}.apply_done (
+                     task text NOT NULL,
+                     worker int NOT NULL,
+                     txs text NOT NULL,
+                     PRIMARY KEY (task, worker))"
+            ))
+            .await
+            .map_err(|e| {
+                classify(
+                    &format!(
+                        "creating {m}.apply_position on {} (the target user needs CREATE on the database, or create the schema and table beforehand)",
+                        self.describe
+                    ),
+                    e,
+                )
+            })?;
+        if exclusive {
+            self.lock(task).await?;
+        }
+        let m = &self.meta;
+        let row = self
+            .client
+            .query_opt(
+                &format!("SELECT position FROM {m}.apply_position WHERE task = $1"),
+                &[&task],
+            )
+            .await
+            .map_err(|e| classify("reading the task's position on the target", e))?;
+        let done_rows = self
+            .client
+            .query(
+                &format!("SELECT txs FROM {m}.apply_done WHERE task = $1"),
+                &[&task],
+            )
+            .await
+            .map_err(|e| classify("reading the task's applied transactions on the target", e))?;
+        let texts: Vec<String> = done_rows.iter().map(|r| r.get(0)).collect();
+        let position = row.map(|r| r.get::<_, String>(0));
+        super::Opened::parse(
+            task,
+            &format!("{m}.apply_position"),
+            position,
+            &texts,
+            &self.describe,
+        )
     }
 
     async fn table(
